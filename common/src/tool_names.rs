@@ -1,0 +1,57 @@
+//! Names the frontend's built-in tools use. The registry refuses dynamic
+//! tools that collide with them, so a stored tool can never shadow one.
+
+/// Every built-in tool, exactly as it appears in `tools/list`.
+pub const BUILTIN_TOOL_NAMES: &[&str] = &[
+    "dynamic.tool.create",
+    "dynamic.tool.update",
+    "dynamic.tool.delete",
+    "dynamic.tool.list",
+    "dynamic.tool.get",
+    "dynamic.tool.enable",
+    "sandbox.initialize",
+    "sandbox.exec",
+    "sandbox.run_js",
+    "sandbox.stop",
+    "sandbox.session.list",
+    "system.guard_metrics",
+    "system.health",
+    "run_js_ephemeral",
+];
+
+/// Prefixes kept for present and future built-ins.
+pub const RESERVED_PREFIXES: &[&str] = &["dynamic.tool.", "sandbox.", "system."];
+
+/// Why `name` is reserved, or `None` when a dynamic tool may use it.
+/// Comparison ignores case so `System.Health` cannot pose as a built-in.
+pub fn reserved_reason(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(builtin) = BUILTIN_TOOL_NAMES.iter().find(|b| **b == lower) {
+        return Some(format!("'{name}' is the name of the built-in tool '{builtin}'"));
+    }
+    RESERVED_PREFIXES
+        .iter()
+        .find(|p| lower.starts_with(*p))
+        .map(|p| format!("the prefix '{p}' is reserved for built-in tools"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_and_prefixes_are_reserved() {
+        assert!(reserved_reason("system.health").is_some());
+        assert!(reserved_reason("SYSTEM.HEALTH").is_some());
+        assert!(reserved_reason("run_js_ephemeral").is_some());
+        assert!(reserved_reason("sandbox.mine").is_some());
+        assert!(reserved_reason("dynamic.tool.x").is_some());
+    }
+
+    #[test]
+    fn ordinary_names_are_free() {
+        assert_eq!(reserved_reason("text.upper"), None);
+        assert_eq!(reserved_reason("dynamic.tools"), None);
+        assert_eq!(reserved_reason("systemd"), None);
+    }
+}
