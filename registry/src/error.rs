@@ -1,0 +1,149 @@
+//! The registry's errors, and the one place they become gRPC statuses.
+
+use std::io;
+use std::path::PathBuf;
+
+use tonic::Status;
+
+use crate::rules::Violation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Invalid(#[from] Violation),
+    #[error("a tool named {} already exists (revision {revision}); use dynamic.tool.update to change it", quoted(.name))]
+    AlreadyExists { name: String, revision: u64 },
+    #[error("no dynamic tool named {}; dynamic.tool.list shows the tools that exist", quoted(.name))]
+    NotFound { name: String },
+    #[error(
+        "revision conflict on {}: expectedRevision is {expected} but the current revision is {current}; \
+         fetch it with dynamic.tool.get and retry",
+        quoted(.name)
+    )]
+    RevisionConflict { name: String, expected: u64, current: u64 },
+    #[error(
+        "tool limit reached: this registry holds at most {max} dynamic tools (MCP_DYNAMIC_MAX_TOOLS); delete one first"
+    )]
+    LimitReached { max: usize },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Failures of the storage backend itself, never of the caller's input.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "the change was saved but syncing {} failed ({source}); it may not survive a power failure",
+        .dir.display()
+    )]
+    NotDurable { dir: PathBuf, source: io::Error },
+    #[error("the tool store {} is unreadable: {reason}. It was left untouched: fix or move it away, then restart", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "the tool store {} is in use by another dynamic-mcp-registry (lock {} is held); run one registry per store",
+        .path.display(), .lock.display()
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("the tool store path {} does not name a file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("cannot encode the tool store: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("the store writer stopped unexpectedly: {0}")]
+    WriterFailed(String),
+}
+
+impl From<RegistryError> for Status {
+    fn from(err: RegistryError) -> Self {
+        let message = err.to_string();
+        match err {
+            RegistryError::Invalid(_) => Status::invalid_argument(message),
+            RegistryError::AlreadyExists { .. } => Status::already_exists(message),
+            RegistryError::NotFound { .. } => Status::not_found(message),
+            RegistryError::RevisionConflict { .. } => Status::aborted(message),
+            RegistryError::LimitReached { .. } => Status::resource_exhausted(message),
+            RegistryError::Storage(storage) => {
+                tracing::error!(error = %storage, "tool store failure");
+                match storage {
+                    StorageError::Io { .. } => {
+                        Status::unavailable(format!("the tool store is unavailable, nothing was changed: {message}"))
+                    }
+                    _ => Status::internal(message),
+                }
+            }
+        }
+    }
+}
+
+/// A caller-supplied string for a message: quoted, and cut short so a huge
+/// name cannot blow up a status header or a log line.
+pub(crate) fn quoted(text: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("'{}…'", &text[..cut]),
+        None => format!("'{text}'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_error_gets_its_grpc_code_and_message() {
+        let status = Status::from(RegistryError::RevisionConflict {
+            name: "x.y".into(),
+            expected: 1,
+            current: 2,
+        });
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(
+            status.message(),
+            "revision conflict on 'x.y': expectedRevision is 1 but the current revision is 2; \
+             fetch it with dynamic.tool.get and retry"
+        );
+        let status = Status::from(RegistryError::AlreadyExists {
+            name: "x.y".into(),
+            revision: 3,
+        });
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(
+            status.message(),
+            "a tool named 'x.y' already exists (revision 3); use dynamic.tool.update to change it"
+        );
+        let status = Status::from(RegistryError::NotFound { name: "x.y".into() });
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.message(),
+            "no dynamic tool named 'x.y'; dynamic.tool.list shows the tools that exist"
+        );
+        let status = Status::from(RegistryError::LimitReached { max: 3 });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status
+                .message()
+                .starts_with("tool limit reached: this registry holds at most 3 dynamic tools")
+        );
+        let status = Status::from(RegistryError::Invalid(Violation("description must be 1..4000".into())));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let status = Status::from(RegistryError::Storage(StorageError::Io {
+            action: "write",
+            path: "/x/tools.json.tmp".into(),
+            source: io::Error::other("disk full"),
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn quoted_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(quoted("abc"), "'abc'");
+        let long = "\u{e9}".repeat(100);
+        assert_eq!(quoted(&long), format!("'{}…'", "\u{e9}".repeat(80)));
+    }
+}

@@ -1,0 +1,57 @@
+//! The dynamic-mcp registry: it stores dynamic tool definitions, enforces
+//! their rules (names, sizes, revisions, the tool limit), writes every change
+//! durably before answering, and announces each change on a feed that
+//! frontends watch. It never runs code; that is the executor's job.
+
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod record;
+pub mod rules;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dynamic_mcp_common::shutdown;
+use dynamic_mcp_proto::v1::registry_server::RegistryServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Backend, RegistryConfig};
+use crate::service::RegistryService;
+use crate::store::ToolStore;
+use crate::store::file::FileStore;
+
+/// Opens the store, then serves gRPC (with health) until asked to stop.
+pub async fn serve(config: RegistryConfig) -> anyhow::Result<()> {
+    let store: Arc<dyn ToolStore> = match config.backend {
+        Backend::File => {
+            Arc::new(FileStore::open(&config.store, config.max_tools as usize).context("cannot open the tool store")?)
+        }
+    };
+    let incoming = config.listen.bind().await?;
+    let listening = incoming
+        .local_tcp_addr()
+        .map_or_else(|| config.listen.to_string(), |addr| addr.to_string());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RegistryServer<RegistryService>>().await;
+    let stopping = CancellationToken::new();
+    let registry = RegistryServer::new(RegistryService::new(store, stopping.clone()));
+
+    tracing::info!(listen = %listening, "registry listening");
+    let exit_with_parent = config.exit_with_parent;
+    let shutdown = async move {
+        shutdown::requested(exit_with_parent).await;
+        stopping.cancel();
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(registry)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("the gRPC server failed")?;
+    tracing::info!("registry stopped");
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The stored shape of a dynamic tool, and every conversion between it and
+//! the gRPC messages, so the rest of the crate speaks only one of them.
+
+use dynamic_mcp_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::feed::{ChangeEvent, ChangeKind};
+use crate::store::{Catalog, Written};
+
+/// One dynamic tool as the store keeps it (camelCase on disk, as in compat.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolRecord {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub description: String,
+    pub image: String,
+    pub timeout_ms: u32,
+    pub dependencies: Vec<Dependency>,
+    pub code: String,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub revision: u64,
+}
+
+/// One npm package a tool needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub name: String,
+    pub version: String,
+}
+
+impl ToolRecord {
+    /// The size callers see even when the code itself is left out.
+    pub fn code_size_bytes(&self) -> u64 {
+        self.code.len() as u64
+    }
+
+    /// The gRPC view; `code` stays empty unless asked for, `code_size_bytes` is always set.
+    pub fn to_proto(&self, include_code: bool) -> pb::ToolRecord {
+        pb::ToolRecord {
+            name: self.name.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            image: self.image.clone(),
+            timeout_ms: self.timeout_ms,
+            dependencies: self.dependencies.iter().map(pb::Dependency::from).collect(),
+            code: if include_code { self.code.clone() } else { String::new() },
+            enabled: self.enabled,
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            revision: self.revision,
+            code_size_bytes: self.code_size_bytes(),
+        }
+    }
+}
+
+/// Server-set timestamps: RFC 3339, UTC, millisecond precision.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let utc = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.millisecond()
+    )
+}
+
+/// The current time as a record timestamp.
+pub fn now() -> String {
+    timestamp(OffsetDateTime::now_utc())
+}
+
+impl From<pb::Dependency> for Dependency {
+    fn from(dep: pb::Dependency) -> Self {
+        Self {
+            name: dep.name,
+            version: dep.version,
+        }
+    }
+}
+
+impl From<&Dependency> for pb::Dependency {
+    fn from(dep: &Dependency) -> Self {
+        Self {
+            name: dep.name.clone(),
+            version: dep.version.clone(),
+        }
+    }
+}
+
+impl From<Written> for pb::ToolWriteResponse {
+    fn from(written: Written) -> Self {
+        Self {
+            tool: Some(written.tool.to_proto(false)),
+            catalog_version: written.catalog_version,
+        }
+    }
+}
+
+/// `List`'s answer; code only when the caller asked for it.
+pub fn list_response(catalog: &Catalog, include_code: bool) -> pb::ListToolsResponse {
+    pb::ListToolsResponse {
+        tools: catalog.tools.iter().map(|t| t.to_proto(include_code)).collect(),
+        catalog_version: catalog.version,
+    }
+}
+
+/// The first event of a watch, and the one after any gap.
+pub fn snapshot_event(catalog: &Catalog) -> pb::CatalogEvent {
+    pb::CatalogEvent {
+        catalog_version: catalog.version,
+        event: Some(pb::catalog_event::Event::Snapshot(pb::CatalogSnapshot {
+            tools: catalog.tools.iter().map(|t| t.to_proto(false)).collect(),
+        })),
+    }
+}
+
+impl From<&ChangeEvent> for pb::CatalogEvent {
+    fn from(change: &ChangeEvent) -> Self {
+        Self {
+            catalog_version: change.catalog_version,
+            event: Some(pb::catalog_event::Event::Change(pb::ToolChange {
+                kind: pb::ChangeKind::from(change.kind).into(),
+                tool: Some(change.tool.to_proto(false)),
+            })),
+        }
+    }
+}
+
+impl From<ChangeKind> for pb::ChangeKind {
+    fn from(kind: ChangeKind) -> Self {
+        match kind {
+            ChangeKind::Created => Self::Created,
+            ChangeKind::Updated => Self::Updated,
+            ChangeKind::Deleted => Self::Deleted,
+            ChangeKind::Enabled => Self::Enabled,
+            ChangeKind::Disabled => Self::Disabled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        assert_eq!(
+            timestamp(datetime!(2026-01-02 03:04:05.678_9 UTC)),
+            "2026-01-02T03:04:05.678Z"
+        );
+        assert_eq!(
+            timestamp(datetime!(2026-01-02 03:04:05 +02:00)),
+            "2026-01-02T01:04:05.000Z"
+        );
+    }
+
+    #[test]
+    fn the_view_carries_the_code_size_even_without_code() {
+        let record = ToolRecord {
+            name: "text.upper".into(),
+            title: None,
+            description: "d".into(),
+            image: "node:22".into(),
+            timeout_ms: 30_000,
+            dependencies: vec![],
+            code: "return 'é';".into(),
+            enabled: true,
+            created_at: now(),
+            updated_at: now(),
+            revision: 1,
+        };
+        let view = record.to_proto(false);
+        assert_eq!(view.code, "");
+        assert_eq!(view.code_size_bytes, 12);
+        assert_eq!(record.to_proto(true).code, record.code);
+    }
+}
