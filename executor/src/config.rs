@@ -1,0 +1,318 @@
+//! Every setting of the executor, each both a flag and an `MCP_*` variable.
+//! Values are checked when they are parsed, so a bad one stops the process at
+//! start with a message naming the setting.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::Parser;
+use dynamic_mcp_common::addr::ListenAddr;
+use dynamic_mcp_common::telemetry::LogArgs;
+
+use crate::container::hardening::SandboxLimits;
+use crate::policy::Policy;
+
+/// Runs dynamic-mcp tool code in hardened, throwaway Docker containers.
+/// This is the only dynamic-mcp process that talks to Docker.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "dynamic-mcp-executor", version)]
+pub struct ExecutorConfig {
+    /// Where the gRPC service listens: host:port or unix:/path/to.sock.
+    #[arg(long, env = "MCP_EXECUTOR_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: ListenAddr,
+
+    /// This executor's name, stamped on its containers' labels so that two
+    /// executors sharing one Docker engine never remove each other's containers.
+    #[arg(long, env = "MCP_EXECUTOR_ID", default_value = "default", value_parser = parse_executor_id)]
+    pub executor_id: String,
+
+    /// Images tools may run in: a comma-separated list of exact references
+    /// (digests allowed). The first is the default.
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_ALLOWED_IMAGES",
+        default_value = "dynamic-mcp-sandbox:latest"
+    )]
+    pub allowed_images: ImageList,
+
+    /// Memory per run (no swap on top), docker style: 512m, 1g, 65536k.
+    #[arg(long, env = "MCP_SANDBOX_MEMORY_LIMIT", default_value = "512m", value_parser = parse_memory)]
+    pub memory_limit: ByteSize,
+
+    /// CPUs per run; fractions allowed (0.5 = half a CPU).
+    #[arg(long, env = "MCP_SANDBOX_CPU_LIMIT", default_value_t = 1.0, value_parser = parse_cpus)]
+    pub cpu_limit: f64,
+
+    /// Processes and threads per run (Node itself needs about a dozen).
+    #[arg(long, env = "MCP_SANDBOX_PIDS_LIMIT", default_value_t = 128, value_parser = clap::value_parser!(i64).range(16..))]
+    pub pids_limit: i64,
+
+    /// Bytes of stdout and of stderr kept per run; the rest is counted and dropped.
+    #[arg(long, env = "MCP_SANDBOX_MAX_OUTPUT_BYTES", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_output_bytes: u32,
+
+    /// The longest timeout a tool may ask for, in milliseconds.
+    #[arg(long, env = "MCP_SANDBOX_MAX_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(i64::from(crate::policy::MIN_TIMEOUT_MS)..))]
+    pub max_timeout_ms: u32,
+
+    /// The timeout of tools that set none, in milliseconds (lowered to the max if above it).
+    #[arg(long, env = "MCP_SANDBOX_DEFAULT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(i64::from(crate::policy::MIN_TIMEOUT_MS)..))]
+    pub default_timeout_ms: u32,
+
+    /// The user runs execute as, uid:gid or a name; never root.
+    #[arg(long, env = "MCP_SANDBOX_USER", default_value = "65534:65534", value_parser = parse_user)]
+    pub user: String,
+
+    /// Size of each run's writable, noexec /tmp.
+    #[arg(long, env = "MCP_SANDBOX_TMPFS_SIZE", default_value = "16m")]
+    pub tmpfs_size: ByteSize,
+
+    /// Size of each run's writable, noexec working directory /work.
+    #[arg(long, env = "MCP_SANDBOX_WORKDIR_SIZE", default_value = "16m")]
+    pub workdir_size: ByteSize,
+
+    /// npm packages tools may never depend on, comma-separated. Matched
+    /// case-insensitively against the name and its unscoped part.
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_BLOCKED_PACKAGES",
+        default_value = "child_process,node-pty,npm,pm2"
+    )]
+    pub blocked_packages: NameList,
+
+    /// The most npm dependencies one tool may declare.
+    #[arg(long, env = "MCP_SANDBOX_MAX_DEPENDENCIES", default_value_t = 64)]
+    pub max_dependencies: usize,
+
+    /// The most containers this executor keeps at once; past it, runs are
+    /// refused at once with "executor busy" instead of queueing.
+    #[arg(long, env = "MCP_EXECUTOR_MAX_CONTAINERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_containers: u32,
+
+    /// Stop when standard input closes (set by `dynamic-mcp` when it starts
+    /// this service, so the executor never outlives it).
+    #[arg(long, env = "MCP_EXIT_WITH_PARENT", value_parser = clap::builder::FalseyValueParser::new(), default_value_t = false)]
+    pub exit_with_parent: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ExecutorConfig {
+    /// What tools may ask for.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            allowed_images: self.allowed_images.0.clone(),
+            default_timeout_ms: self.default_timeout_ms.min(self.max_timeout_ms),
+            max_timeout_ms: self.max_timeout_ms,
+            blocked_packages: self.blocked_packages.0.clone(),
+            max_dependencies: self.max_dependencies,
+        }
+    }
+
+    /// What every container gets.
+    pub fn limits(&self) -> SandboxLimits {
+        SandboxLimits {
+            memory: self.memory_limit.clone(),
+            cpus: self.cpu_limit,
+            pids: self.pids_limit,
+            user: self.user.clone(),
+            tmpfs: self.tmpfs_size.clone(),
+            workdir: self.workdir_size.clone(),
+        }
+    }
+}
+
+/// A non-empty, comma-separated list of exact image references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageList(pub Vec<String>);
+
+impl FromStr for ImageList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let images = split_list(s);
+        if images.is_empty() {
+            return Err("list at least one image, e.g. dynamic-mcp-sandbox:latest".into());
+        }
+        if let Some(bad) = images.iter().find(|i| i.chars().any(char::is_whitespace)) {
+            return Err(format!("'{bad}' is not an image reference (it contains whitespace)"));
+        }
+        Ok(Self(images))
+    }
+}
+
+/// A comma-separated list of names; may be empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameList(pub Vec<String>);
+
+impl FromStr for NameList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(split_list(s)))
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A docker-style size such as `512m`, kept with its spelling for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByteSize {
+    pub bytes: u64,
+    text: String,
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim().to_ascii_lowercase();
+        let bad = || format!("'{s}' is not a size: use a number with an optional unit b, k, m or g (e.g. 512m)");
+        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits_end);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let shift = match unit.strip_suffix('b').filter(|u| !u.is_empty()).unwrap_or(unit) {
+            "" | "b" => 0,
+            "k" => 10,
+            "m" => 20,
+            "g" => 30,
+            _ => return Err(bad()),
+        };
+        let bytes = number.checked_mul(1 << shift).ok_or_else(bad)?;
+        if bytes == 0 {
+            return Err(format!("'{s}' is zero; give a size above zero"));
+        }
+        Ok(Self { bytes, text })
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Node needs about 40 MB just to start; below 32m every run would fail.
+fn parse_memory(s: &str) -> Result<ByteSize, String> {
+    let size: ByteSize = s.parse()?;
+    if size.bytes < 32 << 20 {
+        return Err(format!("'{s}' is too little memory for Node; use at least 32m"));
+    }
+    Ok(size)
+}
+
+fn parse_executor_id(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_' and '.'".into())
+    }
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(cpus) if cpus.is_finite() && cpus >= 0.01 => Ok(cpus),
+        _ => Err(format!(
+            "'{s}' is not a CPU count: use a number of at least 0.01 (e.g. 1 or 0.5)"
+        )),
+    }
+}
+
+/// Runs must never be root: refuse uid 0, gid 0 and the names `root`.
+fn parse_user(s: &str) -> Result<String, String> {
+    let (user, group) = match s.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (s, None),
+    };
+    let is_root = |part: &str| part == "root" || part.parse::<u32>() == Ok(0);
+    if user.is_empty() || group.is_some_and(str::is_empty) {
+        return Err(format!(
+            "'{s}' is not a user: use uid:gid (e.g. 65534:65534) or a user name"
+        ));
+    }
+    if is_root(user) || group.is_some_and(is_root) {
+        return Err(format!(
+            "'{s}' is root; runs must use a non-root user such as 65534:65534"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ExecutorConfig, clap::Error> {
+        ExecutorConfig::try_parse_from(std::iter::once("dynamic-mcp-executor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.executor_id, "default");
+        assert_eq!(config.allowed_images.0, ["dynamic-mcp-sandbox:latest"]);
+        assert_eq!(config.memory_limit.bytes, 512 << 20);
+        assert_eq!(config.pids_limit, 128);
+        assert_eq!(config.user, "65534:65534");
+        assert_eq!(config.blocked_packages.0, ["child_process", "node-pty", "npm", "pm2"]);
+        assert_eq!(config.policy().default_timeout_ms, 30_000);
+        assert!(!config.exit_with_parent);
+    }
+
+    #[test]
+    fn sizes_parse_docker_style() {
+        assert_eq!("512m".parse::<ByteSize>().unwrap().bytes, 512 << 20);
+        assert_eq!("1G".parse::<ByteSize>().unwrap().bytes, 1 << 30);
+        assert_eq!("64kb".parse::<ByteSize>().unwrap().bytes, 64 << 10);
+        assert_eq!("100".parse::<ByteSize>().unwrap().bytes, 100);
+        assert_eq!("100b".parse::<ByteSize>().unwrap().bytes, 100);
+        for bad in ["", "m", "12x", "1.5g", "-1m", "0", "99999999999999g"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn root_users_are_refused() {
+        for root in ["root", "0", "0:0", "65534:0", "root:65534", "1000:root"] {
+            assert!(parse(&["--user", root]).is_err(), "{root} should be refused");
+        }
+        assert!(parse(&["--user", "1000:1000"]).is_ok());
+        assert!(parse(&["--user", "node"]).is_ok());
+    }
+
+    #[test]
+    fn an_empty_allow_list_is_refused() {
+        let err = parse(&["--allowed-images", " , "]).unwrap_err().to_string();
+        assert!(err.contains("at least one image"), "{err}");
+        let config = parse(&["--allowed-images", "a:1, b@sha256:abc"]).unwrap();
+        assert_eq!(config.allowed_images.0, ["a:1", "b@sha256:abc"]);
+    }
+
+    #[test]
+    fn the_default_timeout_is_lowered_to_the_max() {
+        let config = parse(&["--max-timeout-ms", "5000", "--default-timeout-ms", "9000"]).unwrap();
+        assert_eq!(config.policy().default_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        assert!(parse(&["--memory-limit", "8m"]).is_err());
+        assert!(parse(&["--cpu-limit", "0"]).is_err());
+        assert!(parse(&["--cpu-limit", "abc"]).is_err());
+        assert!(parse(&["--pids-limit", "4"]).is_err());
+        assert!(parse(&["--max-timeout-ms", "10"]).is_err());
+        assert!(parse(&["--executor-id", "a b"]).is_err());
+        assert!(parse(&["--max-containers", "0"]).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! THE seam for "get a container". A run asks a `ContainerSource` for a
+//! started, attached container; `ColdStart` creates a fresh one per call.
+//! A warm pool of pre-started single-use containers implements the same trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
+
+use super::cap::{ContainerCap, ContainerSlot};
+use super::hardening::{SandboxLimits, container_body};
+use super::lease::{Lease, OwnedContainer};
+use super::{ContainerSpec, Role};
+use crate::docker::{Engine, call_failed, create_failed};
+use crate::error::ExecError;
+use crate::harness;
+
+#[async_trait]
+pub trait ContainerSource: Send + Sync {
+    /// A started container for `spec`, attached, reserved for one caller,
+    /// and counted against the container cap until it is removed.
+    async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError>;
+}
+
+/// A fresh container per call: create → attach → start.
+pub struct ColdStart {
+    engine: Arc<Engine>,
+    cap: ContainerCap,
+    limits: SandboxLimits,
+    executor_id: String,
+}
+
+impl ColdStart {
+    pub fn new(engine: Arc<Engine>, cap: ContainerCap, limits: SandboxLimits, executor_id: String) -> Self {
+        Self {
+            engine,
+            cap,
+            limits,
+            executor_id,
+        }
+    }
+}
+
+#[async_trait]
+impl ContainerSource for ColdStart {
+    async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
+        let slot = self.cap.try_reserve()?;
+        let docker = self.engine.docker().await?.clone();
+        let body = container_body(spec, &self.limits, &self.executor_id, command(spec.role));
+        let name = format!("dynamic-mcp-{}-{}", spec.role.label(), uuid::Uuid::new_v4().simple());
+        // In its own task so a cancelled caller cannot cut creation short and
+        // leak a container: a lease nobody collects is dropped when the task
+        // ends, which removes its container.
+        tokio::spawn(start_fresh(docker, name, body, slot))
+            .await
+            .map_err(|e| ExecError::Internal(format!("starting a container failed: {e}")))?
+    }
+}
+
+/// What a container of each role runs.
+fn command(role: Role) -> Vec<String> {
+    match role {
+        Role::Run => harness::command(),
+    }
+}
+
+async fn start_fresh(
+    docker: Docker,
+    name: String,
+    body: ContainerCreateBody,
+    slot: ContainerSlot,
+) -> Result<Lease, ExecError> {
+    let image = body.image.clone().unwrap_or_default();
+    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    let created = docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| create_failed(&image, e))?;
+    let container = OwnedContainer::new(docker.clone(), created.id, slot);
+    // Attach before start, so not one byte of output is missed.
+    let options = AttachContainerOptionsBuilder::default()
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .logs(false)
+        .build();
+    let attached = docker
+        .attach_container(container.id(), Some(options))
+        .await
+        .map_err(|e| call_failed("attach to a container", e))?;
+    docker
+        .start_container(container.id(), None)
+        .await
+        .map_err(|e| call_failed("start a container", e))?;
+    Ok(Lease {
+        container,
+        stdin: attached.input,
+        output: attached.output,
+    })
+}

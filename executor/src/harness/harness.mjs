@@ -1,0 +1,109 @@
+// Runs one tool call inside the sandbox: `node --input-type=module -e <this>`.
+// Input comes on stdin only, as one JSON envelope {code, args, marker}, so code
+// and args never show up in `docker inspect`. The outcome is ONE frame on
+// stdout: the marker followed by JSON. The marker is random per run and never
+// visible to the tool's code, so the code's own output cannot forge a frame.
+// Written for any stock Node >= 18; it needs nothing from the image.
+
+// Bound before user code runs, so patching process.stdout or JSON cannot
+// redirect or reshape the frame.
+const writeStdout = process.stdout.write.bind(process.stdout);
+const stringify = JSON.stringify;
+const exit = process.exit.bind(process);
+
+let marker = null;
+let frameSent = false;
+
+function sendFrame(frame) {
+  if (frameSent) return;
+  frameSent = true;
+  // Exit only once the frame is flushed, and exit at once so stray timers
+  // in the tool's code cannot print after it.
+  writeStdout(marker + frame + "\n", () => exit(0));
+}
+
+function describe(value) {
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+function threwFrame(error) {
+  const isError =
+    error instanceof Error ||
+    (error !== null && typeof error === "object" && typeof error.message === "string");
+  if (!isError) {
+    return stringify({ status: "threw", name: "", message: describe(error), stack: "" });
+  }
+  let name = "";
+  let message = "";
+  let stack = "";
+  try {
+    name = describe(error.name ?? "");
+    message = describe(error.message ?? "");
+    // Drop the harness's own frames (`[eval1]`); the tool's show as tool.mjs.
+    stack = describe(error.stack ?? "")
+      .split("\n")
+      .filter((line) => !line.includes("[eval"))
+      .join("\n");
+  } catch {
+    message = describe(error);
+  }
+  return stringify({ status: "threw", name, message, stack });
+}
+
+function resultFrame(value) {
+  let json;
+  try {
+    json = value === undefined ? "null" : stringify(value);
+  } catch (error) {
+    return badResult(error && error.message ? error.message : describe(error));
+  }
+  if (json === undefined) {
+    return badResult(`a ${typeof value} cannot be turned into JSON`);
+  }
+  return '{"status":"ok","result":' + json + "}";
+}
+
+function badResult(reason) {
+  return stringify({
+    status: "bad_result",
+    message: `the returned value is not JSON-serialisable: ${reason}`,
+  });
+}
+
+// Errors the code leaves behind (a rejected promise nobody awaited, a throw in
+// a timer) would otherwise crash Node without a frame; report the first one.
+// After the frame they are ignored.
+process.on("unhandledRejection", (reason) => sendFrame(threwFrame(reason)));
+process.on("uncaughtException", (error) => sendFrame(threwFrame(error)));
+
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+const envelope = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+marker = envelope.marker;
+
+const source =
+  "export async function run(args) {\n" + envelope.code + "\n}\n//# sourceURL=tool.mjs\n";
+let toolModule;
+try {
+  toolModule = await import(
+    "data:text/javascript;base64," + Buffer.from(source, "utf8").toString("base64")
+  );
+} catch (error) {
+  if (error instanceof SyntaxError) {
+    sendFrame(stringify({ status: "syntax", message: describe(error.message) }));
+  } else {
+    sendFrame(threwFrame(error));
+  }
+}
+
+if (toolModule && typeof toolModule.run === "function") {
+  try {
+    sendFrame(resultFrame(await toolModule.run(envelope.args)));
+  } catch (error) {
+    sendFrame(threwFrame(error));
+  }
+}

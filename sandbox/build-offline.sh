@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the sandbox image without any registry access: a root filesystem made
+# of this host's Node binary, the libraries it links, and a static busybox,
+# imported with `docker import`. It is equivalent to sandbox/Dockerfile for the
+# executor, which relies on nothing but `node` and `/bin/sh` being present.
+#
+# Usage: sandbox/build-offline.sh [IMAGE]   (default dynamic-mcp-sandbox:latest)
+# Safe to run again: it replaces the tag and removes the image it replaced.
+set -euo pipefail
+
+image="${1:-dynamic-mcp-sandbox:latest}"
+
+say() { printf 'build-offline: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+for tool in docker node ldd tar; do
+  command -v "$tool" >/dev/null || die "'$tool' is needed but not on PATH"
+done
+docker info >/dev/null 2>&1 || die "the Docker engine is not reachable (is dockerd running? try 'docker info')"
+
+node_bin="$(readlink -f "$(command -v node)")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+rootfs="$work/rootfs"
+mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,home/node,tmp,work}
+
+say "copying $node_bin ($(node --version)) and the libraries it links"
+cp -L "$node_bin" "$rootfs/usr/bin/node"
+# ldd lines look like "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)".
+ldd "$node_bin" | grep -o '/[^ ]*' | while read -r lib; do
+  mkdir -p "$rootfs$(dirname "$lib")"
+  cp -L "$lib" "$rootfs$lib"
+done
+
+# A static busybox gives /bin/sh and the usual tools without more libraries.
+busybox=""
+if [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1; then
+  busybox=/bin/busybox
+else
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+    || die "no static busybox found and apt-get/dpkg-deb are missing to fetch Debian's busybox-static"
+  say "fetching Debian's busybox-static package"
+  (cd "$work" && apt-get download busybox-static >/dev/null) \
+    || die "'apt-get download busybox-static' failed (run 'apt-get update' first?)"
+  mkdir -p "$work/busybox"
+  dpkg-deb --fsys-tarfile "$work"/busybox-static_*.deb | tar -x -C "$work/busybox" ./bin/busybox
+  busybox="$work/busybox/bin/busybox"
+fi
+cp "$busybox" "$rootfs/bin/busybox"
+"$rootfs/bin/busybox" --list-full | while read -r applet; do
+  [[ -e "$rootfs/$applet" ]] || ln -s /bin/busybox "$rootfs/$applet"
+done
+[[ -e "$rootfs/bin/sh" && -e "$rootfs/usr/bin/env" ]] || die "busybox did not provide /bin/sh and /usr/bin/env"
+
+cat >"$rootfs/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+node:x:1000:1000:node:/home/node:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+cat >"$rootfs/etc/group" <<'EOF'
+root:x:0:
+node:x:1000:
+nogroup:x:65534:
+EOF
+chown 1000:1000 "$rootfs/home/node"
+chmod 1777 "$rootfs/tmp" "$rootfs/work"
+
+old_id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
+say "importing $image"
+tar --numeric-owner -C "$rootfs" -c . | docker import \
+  -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+  -c 'USER 1000' \
+  -c 'WORKDIR /work' \
+  -c 'CMD ["node"]' \
+  - "$image" >/dev/null
+new_id="$(docker image inspect -f '{{.Id}}' "$image")"
+if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
+  # The replaced image is now untagged; drop it unless a container still uses it.
+  docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
+
+docker run --rm --network none "$image" node -e 'process.stdout.write("ok")' | grep -qx ok \
+  || die "the new image $image cannot run node"
+say "built $image ($new_id)"
