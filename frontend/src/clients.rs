@@ -1,0 +1,104 @@
+//! gRPC clients for the registry and the executor, and their health checks.
+
+use std::fmt;
+use std::time::Duration;
+
+use dynamic_mcp_common::addr::ServiceUrl;
+use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
+use dynamic_mcp_proto::v1::registry_client::RegistryClient;
+use dynamic_mcp_proto::v1::{executor_server, registry_server};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Tool listings with code can be large (many tools of up to 200000 chars).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Which backing service; used in messages and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Registry,
+    Executor,
+}
+
+impl Service {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::Registry => "dynamic-mcp-registry",
+            Self::Executor => "dynamic-mcp-executor",
+        }
+    }
+
+    /// The gRPC service name its health reporter announces.
+    fn grpc_name(self) -> &'static str {
+        match self {
+            Self::Registry => registry_server::SERVICE_NAME,
+            Self::Executor => executor_server::SERVICE_NAME,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Registry => "registry",
+            Self::Executor => "executor",
+        })
+    }
+}
+
+/// Connections to both services. Cheap to clone; channels reconnect by themselves.
+#[derive(Clone)]
+pub struct Services {
+    pub registry: RegistryClient<Channel>,
+    pub executor: ExecutorClient<Channel>,
+    registry_health: HealthClient<Channel>,
+    executor_health: HealthClient<Channel>,
+}
+
+impl Services {
+    pub fn connect(registry: &ServiceUrl, executor: &ServiceUrl) -> Self {
+        let registry = registry.channel();
+        let executor = executor.channel();
+        Self {
+            registry: RegistryClient::new(registry.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            executor: ExecutorClient::new(executor.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            registry_health: HealthClient::new(registry),
+            executor_health: HealthClient::new(executor),
+        }
+    }
+
+    /// Whether `service` says it is serving, within `within`.
+    pub async fn check(&self, service: Service, within: Duration) -> Result<(), String> {
+        let client = match service {
+            Service::Registry => self.registry_health.clone(),
+            Service::Executor => self.executor_health.clone(),
+        };
+        check_health(client, service, within).await
+    }
+}
+
+/// One gRPC health check of `service` over `client`.
+pub async fn check_health(mut client: HealthClient<Channel>, service: Service, within: Duration) -> Result<(), String> {
+    let request = HealthCheckRequest {
+        service: service.grpc_name().to_owned(),
+    };
+    match tokio::time::timeout(within, client.check(request)).await {
+        Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+        Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
+        Ok(Ok(response)) => match response.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(format!("reports {}", other.as_str_name())),
+        },
+    }
+}
+
+/// A health client for a service that is not wired into [`Services`] yet.
+pub fn health_client(url: &ServiceUrl) -> HealthClient<Channel> {
+    HealthClient::new(url.channel())
+}

@@ -1,0 +1,348 @@
+//! "One command runs it locally": the registry and the executor, when no URL
+//! is configured for them, run as children of this process on Unix sockets in
+//! a private directory.
+//!
+//! Each child gets a piped stdin that we hold open and `MCP_EXIT_WITH_PARENT`,
+//! so it exits when that pipe closes — also when we are killed with SIGKILL.
+//! Its stdout goes to our stderr, because in stdio mode our stdout carries MCP
+//! frames. Children run in their own process group, so a terminal's Ctrl-C
+//! reaches only us and we stop them in order.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use dynamic_mcp_common::addr::ServiceUrl;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::{Service, check_health, health_client};
+
+/// How long a starting service may take to answer its health check.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long a stopping service may take to exit after its stdin closes.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+const MIN_RESTART_DELAY: Duration = Duration::from_millis(500);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A child that ran this long before dying is restarted without delay growth.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalServiceError {
+    #[error("cannot create a private directory for the local services' sockets: {0}")]
+    PrivateDir(io::Error),
+    #[error(
+        "cannot start {binary} (looked next to this executable, then on PATH): {source}; \
+         build it with `cargo build --bins`, or set {url_env} to a running {service}"
+    )]
+    Spawn {
+        binary: &'static str,
+        url_env: &'static str,
+        service: Service,
+        source: io::Error,
+    },
+    #[error("{binary} exited while starting ({status}); its log lines above say why")]
+    ExitedEarly { binary: &'static str, status: String },
+    #[error(
+        "{binary} did not pass its health check within {} s (last: {last}); its log lines above say why",
+        READY_WITHIN.as_secs()
+    )]
+    NotReady { binary: &'static str, last: String },
+}
+
+/// The children this process started; stop them with [`LocalServices::shutdown`].
+pub struct LocalServices {
+    supervisors: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    /// Holds the sockets; removed when this is dropped.
+    _private_dir: Option<tempfile::TempDir>,
+}
+
+/// Where the frontend finds both services.
+pub struct ServiceUrls {
+    pub registry: ServiceUrl,
+    pub executor: ServiceUrl,
+}
+
+impl LocalServices {
+    /// Starts each service whose URL is `None` and waits until it is healthy.
+    pub async fn start(
+        registry_url: Option<ServiceUrl>,
+        executor_url: Option<ServiceUrl>,
+    ) -> Result<(Self, ServiceUrls), LocalServiceError> {
+        let private_dir = (registry_url.is_none() || executor_url.is_none())
+            .then(private_dir)
+            .transpose()
+            .map_err(LocalServiceError::PrivateDir)?;
+        let dir = private_dir.as_ref().map(|d| d.path().to_owned()).unwrap_or_default();
+        let (registry_url, registry) = plan(registry_url, Service::Registry, &dir);
+        let (executor_url, executor) = plan(executor_url, Service::Executor, &dir);
+        let (registry_child, executor_child) = tokio::try_join!(start_ready(&registry), start_ready(&executor))?;
+
+        let urls = ServiceUrls {
+            registry: registry_url,
+            executor: executor_url,
+        };
+        let stop = CancellationToken::new();
+        let supervisors = [registry.zip(registry_child), executor.zip(executor_child)]
+            .into_iter()
+            .flatten()
+            .map(|(spec, child)| tokio::spawn(supervise(spec, child, stop.clone())))
+            .collect();
+        let services = Self {
+            supervisors,
+            stop,
+            _private_dir: private_dir,
+        };
+        Ok((services, urls))
+    }
+
+    /// Closes each child's stdin, waits up to a few seconds, then kills it.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        futures::future::join_all(self.supervisors).await;
+    }
+}
+
+/// The URL to use for `service`, and how to start it when it is ours to run.
+fn plan(url: Option<ServiceUrl>, service: Service, private_dir: &Path) -> (ServiceUrl, Option<ChildSpec>) {
+    match url {
+        Some(url) => (url, None),
+        None => {
+            let spec = ChildSpec::new(service, private_dir);
+            (spec.url(), Some(spec))
+        }
+    }
+}
+
+fn private_dir() -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("dynamic-mcp-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+/// How to start one service.
+struct ChildSpec {
+    service: Service,
+    program: PathBuf,
+    socket: PathBuf,
+}
+
+impl ChildSpec {
+    fn new(service: Service, dir: &Path) -> Self {
+        Self {
+            service,
+            program: locate(service.binary()),
+            socket: dir.join(format!("{service}.sock")),
+        }
+    }
+
+    fn url(&self) -> ServiceUrl {
+        ServiceUrl::Unix(self.socket.clone())
+    }
+
+    fn listen_env(&self) -> &'static str {
+        match self.service {
+            Service::Registry => "MCP_REGISTRY_LISTEN",
+            Service::Executor => "MCP_EXECUTOR_LISTEN",
+        }
+    }
+
+    fn url_env(&self) -> &'static str {
+        match self.service {
+            Service::Registry => "MCP_REGISTRY_URL",
+            Service::Executor => "MCP_EXECUTOR_URL",
+        }
+    }
+
+    fn spawn(&self) -> Result<RunningChild, LocalServiceError> {
+        let spawn_err = |source| LocalServiceError::Spawn {
+            binary: self.service.binary(),
+            url_env: self.url_env(),
+            service: self.service,
+            source,
+        };
+        let stdout_to_our_stderr = io::stderr().as_fd().try_clone_to_owned().map_err(spawn_err)?;
+        let mut process = Command::new(&self.program)
+            .env(self.listen_env(), format!("unix:{}", self.socket.display()))
+            .env("MCP_EXIT_WITH_PARENT", "true")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(stdout_to_our_stderr))
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        tracing::info!(service = %self.service, pid = process.id(), socket = %self.socket.display(), "started local service");
+        // `Child::wait` would close a stdin it still holds, so we keep it apart.
+        let stdin = process.stdin.take();
+        Ok(RunningChild { process, stdin })
+    }
+}
+
+/// A started child and the write end of its stdin, held open while it runs.
+#[derive(Debug)]
+struct RunningChild {
+    process: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// The sibling binary next to our own executable, else the bare name for PATH.
+fn locate(binary: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(binary)))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(binary))
+}
+
+async fn start_ready(spec: &Option<ChildSpec>) -> Result<Option<RunningChild>, LocalServiceError> {
+    let Some(spec) = spec else { return Ok(None) };
+    let mut child = spec.spawn()?;
+    wait_ready(spec, &mut child).await?;
+    tracing::info!(service = %spec.service, "local service is ready");
+    Ok(Some(child))
+}
+
+async fn wait_ready(spec: &ChildSpec, child: &mut RunningChild) -> Result<(), LocalServiceError> {
+    let binary = spec.service.binary();
+    let health = health_client(&spec.url());
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            status = child.process.wait() => {
+                return Err(LocalServiceError::ExitedEarly { binary, status: describe(status) });
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        match check_health(health.clone(), spec.service, Duration::from_secs(1)).await {
+            Ok(()) => return Ok(()),
+            Err(last) if started.elapsed() >= READY_WITHIN => {
+                return Err(LocalServiceError::NotReady { binary, last });
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn describe(status: io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("exit status unknown: {e}"),
+    }
+}
+
+enum Event {
+    Exited(io::Result<ExitStatus>),
+    Stop,
+}
+
+/// Keeps one child running until `stop`: restarts it with backoff when it dies.
+async fn supervise(spec: ChildSpec, first: RunningChild, stop: CancellationToken) {
+    let binary = spec.service.binary();
+    let mut next = Some(first);
+    let mut delay = MIN_RESTART_DELAY;
+    loop {
+        match next.take().map_or_else(|| spec.spawn(), Ok) {
+            Ok(mut child) => {
+                let started = Instant::now();
+                let event = tokio::select! {
+                    status = child.process.wait() => Event::Exited(status),
+                    () = stop.cancelled() => Event::Stop,
+                };
+                match event {
+                    Event::Stop => return stop_child(binary, child).await,
+                    Event::Exited(status) => {
+                        if started.elapsed() >= HEALTHY_RUN {
+                            delay = MIN_RESTART_DELAY;
+                        }
+                        tracing::error!(
+                            status = %describe(status),
+                            "{binary} exited unexpectedly; restarting it in {} ms",
+                            delay.as_millis()
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::error!("cannot restart {binary}: {e}; retrying in {} ms", delay.as_millis()),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
+    }
+}
+
+async fn stop_child(binary: &str, mut child: RunningChild) {
+    // Closing stdin is the child's signal to shut down gracefully.
+    drop(child.stdin.take());
+    match tokio::time::timeout(STOP_WITHIN, child.process.wait()).await {
+        Ok(status) => tracing::info!(status = %describe(status), "{binary} stopped"),
+        Err(_) => {
+            tracing::warn!("{binary} did not stop within {} s; killing it", STOP_WITHIN.as_secs());
+            if let Err(e) = child.process.kill().await {
+                tracing::error!("cannot kill {binary}: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_siblings_or_falls_back_to_path() {
+        assert_eq!(
+            locate("no-such-dynamic-mcp-binary"),
+            PathBuf::from("no-such-dynamic-mcp-binary")
+        );
+        let own_name = std::env::current_exe().unwrap();
+        let own_name = own_name.file_name().unwrap().to_str().unwrap();
+        assert!(locate(own_name).is_absolute());
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_is_a_clear_error() {
+        let dir = private_dir().unwrap();
+        let spec = ChildSpec {
+            service: Service::Registry,
+            program: dir.path().join("absent"),
+            socket: dir.path().join("registry.sock"),
+        };
+        let err = spec.spawn().unwrap_err().to_string();
+        assert!(
+            err.contains("dynamic-mcp-registry") && err.contains("MCP_REGISTRY_URL"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_that_exits_while_starting_is_reported_with_its_status() {
+        let dir = private_dir().unwrap();
+        let spec = ChildSpec {
+            service: Service::Executor,
+            program: "false".into(),
+            socket: dir.path().join("executor.sock"),
+        };
+        let mut child = spec.spawn().unwrap();
+        let err = wait_ready(&spec, &mut child).await.unwrap_err().to_string();
+        assert!(
+            err.contains("dynamic-mcp-executor exited while starting (exit status: 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_private_dir_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir().unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -1,0 +1,159 @@
+//! The built-in tools, one file per family, and the call of a dynamic tool.
+
+pub mod dynamic_tool;
+pub mod run_dynamic;
+pub mod system;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use rmcp::RoleServer;
+use rmcp::model::{CallToolResult, JsonObject, Tool};
+use rmcp::service::RequestContext;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ToolError;
+use crate::server::ServerState;
+
+/// Every built-in tool this server offers, sorted by name.
+pub fn builtin_definitions() -> &'static [Tool] {
+    static DEFINITIONS: OnceLock<Vec<Tool>> = OnceLock::new();
+    DEFINITIONS.get_or_init(|| {
+        let mut tools = dynamic_tool::definitions();
+        tools.extend(system::definitions());
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        tools
+    })
+}
+
+pub fn is_builtin(name: &str) -> bool {
+    builtin_definitions().iter().any(|tool| tool.name == name)
+}
+
+/// Runs the built-in tool `name`; `None` if there is no such built-in.
+pub async fn call_builtin(
+    state: &ServerState,
+    name: &str,
+    args: JsonObject,
+) -> Option<Result<CallToolResult, ToolError>> {
+    let result = match name {
+        dynamic_tool::CREATE => dynamic_tool::create(state, args).await,
+        dynamic_tool::UPDATE => dynamic_tool::update(state, args).await,
+        dynamic_tool::DELETE => dynamic_tool::delete(state, args).await,
+        dynamic_tool::ENABLE => dynamic_tool::enable(state, args).await,
+        dynamic_tool::LIST => dynamic_tool::list(state, args).await,
+        dynamic_tool::GET => dynamic_tool::get(state, args).await,
+        system::HEALTH => system::health(state, args),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// What a tool call knows besides its arguments.
+pub struct CallContext {
+    pub caller: Caller,
+    /// Fires when the client cancels the call or goes away.
+    pub cancel: CancellationToken,
+}
+
+impl CallContext {
+    pub fn of(request: &RequestContext<RoleServer>) -> Self {
+        let over_http = request.extensions.get::<http::request::Parts>().is_some();
+        Self {
+            caller: if over_http {
+                Caller::HttpClient
+            } else {
+                Caller::LocalProcess
+            },
+            cancel: request.ct.clone(),
+        }
+    }
+}
+
+/// Who is calling. Authentication will refine `HttpClient` into principals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The stdio client: whoever started this process.
+    LocalProcess,
+    /// An unauthenticated Streamable HTTP client.
+    HttpClient,
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::LocalProcess => "stdio",
+            Self::HttpClient => "http",
+        })
+    }
+}
+
+/// Reads a tool's arguments into `T`, with an error that names the field.
+pub fn parse_args<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, ToolError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(args)).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
+        ToolError::input(format!("invalid arguments for {tool}{at}: {}", e.into_inner()))
+    })
+}
+
+/// An input schema: a JSON object literal that must be a JSON Schema object.
+fn schema(value: serde_json::Value) -> JsonObject {
+    match value {
+        serde_json::Value::Object(object) => object,
+        _ => JsonObject::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamic_mcp_common::tool_names::BUILTIN_TOOL_NAMES;
+
+    use super::*;
+
+    #[test]
+    fn every_builtin_has_a_reserved_name() {
+        for tool in builtin_definitions() {
+            assert!(
+                BUILTIN_TOOL_NAMES.contains(&tool.name.as_ref()),
+                "{} is not reserved",
+                tool.name
+            );
+        }
+        assert_eq!(builtin_definitions().len(), 7);
+    }
+
+    #[test]
+    fn every_builtin_schema_describes_every_field() {
+        fn check(tool: &str, path: &str, schema: &serde_json::Value) {
+            let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+                return;
+            };
+            assert_eq!(
+                schema["additionalProperties"], false,
+                "{tool}{path} allows unknown fields"
+            );
+            for (name, field) in properties {
+                assert!(
+                    field["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{tool}{path}.{name}"
+                );
+                check(tool, &format!("{path}.{name}"), field);
+                if let Some(items) = field.get("items") {
+                    check(tool, &format!("{path}.{name}[]"), items);
+                }
+            }
+        }
+        for tool in builtin_definitions() {
+            assert!(tool.description.as_ref().is_some_and(|d| !d.is_empty()));
+            let schema = serde_json::Value::Object(tool.input_schema.as_ref().clone());
+            assert_eq!(schema["type"], "object");
+            check(&tool.name, "", &schema);
+        }
+    }
+}

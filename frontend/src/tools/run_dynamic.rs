@@ -1,0 +1,356 @@
+//! Calling a dynamic tool: `{"args": {...}}` in, one run in the executor,
+//! and its outcome as a tool result that says what happened and what to fix.
+
+use std::sync::Arc;
+
+use dynamic_mcp_proto::v1::run_event::Event;
+use dynamic_mcp_proto::v1::{RunOutcome, RunStatus, RunToolRequest, ToolRecord};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::schema;
+use crate::error::ToolError;
+use crate::server::ServerState;
+
+/// How a dynamic tool appears in tools/list.
+pub fn definition(tool: &ToolRecord) -> Tool {
+    let input = schema(json!({
+        "type": "object",
+        "properties": {
+            "args": {
+                "type": "object",
+                "description": "The tool's input; its code receives this object as `args`. \
+                    The tool's description says which fields it expects."
+            }
+        },
+        "additionalProperties": false
+    }));
+    let definition = Tool::new(tool.name.clone(), tool.description.clone(), input);
+    match &tool.title {
+        Some(title) => definition.with_title(title.clone()),
+        None => definition,
+    }
+}
+
+/// The JSON text of `args` from a call's arguments `{"args": {...}}`.
+pub fn args_json(tool: &str, arguments: Option<JsonObject>) -> Result<String, ToolError> {
+    let mut arguments = arguments.unwrap_or_default();
+    let unexpected: Vec<_> = arguments
+        .keys()
+        .filter(|k| *k != "args")
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(ToolError::input(format!(
+            "Tool '{tool}' takes its input as {{\"args\": {{...}}}}; move {} inside `args`",
+            unexpected.join(", ")
+        )));
+    }
+    match arguments.remove("args") {
+        None | Some(Value::Null) => Ok("{}".to_owned()),
+        Some(args @ Value::Object(_)) => Ok(args.to_string()),
+        Some(other) => Err(ToolError::input(format!(
+            "Tool '{tool}' takes its input as {{\"args\": {{...}}}}, with an object; `args` is {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Runs `tool` (as listed, without code) once. Cancelling `cancel` drops the
+/// executor stream, which stops the container.
+pub async fn run(
+    state: &ServerState,
+    listed: &ToolRecord,
+    arguments: Option<JsonObject>,
+    cancel: &CancellationToken,
+) -> Result<CallToolResult, ToolError> {
+    let args_json = args_json(&listed.name, arguments)?;
+    let run = async {
+        let tool = state.catalog.with_code(listed).await.map_err(ToolError::registry)?;
+        if !tool.enabled {
+            return Err(ToolError::input(format!("Tool '{}' has just been disabled", tool.name)));
+        }
+        run_once(state, &tool, args_json).await
+    };
+    tokio::select! {
+        result = run => result,
+        () = cancel.cancelled() => {
+            tracing::info!(tool = %listed.name, "call cancelled by the client; run stopped");
+            Ok(CallToolResult::error(vec![ContentBlock::text(format!("Tool '{}' was cancelled", listed.name))]))
+        }
+    }
+}
+
+async fn run_once(state: &ServerState, tool: &Arc<ToolRecord>, args_json: String) -> Result<CallToolResult, ToolError> {
+    let request = RunToolRequest {
+        tool_name: tool.name.clone(),
+        revision: tool.revision,
+        image: Some(tool.image.clone()),
+        timeout_ms: Some(tool.timeout_ms),
+        dependencies: tool.dependencies.clone(),
+        code: tool.code.clone(),
+        args_json,
+    };
+    let mut events = state
+        .services
+        .executor
+        .clone()
+        .run_tool(request)
+        .await
+        .map_err(ToolError::executor)?
+        .into_inner();
+    while let Some(event) = events.message().await.map_err(ToolError::executor)? {
+        match event.event {
+            Some(Event::Finished(outcome)) => return Ok(outcome_result(&tool.name, outcome)),
+            Some(Event::Started(started)) => {
+                tracing::debug!(tool = %tool.name, container = %started.container_id, "run started");
+            }
+            None => {}
+        }
+    }
+    Err(ToolError::executor(tonic::Status::internal(format!(
+        "the run of tool '{}' ended without an outcome; try again",
+        tool.name
+    ))))
+}
+
+/// The tool result for one run's outcome.
+pub fn outcome_result(tool: &str, outcome: RunOutcome) -> CallToolResult {
+    let with_detail = |what: String, detail: &str| {
+        if detail.is_empty() {
+            what
+        } else {
+            format!("{what}: {detail}")
+        }
+    };
+    let message = &outcome.error_message;
+    let (reason, text) = match outcome.status() {
+        RunStatus::Ok => match serde_json::from_str::<Value>(&outcome.result_json) {
+            Ok(result) => {
+                let mut body = json!({"ok": true, "result": result, "durationMs": outcome.duration_ms});
+                add_output(&mut body, &outcome);
+                return CallToolResult::structured(body);
+            }
+            Err(e) => (
+                "badResult",
+                format!("Tool '{tool}' returned a result the server could not read ({e})"),
+            ),
+        },
+        RunStatus::Threw => {
+            let thrown = if outcome.error_name.is_empty() {
+                "an error"
+            } else {
+                outcome.error_name.as_str()
+            };
+            ("threw", with_detail(format!("Tool '{tool}' threw {thrown}"), message))
+        }
+        RunStatus::TimedOut => {
+            let after = if outcome.timeout_ms > 0 {
+                outcome.timeout_ms
+            } else {
+                outcome.duration_ms as u32
+            };
+            (
+                "timedOut",
+                format!(
+                    "Tool '{tool}' timed out after {after} ms and was stopped; make it finish sooner or raise its \
+                     timeoutMs with dynamic.tool.update (the server's maximum is at most 120000 ms)"
+                ),
+            )
+        }
+        RunStatus::SyntaxError => (
+            "syntaxError",
+            format!(
+                "{}; fix its code with dynamic.tool.update",
+                with_detail(format!("Tool '{tool}' has a syntax error"), message)
+            ),
+        ),
+        RunStatus::BadResult => (
+            "badResult",
+            with_detail(format!("Tool '{tool}' returned an unusable result"), message),
+        ),
+        RunStatus::ResourceLimit => (
+            "resourceLimit",
+            with_detail(format!("Tool '{tool}' hit a resource limit"), message),
+        ),
+        RunStatus::Exited => (
+            "exited",
+            with_detail(format!("Tool '{tool}' ended without returning a result"), message),
+        ),
+        RunStatus::Unspecified => (
+            "unknown",
+            format!("the executor reported no outcome for tool '{tool}'; try again"),
+        ),
+    };
+    // A thrown error keeps its own message in `error`, as older clients expect.
+    let error = if outcome.status() == RunStatus::Threw {
+        message.clone()
+    } else {
+        text.clone()
+    };
+    let mut body = json!({"ok": false, "reason": reason, "error": error, "durationMs": outcome.duration_ms});
+    if !outcome.error_name.is_empty() {
+        body["errorName"] = json!(outcome.error_name);
+    }
+    add_output(&mut body, &outcome);
+    let mut result = CallToolResult::structured_error(body);
+    // The model reads the first text block: make it the sentence that says what to fix.
+    result.content.insert(0, ContentBlock::text(text));
+    result
+}
+
+/// Adds stdout/stderr (and whether they were cut) only when there is some.
+fn add_output(body: &mut Value, outcome: &RunOutcome) {
+    for (key, text, truncated) in [
+        ("stdout", &outcome.stdout, outcome.stdout_truncated),
+        ("stderr", &outcome.stderr, outcome.stderr_truncated),
+    ] {
+        if !text.is_empty() {
+            body[key] = json!(text);
+        }
+        if truncated {
+            body[format!("{key}Truncated")] = json!(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(value: Value) -> Option<JsonObject> {
+        Some(schema(value))
+    }
+
+    fn outcome(status: RunStatus) -> RunOutcome {
+        RunOutcome {
+            status: status.into(),
+            duration_ms: 12,
+            timeout_ms: 30000,
+            ..Default::default()
+        }
+    }
+
+    fn first_text(result: &CallToolResult) -> &str {
+        &result.content[0].as_text().unwrap().text
+    }
+
+    #[test]
+    fn args_default_to_an_empty_object() {
+        assert_eq!(args_json("t", None).unwrap(), "{}");
+        assert_eq!(args_json("t", args(json!({}))).unwrap(), "{}");
+        assert_eq!(args_json("t", args(json!({"args": null}))).unwrap(), "{}");
+        assert_eq!(
+            args_json("t", args(json!({"args": {"text": "hi"}}))).unwrap(),
+            r#"{"text":"hi"}"#
+        );
+    }
+
+    #[test]
+    fn other_shapes_explain_the_args_contract() {
+        let err = args_json("t", args(json!({"text": "hi"}))).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "Tool 't' takes its input as {\"args\": {...}}; move `text` inside `args`"
+        );
+        let err = args_json("t", args(json!({"args": [1]}))).unwrap_err().to_string();
+        assert!(err.ends_with("`args` is an array"), "{err}");
+    }
+
+    #[test]
+    fn success_carries_result_duration_and_only_nonempty_output() {
+        let mut ok = outcome(RunStatus::Ok);
+        ok.result_json = r#"{"upper":"HELLO"}"#.into();
+        let result = outcome_result("t", ok.clone());
+        assert_eq!(result.is_error, Some(false));
+        assert_eq!(
+            result.structured_content,
+            Some(json!({"ok": true, "result": {"upper": "HELLO"}, "durationMs": 12}))
+        );
+        ok.stderr = "warn\n".into();
+        ok.stderr_truncated = true;
+        let body = outcome_result("t", ok).structured_content.unwrap();
+        assert_eq!(
+            (body["stderr"].as_str(), body["stderrTruncated"].as_bool()),
+            (Some("warn\n"), Some(true))
+        );
+        assert!(body.get("stdout").is_none());
+    }
+
+    #[test]
+    fn a_throw_names_the_error_and_keeps_its_message() {
+        let mut threw = outcome(RunStatus::Threw);
+        threw.error_message = "x is not a function".into();
+        threw.error_name = "TypeError".into();
+        threw.stdout = "before\n".into();
+        let result = outcome_result("t", threw);
+        assert_eq!(result.is_error, Some(true));
+        assert_eq!(first_text(&result), "Tool 't' threw TypeError: x is not a function");
+        assert_eq!(
+            result.structured_content,
+            Some(
+                json!({"ok": false, "reason": "threw", "error": "x is not a function", "errorName": "TypeError",
+                "durationMs": 12, "stdout": "before\n"})
+            )
+        );
+    }
+
+    #[test]
+    fn failures_say_what_to_fix() {
+        let timed_out = outcome_result("t", outcome(RunStatus::TimedOut));
+        assert!(
+            first_text(&timed_out).starts_with("Tool 't' timed out after 30000 ms and was stopped; make it finish")
+        );
+        let mut syntax = outcome(RunStatus::SyntaxError);
+        syntax.error_message = "Unexpected token '}'".into();
+        let syntax = outcome_result("t", syntax);
+        assert_eq!(
+            first_text(&syntax),
+            "Tool 't' has a syntax error: Unexpected token '}'; fix its code with dynamic.tool.update"
+        );
+        for status in [
+            RunStatus::BadResult,
+            RunStatus::ResourceLimit,
+            RunStatus::Exited,
+            RunStatus::Unspecified,
+        ] {
+            let mut failed = outcome(status);
+            failed.error_message = "detail".into();
+            let result = outcome_result("t", failed);
+            assert_eq!(result.is_error, Some(true), "{status:?}");
+            assert_eq!(result.structured_content.as_ref().unwrap()["ok"], false);
+        }
+        let mut unreadable = outcome(RunStatus::Ok);
+        unreadable.result_json = "{".into();
+        assert_eq!(outcome_result("t", unreadable).is_error, Some(true));
+    }
+
+    #[test]
+    fn the_listing_uses_the_args_contract() {
+        let record = ToolRecord {
+            name: "text.upper".into(),
+            title: Some("Upper".into()),
+            description: "Upper-cases text".into(),
+            ..Default::default()
+        };
+        let tool = definition(&record);
+        assert_eq!(
+            (tool.name.as_ref(), tool.title.as_deref()),
+            ("text.upper", Some("Upper"))
+        );
+        assert_eq!(tool.input_schema["properties"]["args"]["type"], "object");
+        assert_eq!(tool.input_schema["additionalProperties"], false);
+    }
+}
