@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddrError {
@@ -223,18 +223,42 @@ impl ServiceUrl {
     pub fn channel(&self) -> Channel {
         match self {
             Self::Http(uri) => endpoint(uri.clone()).connect_lazy(),
-            Self::Unix(path) => {
-                let path = path.clone();
-                // The URI is required by tonic but unused: the connector dials the socket.
-                endpoint(Uri::from_static("http://unix.socket")).connect_with_connector_lazy(tower::service_fn(
-                    move |_: Uri| {
-                        let path = path.clone();
-                        async move { UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
-                    },
-                ))
-            }
+            Self::Unix(path) => unix_channel(endpoint(Uri::from_static("http://unix.socket")), path.clone()),
         }
     }
+
+    /// Like [`ServiceUrl::channel`], over TLS. tonic speaks TLS only to
+    /// `https` URIs, so the scheme is switched; `tls` names the server.
+    pub fn tls_channel(&self, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+        match self {
+            Self::Http(uri) => {
+                let mut parts = uri.clone().into_parts();
+                parts.scheme = Some(http::uri::Scheme::HTTPS);
+                let uri = Uri::from_parts(parts).unwrap_or_else(|_| uri.clone());
+                Ok(endpoint(uri).tls_config(tls)?.connect_lazy())
+            }
+            Self::Unix(path) => Ok(unix_channel(
+                endpoint(Uri::from_static("https://unix.socket")).tls_config(tls)?,
+                path.clone(),
+            )),
+        }
+    }
+
+    /// The host a server certificate should name, when none is configured.
+    pub fn host(&self) -> &str {
+        match self {
+            Self::Http(uri) => uri.host().unwrap_or("localhost"),
+            Self::Unix(_) => "localhost",
+        }
+    }
+}
+
+/// The URI is required by tonic but unused: the connector dials the socket.
+fn unix_channel(endpoint: Endpoint, path: PathBuf) -> Channel {
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move { UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+    }))
 }
 
 fn endpoint(uri: Uri) -> Endpoint {
