@@ -56,6 +56,55 @@ pub enum StorageError {
     Encode(#[source] serde_json::Error),
     #[error("the store writer stopped unexpectedly: {0}")]
     WriterFailed(String),
+    /// The database cannot be reached right now; a later retry may succeed.
+    /// A write that failed this way may or may not have been committed: a
+    /// retry with expectedRevision (or a create, which refuses duplicates) is safe.
+    #[error("the tool database is unavailable: {0}; retry")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    #[error("the tool database failed: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            Self::DatabaseUnavailable(err)
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Storage(err.into())
+    }
+}
+
+/// Whether a database error means "not reachable now" rather than "this
+/// request is wrong": lost or refused connections, a server shutting down or
+/// starting up, no free connection in time.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01..03: admin/crash shutdown,
+            // cannot connect now; 53300: too many connections; 55P03: lock timeout.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55P03")
+        }),
+        sqlx::Error::Migrate(migrate) => match &**migrate {
+            sqlx::migrate::MigrateError::Execute(inner) | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+                is_unavailable(inner)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 impl From<RegistryError> for Status {
@@ -73,6 +122,7 @@ impl From<RegistryError> for Status {
                     StorageError::Io { .. } => {
                         Status::unavailable(format!("the tool store is unavailable, nothing was changed: {message}"))
                     }
+                    StorageError::DatabaseUnavailable(_) => Status::unavailable(message),
                     _ => Status::internal(message),
                 }
             }
@@ -138,6 +188,15 @@ mod tests {
             source: io::Error::other("disk full"),
         }));
         assert_eq!(status.code(), Code::Unavailable);
+        let status = Status::from(RegistryError::from(sqlx::Error::PoolTimedOut));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().starts_with("the tool database is unavailable: ") && status.message().ends_with("; retry"),
+            "{}",
+            status.message()
+        );
+        let status = Status::from(RegistryError::from(sqlx::Error::RowNotFound));
+        assert_eq!(status.code(), Code::Internal);
     }
 
     #[test]

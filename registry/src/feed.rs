@@ -55,7 +55,7 @@ async fn forward(store: &dyn ToolStore, tx: &mpsc::Sender<Result<pb::CatalogEven
     // Subscribe before each snapshot, so no change falls between the two.
     let mut changes = store.subscribe();
     loop {
-        let catalog = match store.catalog().await {
+        let catalog = match store.catalog(false).await {
             Ok(catalog) => catalog,
             Err(err) => {
                 let _ = tx.send(Err(err.into())).await;
@@ -182,7 +182,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl ToolStore for FakeStore {
-        async fn catalog(&self) -> Result<Catalog, RegistryError> {
+        async fn catalog(&self, _: bool) -> Result<Catalog, RegistryError> {
             Ok(self.catalog.lock().unwrap().clone())
         }
         async fn get(&self, _: &str) -> Result<Arc<ToolRecord>, RegistryError> {
@@ -202,6 +202,9 @@ mod tests {
         }
         fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeEvent> {
             self.changes.subscribe()
+        }
+        async fn check_ready(&self) -> Result<(), RegistryError> {
+            Ok(())
         }
     }
 

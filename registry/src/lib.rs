@@ -1,11 +1,13 @@
-//! The dynamic-mcp registry: it stores dynamic tool definitions, enforces
-//! their rules (names, sizes, revisions, the tool limit), writes every change
-//! durably before answering, and announces each change on a feed that
-//! frontends watch. It never runs code; that is the executor's job.
+//! The dynamic-mcp registry: it stores dynamic tool definitions (in a file,
+//! or in PostgreSQL shared by several replicas), enforces their rules (names,
+//! sizes, revisions, the tool limit), writes every change durably before
+//! answering, and announces each change on a feed that frontends watch. It
+//! never runs code; that is the executor's job.
 
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod readiness;
 pub mod record;
 pub mod rules;
 pub mod service;
@@ -22,13 +24,20 @@ use crate::config::{Backend, RegistryConfig};
 use crate::service::RegistryService;
 use crate::store::ToolStore;
 use crate::store::file::FileStore;
+use crate::store::postgres::PgStore;
 
 /// Opens the store, then serves gRPC (with health) until asked to stop.
 pub async fn serve(config: RegistryConfig) -> anyhow::Result<()> {
+    let internal_auth = config.internal_auth.load()?;
     let store: Arc<dyn ToolStore> = match config.backend {
         Backend::File => {
             Arc::new(FileStore::open(&config.store, config.max_tools as usize).context("cannot open the tool store")?)
         }
+        Backend::Postgres => Arc::new(
+            PgStore::open(&config.postgres, config.max_tools as usize)
+                .await
+                .context("cannot open the tool database")?,
+        ),
     };
     let incoming = config.listen.bind().await?;
     let listening = incoming
@@ -36,8 +45,8 @@ pub async fn serve(config: RegistryConfig) -> anyhow::Result<()> {
         .map_or_else(|| config.listen.to_string(), |addr| addr.to_string());
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<RegistryServer<RegistryService>>().await;
     let stopping = CancellationToken::new();
+    readiness::start(Arc::clone(&store), health, stopping.clone()).await;
     let registry = RegistryServer::new(RegistryService::new(store, stopping.clone()));
 
     tracing::info!(listen = %listening, "registry listening");
@@ -46,7 +55,8 @@ pub async fn serve(config: RegistryConfig) -> anyhow::Result<()> {
         shutdown::requested(exit_with_parent).await;
         stopping.cancel();
     };
-    tonic::transport::Server::builder()
+    internal_auth
+        .server(&config.listen)?
         .add_service(health_service)
         .add_service(registry)
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -54,4 +64,17 @@ pub async fn serve(config: RegistryConfig) -> anyhow::Result<()> {
         .context("the gRPC server failed")?;
     tracing::info!("registry stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn serve_can_be_spawned() {
+        fn spawnable<F: Future + Send + 'static>(_: F) {}
+        let config = crate::config::RegistryConfig::try_parse_from(["dynamic-mcp-registry"]).unwrap();
+        // Built, never run: this only has to compile.
+        spawnable(super::serve(config));
+    }
 }

@@ -2,7 +2,7 @@
 //! the gRPC messages, so the rest of the crate speaks only one of them.
 
 use dynamic_mcp_proto::v1 as pb;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::feed::{ChangeEvent, ChangeKind};
@@ -19,11 +19,46 @@ pub struct ToolRecord {
     pub image: String,
     pub timeout_ms: u32,
     pub dependencies: Vec<Dependency>,
-    pub code: String,
+    pub code: ToolCode,
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
     pub revision: u64,
+}
+
+/// A tool's code, or only its size where a backend left the code out
+/// (listings and change events never show code, so they need not load it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolCode {
+    Included(String),
+    LeftOut { size_bytes: u64 },
+}
+
+impl ToolCode {
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            Self::Included(code) => code.len() as u64,
+            Self::LeftOut { size_bytes } => *size_bytes,
+        }
+    }
+}
+
+/// Stored as the plain code string; a record without its code is never stored.
+impl Serialize for ToolCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Included(code) => serializer.serialize_str(code),
+            Self::LeftOut { .. } => Err(serde::ser::Error::custom(
+                "a tool record without its code cannot be stored",
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::Included)
+    }
 }
 
 /// One npm package a tool needs.
@@ -36,7 +71,7 @@ pub struct Dependency {
 impl ToolRecord {
     /// The size callers see even when the code itself is left out.
     pub fn code_size_bytes(&self) -> u64 {
-        self.code.len() as u64
+        self.code.size_bytes()
     }
 
     /// The gRPC view; `code` stays empty unless asked for, `code_size_bytes` is always set.
@@ -48,7 +83,10 @@ impl ToolRecord {
             image: self.image.clone(),
             timeout_ms: self.timeout_ms,
             dependencies: self.dependencies.iter().map(pb::Dependency::from).collect(),
-            code: if include_code { self.code.clone() } else { String::new() },
+            code: match &self.code {
+                ToolCode::Included(code) if include_code => code.clone(),
+                _ => String::new(),
+            },
             enabled: self.enabled,
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
@@ -173,7 +211,7 @@ mod tests {
             image: "node:22".into(),
             timeout_ms: 30_000,
             dependencies: vec![],
-            code: "return 'é';".into(),
+            code: ToolCode::Included("return 'é';".into()),
             enabled: true,
             created_at: now(),
             updated_at: now(),
@@ -182,6 +220,23 @@ mod tests {
         let view = record.to_proto(false);
         assert_eq!(view.code, "");
         assert_eq!(view.code_size_bytes, 12);
-        assert_eq!(record.to_proto(true).code, record.code);
+        assert_eq!(record.to_proto(true).code, "return 'é';");
+        let left_out = ToolRecord {
+            code: ToolCode::LeftOut { size_bytes: 12 },
+            ..record
+        };
+        assert_eq!(left_out.to_proto(true).code, "");
+        assert_eq!(left_out.to_proto(true).code_size_bytes, 12);
+    }
+
+    #[test]
+    fn code_is_stored_as_a_plain_string() {
+        let json = serde_json::to_value(ToolCode::Included("return 1;".into())).unwrap();
+        assert_eq!(json, "return 1;");
+        assert_eq!(
+            serde_json::from_value::<ToolCode>(json).unwrap(),
+            ToolCode::Included("return 1;".into())
+        );
+        assert!(serde_json::to_value(ToolCode::LeftOut { size_bytes: 3 }).is_err());
     }
 }

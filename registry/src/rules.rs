@@ -8,7 +8,7 @@ use dynamic_mcp_proto::v1 as pb;
 use regex::Regex;
 
 use crate::error::quoted;
-use crate::record::{Dependency, ToolRecord};
+use crate::record::{Dependency, ToolCode, ToolRecord};
 
 pub const NAME_CHARS: (usize, usize) = (3, 64);
 pub const TITLE_CHARS: (usize, usize) = (1, 120);
@@ -45,7 +45,7 @@ pub fn new_tool(spec: pb::ToolSpec, now: &str) -> Result<ToolRecord, Violation> 
         image: spec.image.unwrap_or_default(),
         timeout_ms: spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
         dependencies: spec.dependencies.into_iter().map(Dependency::from).collect(),
-        code: spec.code,
+        code: ToolCode::Included(spec.code),
         enabled: spec.enabled.unwrap_or(true),
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
@@ -82,7 +82,7 @@ pub fn apply_patch(current: &ToolRecord, patch: pb::ToolPatch, now: &str) -> Res
         next.dependencies = dependencies.items.into_iter().map(Dependency::from).collect();
     }
     if let Some(code) = patch.code {
-        next.code = code;
+        next.code = ToolCode::Included(code);
     }
     if let Some(enabled) = patch.enabled {
         next.enabled = enabled;
@@ -165,7 +165,11 @@ fn check_fields(record: &ToolRecord) -> Result<(), Violation> {
         )));
     }
     check_dependencies(&record.dependencies)?;
-    check_chars("code", &record.code, CODE_CHARS)
+    match &record.code {
+        ToolCode::Included(code) => check_chars("code", code, CODE_CHARS),
+        // Only records read back from a store lack their code, and it was checked on the way in.
+        ToolCode::LeftOut { .. } => Ok(()),
+    }
 }
 
 fn check_dependencies(deps: &[Dependency]) -> Result<(), Violation> {

@@ -68,11 +68,9 @@ impl Registry for RegistryService {
     }
 
     async fn list(&self, request: Request<pb::ListToolsRequest>) -> Result<Response<pb::ListToolsResponse>, Status> {
-        let catalog = self.store.catalog().await?;
-        Ok(Response::new(record::list_response(
-            &catalog,
-            request.into_inner().include_code,
-        )))
+        let include_code = request.into_inner().include_code;
+        let catalog = self.store.catalog(include_code).await?;
+        Ok(Response::new(record::list_response(&catalog, include_code)))
     }
 
     type WatchChangesStream = WatchStream;

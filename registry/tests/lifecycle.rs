@@ -1,16 +1,22 @@
 //! The write and read RPCs against the real binary, including every way a
-//! request is refused.
+//! request is refused, on each backend: the same answers from either.
 
 mod support;
 
 use dynamic_mcp_proto::v1 as pb;
-use support::{Registry, assert_matches_spec, assert_status, create_request, spec};
+use support::{TestBackend, assert_matches_spec, assert_status, create_request, on_each_backend, spec};
 use tonic::Code;
 
-#[tokio::test]
-async fn a_tool_goes_through_its_whole_life() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+on_each_backend!(
+    a_tool_goes_through_its_whole_life,
+    a_second_create_of_a_name_is_already_exists,
+    reserved_and_malformed_names_are_invalid,
+    field_rules_reach_the_caller,
+    the_tool_limit_is_enforced,
+);
+
+async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let mut client = registry.client();
     let sent = spec("text.upper");
 
@@ -130,10 +136,8 @@ async fn a_tool_goes_through_its_whole_life() {
     assert_eq!((listed.tools.len(), listed.catalog_version), (0, 5));
 }
 
-#[tokio::test]
-async fn a_second_create_of_a_name_is_already_exists() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+async fn a_second_create_of_a_name_is_already_exists(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let mut client = registry.client();
     client.create(create_request(spec("dup.tool"))).await.unwrap();
     assert_status(
@@ -146,10 +150,8 @@ async fn a_second_create_of_a_name_is_already_exists() {
     );
 }
 
-#[tokio::test]
-async fn reserved_and_malformed_names_are_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+async fn reserved_and_malformed_names_are_invalid(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let mut client = registry.client();
     let cases: [(&str, &[&str]); 5] = [
         ("system.health", &["reserved", "built-in tool 'system.health'"]),
@@ -169,10 +171,8 @@ async fn reserved_and_malformed_names_are_invalid() {
     assert!(listed.tools.is_empty());
 }
 
-#[tokio::test]
-async fn field_rules_reach_the_caller() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+async fn field_rules_reach_the_caller(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let mut client = registry.client();
     let empty_description = pb::ToolSpec {
         description: String::new(),
@@ -204,10 +204,8 @@ async fn field_rules_reach_the_caller() {
     );
 }
 
-#[tokio::test]
-async fn the_tool_limit_is_enforced() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[("MCP_DYNAMIC_MAX_TOOLS", "3")]).await;
+async fn the_tool_limit_is_enforced(backend: &TestBackend) {
+    let registry = backend.start(&[("MCP_DYNAMIC_MAX_TOOLS", "3")]).await;
     let mut client = registry.client();
     for name in ["one.tool", "two.tool", "three.tool"] {
         client.create(create_request(spec(name))).await.unwrap();

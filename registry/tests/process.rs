@@ -7,15 +7,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dynamic_mcp_proto::v1 as pb;
-use support::Registry;
+use support::{Registry, TestBackend, on_each_backend};
 use tokio_stream::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-#[tokio::test]
-async fn reports_serving_on_the_health_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+on_each_backend!(
+    reports_serving_on_the_health_service,
+    sigterm_stops_it_promptly_even_with_a_watcher_connected,
+);
+
+async fn reports_serving_on_the_health_service(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let response = HealthClient::new(registry.channel())
         .check(HealthCheckRequest {
             service: "dynamic_mcp.v1.Registry".into(),
@@ -70,10 +73,8 @@ async fn keeps_running_with_stdin_closed_when_not_told_to_follow_a_parent() {
     assert!(registry.exited_within(Duration::from_millis(500)).await.is_none());
 }
 
-#[tokio::test]
-async fn sigterm_stops_it_promptly_even_with_a_watcher_connected() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = Registry::start(dir.path(), &[]).await;
+async fn sigterm_stops_it_promptly_even_with_a_watcher_connected(backend: &TestBackend) {
+    let mut registry = backend.start(&[]).await;
     let mut events = registry
         .client()
         .watch_changes(pb::WatchChangesRequest {})

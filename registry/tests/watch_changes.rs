@@ -1,5 +1,5 @@
-//! `WatchChanges` against the real binary: a snapshot first, then exactly
-//! one event per change, in catalog-version order.
+//! `WatchChanges` against the real binary, on each backend: a snapshot
+//! first, then exactly one event per change, in catalog-version order.
 
 mod support;
 
@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use dynamic_mcp_proto::v1 as pb;
 use dynamic_mcp_proto::v1::catalog_event::Event;
-use support::{Registry, create_request, spec};
+use support::{TestBackend, create_request, on_each_backend, spec};
 use tokio_stream::StreamExt;
 use tonic::Streaming;
+
+on_each_backend!(
+    each_change_is_exactly_one_event,
+    a_late_watcher_starts_from_a_snapshot_of_everything,
+);
 
 async fn next_event(events: &mut Streaming<pb::CatalogEvent>) -> pb::CatalogEvent {
     tokio::time::timeout(Duration::from_secs(5), events.next())
@@ -31,10 +36,8 @@ fn change(event: pb::CatalogEvent) -> (u64, pb::ChangeKind, String) {
     }
 }
 
-#[tokio::test]
-async fn each_change_is_exactly_one_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+async fn each_change_is_exactly_one_event(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let mut client = registry.client();
     let mut events = client
         .watch_changes(pb::WatchChangesRequest {})
@@ -125,10 +128,8 @@ async fn each_change_is_exactly_one_event() {
     );
 }
 
-#[tokio::test]
-async fn a_late_watcher_starts_from_a_snapshot_of_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), &[]).await;
+async fn a_late_watcher_starts_from_a_snapshot_of_everything(backend: &TestBackend) {
+    let registry = backend.start(&[]).await;
     let mut client = registry.client();
     for name in ["b.tool", "a.tool", "c.tool"] {
         client.create(create_request(spec(name))).await.unwrap();

@@ -139,7 +139,8 @@ impl FileStore {
 
 #[async_trait]
 impl ToolStore for FileStore {
-    async fn catalog(&self) -> Result<Catalog, RegistryError> {
+    /// The records are in memory, so they always carry their code.
+    async fn catalog(&self, _include_code: bool) -> Result<Catalog, RegistryError> {
         let state = self.state.lock().await;
         Ok(Catalog {
             tools: state.tools.values().cloned().collect(),
@@ -219,6 +220,11 @@ impl ToolStore for FileStore {
 
     fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
         self.changes.subscribe()
+    }
+
+    /// A failing disk shows up on the writes themselves, as UNAVAILABLE.
+    async fn check_ready(&self) -> Result<(), RegistryError> {
+        Ok(())
     }
 }
 
@@ -410,11 +416,11 @@ mod tests {
         store.create(spec("two.tool")).await.unwrap();
         store.set_enabled("one.tool".into(), false, None).await.unwrap();
         store.delete("two.tool".into(), None).await.unwrap();
-        let before = store.catalog().await.unwrap();
+        let before = store.catalog(true).await.unwrap();
         drop(store);
 
         let reopened = store_in(&dir, 10);
-        let after = reopened.catalog().await.unwrap();
+        let after = reopened.catalog(true).await.unwrap();
         assert_eq!(after.version, 4);
         assert_eq!(after.version, before.version);
         assert_eq!(after.tools, before.tools);
@@ -470,7 +476,7 @@ mod tests {
         let stale = store.set_enabled("cas.tool".into(), false, Some(7)).await.unwrap_err();
         assert!(matches!(stale, RegistryError::RevisionConflict { .. }), "{stale:?}");
         assert_eq!(store.get("cas.tool").await.unwrap().revision, 2);
-        assert_eq!(store.catalog().await.unwrap().version, 2);
+        assert_eq!(store.catalog(true).await.unwrap().version, 2);
     }
 
     #[tokio::test]
@@ -548,7 +554,7 @@ mod tests {
             matches!(err, RegistryError::Storage(StorageError::Io { .. })),
             "{err:?}"
         );
-        let catalog = store.catalog().await.unwrap();
+        let catalog = store.catalog(true).await.unwrap();
         assert_eq!(catalog.version, 1);
         assert_eq!(catalog.tools.len(), 1);
         assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));

@@ -3,6 +3,7 @@
 //! feed, so the gRPC edge does not care which one it talks to.
 
 pub mod file;
+pub mod postgres;
 
 use std::sync::Arc;
 
@@ -36,7 +37,9 @@ pub struct Written {
 /// event is one real change.
 #[async_trait]
 pub trait ToolStore: Send + Sync + 'static {
-    async fn catalog(&self) -> Result<Catalog, RegistryError>;
+    /// Every tool. Without `include_code` the records may leave their code
+    /// out (a backend that has it at hand anyway may keep it).
+    async fn catalog(&self, include_code: bool) -> Result<Catalog, RegistryError>;
 
     async fn get(&self, name: &str) -> Result<Arc<ToolRecord>, RegistryError>;
 
@@ -61,6 +64,9 @@ pub trait ToolStore: Send + Sync + 'static {
     /// Change events from now on, in catalog-version order. Subscribe before
     /// reading the catalog so no change falls between the two.
     fn subscribe(&self) -> broadcast::Receiver<ChangeEvent>;
+
+    /// Whether the store can serve requests right now; readiness follows it.
+    async fn check_ready(&self) -> Result<(), RegistryError>;
 }
 
 /// Refuses a write based on a revision the caller saw but that is no longer current.

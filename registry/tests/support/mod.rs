@@ -1,19 +1,29 @@
 //! Runs the real `dynamic-mcp-registry` binary on a Unix socket in a temp
-//! directory and hands out gRPC clients to it.
+//! directory, on either backend, and hands out gRPC clients to it.
 
 // Each test file uses a different part of these helpers.
 #![allow(dead_code)]
 
+pub mod postgres;
+
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1 as pb;
+use dynamic_mcp_proto::v1::catalog_event::Event;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::{Code, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use self::postgres::PgCluster;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_dynamic-mcp-registry");
 
@@ -88,6 +98,31 @@ impl Registry {
         RegistryClient::new(self.channel())
     }
 
+    /// The health status of the registry service.
+    pub async fn health(&self) -> ServingStatus {
+        HealthClient::new(self.channel())
+            .check(HealthCheckRequest {
+                service: "dynamic_mcp.v1.Registry".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status()
+    }
+
+    /// Waits until the health status is `wanted`.
+    pub async fn wait_for_health(&self, wanted: ServingStatus, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.health().await != wanted {
+            assert!(
+                Instant::now() < deadline,
+                "health did not become {wanted:?} within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -136,6 +171,156 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where a test's registries keep their tools: a file, or a throwaway
+/// PostgreSQL cluster.
+pub struct TestBackend {
+    dir: tempfile::TempDir,
+    pub postgres: Option<PgCluster>,
+    replicas: AtomicUsize,
+}
+
+impl TestBackend {
+    pub fn file() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: None,
+            replicas: AtomicUsize::new(0),
+        }
+    }
+
+    /// `None` (test skipped) when PostgreSQL is missing outside CI.
+    pub async fn postgres() -> Option<Self> {
+        Some(Self {
+            postgres: Some(PgCluster::start().await?),
+            ..Self::file()
+        })
+    }
+
+    /// Starts a registry on this backend. On the file backend every call
+    /// uses the same directory (one registry at a time); on PostgreSQL each
+    /// call is one more replica of the same catalog.
+    pub async fn start(&self, env: &[(&str, &str)]) -> Registry {
+        let Some(cluster) = &self.postgres else {
+            return Registry::start(self.dir.path(), env).await;
+        };
+        let replica = self.replicas.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.path().join(format!("replica-{replica}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = cluster.registry_url();
+        let mut with_database = vec![
+            ("MCP_DYNAMIC_BACKEND", "postgres"),
+            ("MCP_DYNAMIC_PG_URL", url.as_str()),
+        ];
+        with_database.extend_from_slice(env);
+        Registry::start(&dir, &with_database).await
+    }
+}
+
+/// Runs each named `async fn(&TestBackend)` once per backend, as
+/// `file::<name>` and `postgres::<name>`.
+#[allow(unused_macros)]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod file {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&crate::support::TestBackend::file()).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(backend) = crate::support::TestBackend::postgres().await else {
+                        return;
+                    };
+                    super::$test(&backend).await;
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_each_backend;
+
+/// What one watcher believes the catalog is, built only from the events of
+/// its WatchChanges stream.
+pub struct WatchedCatalog {
+    pub version: u64,
+    pub tools: BTreeMap<String, pb::ToolRecord>,
+    pub snapshots: usize,
+    events: Streaming<pb::CatalogEvent>,
+}
+
+impl WatchedCatalog {
+    /// Opens a watch and applies its first event, the snapshot.
+    pub async fn open(registry: &Registry) -> Self {
+        let events = registry
+            .client()
+            .watch_changes(pb::WatchChangesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut watched = Self {
+            version: 0,
+            tools: BTreeMap::new(),
+            snapshots: 0,
+            events,
+        };
+        let first = watched.next(Duration::from_secs(10)).await;
+        assert!(matches!(first.event, Some(Event::Snapshot(_))), "{first:?}");
+        watched
+    }
+
+    /// Receives and applies the next event.
+    pub async fn next(&mut self, timeout: Duration) -> pb::CatalogEvent {
+        let event = tokio::time::timeout(timeout, self.events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {timeout:?}"))
+            .expect("the stream ended")
+            .expect("the stream failed");
+        match &event.event {
+            Some(Event::Snapshot(snapshot)) => {
+                self.snapshots += 1;
+                self.tools = snapshot.tools.iter().map(|t| (t.name.clone(), t.clone())).collect();
+            }
+            Some(Event::Change(change)) => {
+                assert_eq!(
+                    event.catalog_version,
+                    self.version + 1,
+                    "a change out of order: {event:?}"
+                );
+                let tool = change.tool.clone().unwrap();
+                if change.kind() == pb::ChangeKind::Deleted {
+                    self.tools.remove(&tool.name);
+                } else {
+                    self.tools.insert(tool.name.clone(), tool);
+                }
+            }
+            None => panic!("an empty event"),
+        }
+        self.version = event.catalog_version;
+        event
+    }
+
+    /// Applies events until `done` holds.
+    pub async fn until(&mut self, timeout: Duration, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the watcher did not see {what} within {timeout:?}");
+            self.next(left).await;
+        }
+    }
+
+    /// (name, revision) of every tool, as a listing would show them.
+    pub fn revisions(&self) -> Vec<(String, u64)> {
+        self.tools.values().map(|t| (t.name.clone(), t.revision)).collect()
     }
 }
 
