@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the sandbox image without any registry access: a root filesystem made
-# of this host's Node binary, the libraries it links, and a static busybox,
-# imported with `docker import`. It is equivalent to sandbox/Dockerfile for the
-# executor, which relies on nothing but `node` and `/bin/sh` being present.
+# of this host's Node binary, the libraries it links, this host's npm (for
+# dependency installs) and a static busybox, imported with `docker import`. It
+# is equivalent to sandbox/Dockerfile for the executor, which relies on
+# nothing but `node`, `npm` and `/bin/sh` (with the usual tools) being present.
 #
 # Usage: sandbox/build-offline.sh [IMAGE]   (default dynamic-mcp-sandbox:latest)
 # Safe to run again: it replaces the tag and removes the image it replaced.
@@ -31,6 +32,21 @@ ldd "$node_bin" | grep -o '/[^ ]*' | while read -r lib; do
   mkdir -p "$rootfs$(dirname "$lib")"
   cp -L "$lib" "$rootfs$lib"
 done
+
+# npm is plain JavaScript: its package directory and a wrapper are enough.
+npm_dir=""
+if command -v npm >/dev/null; then
+  npm_dir="$(cd "$(dirname "$(readlink -f "$(command -v npm)")")/.." && pwd)"
+fi
+if [[ -n "$npm_dir" && -f "$npm_dir/bin/npm-cli.js" ]]; then
+  say "copying npm $(npm --version) from $npm_dir"
+  mkdir -p "$rootfs/usr/lib/node_modules"
+  cp -a "$npm_dir" "$rootfs/usr/lib/node_modules/npm"
+  printf '#!/bin/sh\nexec node /usr/lib/node_modules/npm/bin/npm-cli.js "$@"\n' >"$rootfs/usr/bin/npm"
+  chmod 755 "$rootfs/usr/bin/npm"
+else
+  say "warning: no npm on this host; tools with npm dependencies will fail to install in $image"
+fi
 
 # A static busybox gives /bin/sh and the usual tools without more libraries.
 busybox=""
@@ -72,6 +88,7 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
   -c 'USER 1000' \
   -c 'WORKDIR /work' \
   -c 'CMD ["node"]' \
+  -c 'LABEL dynamic-mcp.sandbox-version=2' \
   - "$image" >/dev/null
 new_id="$(docker image inspect -f '{{.Id}}' "$image")"
 if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
@@ -81,4 +98,8 @@ fi
 
 docker run --rm --network none "$image" node -e 'process.stdout.write("ok")' | grep -qx ok \
   || die "the new image $image cannot run node"
+if [[ -n "$npm_dir" ]]; then
+  docker run --rm --network none "$image" npm --version >/dev/null \
+    || die "the new image $image cannot run npm"
+fi
 say "built $image ($new_id)"

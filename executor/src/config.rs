@@ -4,13 +4,17 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Parser;
 use dynamic_mcp_common::addr::ListenAddr;
+use dynamic_mcp_common::internal_auth::InternalAuthArgs;
 use dynamic_mcp_common::telemetry::LogArgs;
 
 use crate::container::hardening::SandboxLimits;
+use crate::deps::InstallSettings;
 use crate::policy::Policy;
+use crate::session::SessionSettings;
 
 /// Runs dynamic-mcp tool code in hardened, throwaway Docker containers.
 /// This is the only dynamic-mcp process that talks to Docker.
@@ -89,10 +93,52 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_EXECUTOR_MAX_CONTAINERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_containers: u32,
 
+    /// The most sandbox sessions open at once, across all callers. Each also
+    /// holds one of MCP_EXECUTOR_MAX_CONTAINERS while it lives.
+    #[arg(long, env = "MCP_SANDBOX_MAX_SESSIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+
+    /// Seconds a sandbox session may stay idle before it is removed.
+    #[arg(long, env = "MCP_SANDBOX_SESSION_TIMEOUT_SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_timeout_seconds: u64,
+
+    /// A Docker network sandbox sessions join. Unset (the default): sessions
+    /// have no network at all. RISK: once set, untrusted code in a session
+    /// reaches whatever that network reaches (the internet, other containers,
+    /// cloud metadata endpoints); use a network built for it.
+    #[arg(long, env = "MCP_SANDBOX_SESSION_NETWORK", value_parser = parse_docker_name)]
+    pub session_network: Option<String>,
+
+    /// The Docker network dependency installs use to reach the npm registry.
+    /// Only install containers join it; runs and sessions never do.
+    #[arg(long, env = "MCP_SANDBOX_INSTALL_NETWORK", default_value = "bridge", value_parser = parse_docker_name)]
+    pub install_network: String,
+
+    /// The npm registry installs use (http or https URL). Unset: npm's default.
+    #[arg(long, env = "MCP_SANDBOX_NPM_REGISTRY", value_parser = parse_registry)]
+    pub npm_registry: Option<String>,
+
+    /// A CA bundle (PEM) installs trust, for a TLS-intercepting proxy: a path
+    /// on the Docker host, mounted read-only into install containers only.
+    #[arg(long, env = "MCP_SANDBOX_EXTRA_CA_FILE", value_parser = parse_host_path)]
+    pub extra_ca_file: Option<String>,
+
+    /// Seconds one dependency install may take before it is stopped.
+    #[arg(long, env = "MCP_SANDBOX_INSTALL_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    pub install_timeout_seconds: u64,
+
+    /// The Docker volume that caches installed dependency sets (one
+    /// directory per image and set). Safe to delete while no executor runs.
+    #[arg(long, env = "MCP_SANDBOX_DEPS_VOLUME", default_value = "dynamic-mcp-deps", value_parser = parse_docker_name)]
+    pub deps_volume: String,
+
     /// Stop when standard input closes (set by `dynamic-mcp` when it starts
     /// this service, so the executor never outlives it).
     #[arg(long, env = "MCP_EXIT_WITH_PARENT", value_parser = clap::builder::FalseyValueParser::new(), default_value_t = false)]
     pub exit_with_parent: bool,
+
+    #[command(flatten)]
+    pub internal_auth: InternalAuthArgs,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -119,6 +165,28 @@ impl ExecutorConfig {
             user: self.user.clone(),
             tmpfs: self.tmpfs_size.clone(),
             workdir: self.workdir_size.clone(),
+        }
+    }
+}
+
+impl ExecutorConfig {
+    pub fn install_settings(&self) -> InstallSettings {
+        InstallSettings {
+            volume: self.deps_volume.clone(),
+            network: self.install_network.clone(),
+            registry: self.npm_registry.clone(),
+            extra_ca_file: self.extra_ca_file.clone(),
+            timeout: Duration::from_secs(self.install_timeout_seconds),
+        }
+    }
+
+    pub fn session_settings(&self) -> SessionSettings {
+        SessionSettings {
+            max_sessions: self.max_sessions,
+            idle_timeout: Duration::from_secs(self.session_timeout_seconds),
+            network: self.session_network.clone(),
+            user: self.user.clone(),
+            max_output_bytes: self.max_output_bytes as usize,
         }
     }
 }
@@ -220,6 +288,40 @@ fn parse_executor_id(s: &str) -> Result<String, String> {
     }
 }
 
+/// Docker's rule for volume and network names.
+fn parse_docker_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.len() <= 128;
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "'{s}' is not a Docker name: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        ))
+    }
+}
+
+fn parse_registry(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !s.chars().any(char::is_whitespace) => Ok(s.to_owned()),
+        _ => Err("use an http:// or https:// URL, e.g. https://registry.npmjs.org/".into()),
+    }
+}
+
+/// Docker bind mounts need an absolute path.
+fn parse_host_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains(',') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "'{s}' is not an absolute path on the Docker host, e.g. /etc/ssl/certs/ca-certificates.crt"
+        ))
+    }
+}
+
 fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(cpus) if cpus.is_finite() && cpus >= 0.01 => Ok(cpus),
@@ -268,6 +370,28 @@ mod tests {
         assert_eq!(config.blocked_packages.0, ["child_process", "node-pty", "npm", "pm2"]);
         assert_eq!(config.policy().default_timeout_ms, 30_000);
         assert!(!config.exit_with_parent);
+        let sessions = config.session_settings();
+        assert_eq!(sessions.max_sessions, 20);
+        assert_eq!(sessions.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(sessions.network, None);
+        let installs = config.install_settings();
+        assert_eq!(installs.volume, "dynamic-mcp-deps");
+        assert_eq!(installs.network, "bridge");
+        assert_eq!((installs.registry, installs.extra_ca_file), (None, None));
+        assert_eq!(installs.timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn install_and_session_settings_are_checked() {
+        assert!(parse(&["--npm-registry", "ftp://x"]).is_err());
+        assert!(parse(&["--npm-registry", "https://"]).is_err());
+        assert!(parse(&["--npm-registry", "https://npm.example/"]).is_ok());
+        assert!(parse(&["--extra-ca-file", "relative/ca.pem"]).is_err());
+        assert!(parse(&["--extra-ca-file", "/etc/ssl/certs/ca-certificates.crt"]).is_ok());
+        assert!(parse(&["--session-network", "bad name"]).is_err());
+        assert!(parse(&["--deps-volume", "-x"]).is_err());
+        assert!(parse(&["--max-sessions", "0"]).is_err());
+        assert!(parse(&["--install-timeout-seconds", "1"]).is_err());
     }
 
     #[test]

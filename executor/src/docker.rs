@@ -14,6 +14,9 @@ use crate::error::ExecError;
 /// are streamed bodies and are bounded by the run's own timeout instead.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A health ping that takes longer than this counts as a failure.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Default)]
 pub struct Engine {
     docker: OnceCell<Docker>,
@@ -28,6 +31,12 @@ impl Engine {
     /// The engine if a connection was ever made.
     pub fn connected(&self) -> Option<&Docker> {
         self.docker.get()
+    }
+
+    /// Whether the engine answers right now (connecting first if needed).
+    pub async fn answers(&self) -> bool {
+        let ping = async { self.docker().await?.ping().await.map_err(ExecError::DockerUnreachable) };
+        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
     }
 }
 

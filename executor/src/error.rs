@@ -1,6 +1,7 @@
-//! Everything that can stop a run before it has an outcome, and its gRPC
+//! Everything that can stop a call before it has an outcome, and its gRPC
 //! status — converted in one place. A run that happens but fails (a throw, a
-//! timeout, an OOM kill) is not an error: it is an outcome.
+//! timeout, an OOM kill, a command's non-zero exit) is not an error: it is
+//! an outcome.
 
 use tonic::Status;
 
@@ -10,10 +11,31 @@ use crate::policy::PolicyError;
 pub enum ExecError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("this executor does not install npm dependencies yet; remove `dependencies`")]
-    DependenciesUnsupported,
     #[error("args_json is not valid JSON: {0}")]
     BadArgs(serde_json::Error),
+    /// A request field out of bounds; the message says which and how to fix it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Also for sessions of other callers: their existence is not revealed.
+    #[error("no session '{id}' for this caller")]
+    SessionNotFound { id: String },
+    #[error("session '{id}' has ended (stopped, expired or its container died); start a new one")]
+    SessionEnded { id: String },
+    #[error(
+        "sandbox session limit reached: {max} sessions are open (MCP_SANDBOX_MAX_SESSIONS); \
+         stop one of yours with sandbox.stop (sandbox.session.list shows them) or retry once idle ones expire"
+    )]
+    TooManySessions { max: u32 },
+    #[error("installing the npm dependencies failed (npm exited with code {code}):\n{summary}")]
+    InstallFailed { code: i64, summary: String },
+    #[error(
+        "installing the npm dependencies did not finish within {seconds} s \
+         (MCP_SANDBOX_INSTALL_TIMEOUT_SECONDS) and was stopped"
+    )]
+    InstallTimedOut { seconds: u64 },
+    /// The container an exec was meant for is gone or stopped.
+    #[error("the container is no longer running")]
+    ContainerGone,
     #[error("executor busy: {max} containers already running (MCP_EXECUTOR_MAX_CONTAINERS); retry shortly")]
     Busy { max: u32 },
     #[error("the executor cannot reach the Docker engine: {0}")]
@@ -32,15 +54,30 @@ pub enum ExecError {
     Internal(String),
 }
 
+impl ExecError {
+    /// Whether the executor or Docker failed (worth a warning), rather than
+    /// the request being refused.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::DockerUnreachable(_) | Self::Docker { .. } | Self::ContainerGone | Self::Internal(_)
+        )
+    }
+}
+
 impl From<ExecError> for Status {
     fn from(err: ExecError) -> Self {
         let message = err.to_string();
         match err {
-            ExecError::Policy(_) | ExecError::BadArgs(_) => Status::invalid_argument(message),
-            ExecError::DependenciesUnsupported | ExecError::ImageMissing { .. } => Status::failed_precondition(message),
-            ExecError::Busy { .. } => Status::resource_exhausted(message),
+            ExecError::Policy(_) | ExecError::BadArgs(_) | ExecError::BadRequest(_) => {
+                Status::invalid_argument(message)
+            }
+            ExecError::SessionNotFound { .. } | ExecError::SessionEnded { .. } => Status::not_found(message),
+            ExecError::ImageMissing { .. } | ExecError::InstallFailed { .. } => Status::failed_precondition(message),
+            ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
+            ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
             ExecError::DockerUnreachable(_) => Status::unavailable(message),
-            ExecError::Docker { .. } | ExecError::Internal(_) => Status::internal(message),
+            ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::Internal(_) => Status::internal(message),
         }
     }
 }
@@ -58,7 +95,18 @@ mod tests {
                 ExecError::Policy(PolicyError::TimeoutOutOfRange { got: 1, max: 2 }),
                 Code::InvalidArgument,
             ),
-            (ExecError::DependenciesUnsupported, Code::FailedPrecondition),
+            (
+                ExecError::InstallFailed {
+                    code: 1,
+                    summary: "npm error code E404".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (ExecError::InstallTimedOut { seconds: 300 }, Code::DeadlineExceeded),
+            (ExecError::SessionNotFound { id: "s".into() }, Code::NotFound),
+            (ExecError::SessionEnded { id: "s".into() }, Code::NotFound),
+            (ExecError::TooManySessions { max: 20 }, Code::ResourceExhausted),
+            (ExecError::BadRequest("x".into()), Code::InvalidArgument),
             (ExecError::Busy { max: 3 }, Code::ResourceExhausted),
             (
                 ExecError::ImageMissing { image: "x:1".into() },
@@ -75,5 +123,11 @@ mod tests {
         }
         let missing = Status::from(ExecError::ImageMissing { image: "x:1".into() });
         assert!(missing.message().contains("sandbox/build-offline.sh"));
+        let full = Status::from(ExecError::TooManySessions { max: 20 });
+        assert!(
+            full.message().contains("20 sessions") && full.message().contains("sandbox.stop"),
+            "{}",
+            full.message()
+        );
     }
 }

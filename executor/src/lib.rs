@@ -1,16 +1,24 @@
 //! dynamic-mcp's executor: the only process with Docker access. It checks
-//! what a tool may ask for (image, timeout, dependencies) and runs a tool's
-//! JavaScript once in a fresh, hardened container, reporting one outcome
-//! over gRPC (`dynamic_mcp.v1.Executor`). Containers always go away: after
-//! the run, when the caller cancels, and — for leftovers — at start and stop.
+//! what a tool may ask for (image, timeout, dependencies), installs a tool's
+//! npm dependencies once into a read-only cache, runs a tool's JavaScript
+//! once in a fresh, hardened container, and keeps sandbox sessions —
+//! long-lived hardened containers, each visible only to its owner — all over
+//! gRPC (`dynamic_mcp.v1.Executor`). Containers always go away: after a run,
+//! when the caller cancels, when a session stops or idles out, and — for
+//! leftovers — at start and stop.
 
 pub mod config;
 pub mod container;
+pub mod deps;
 pub mod docker;
 pub mod error;
 pub mod harness;
+pub mod health;
+pub mod outcome;
 pub mod output;
 pub mod policy;
 pub mod reaper;
 pub mod run;
 pub mod service;
+pub mod session;
+pub mod streams;

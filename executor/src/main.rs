@@ -1,5 +1,6 @@
 //! `dynamic-mcp-executor`: settings → Docker → clean up leftovers → serve
-//! gRPC until asked to stop → clean up again.
+//! gRPC (with a health status that follows Docker, and idle sessions
+//! expiring) until asked to stop → remove sessions and leftovers.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,11 +10,14 @@ use clap::Parser;
 use dynamic_mcp_common::{shutdown, telemetry};
 use dynamic_mcp_executor::config::ExecutorConfig;
 use dynamic_mcp_executor::container::cap::ContainerCap;
-use dynamic_mcp_executor::container::source::ColdStart;
+use dynamic_mcp_executor::container::source::{ColdStart, ContainerSource};
+use dynamic_mcp_executor::deps::DepsCache;
 use dynamic_mcp_executor::docker::{self, Engine};
-use dynamic_mcp_executor::reaper;
+use dynamic_mcp_executor::outcome::Judge;
 use dynamic_mcp_executor::run::Runner;
 use dynamic_mcp_executor::service::ExecutorService;
+use dynamic_mcp_executor::session::{self, Sessions};
+use dynamic_mcp_executor::{health, reaper};
 use dynamic_mcp_proto::v1::executor_server::ExecutorServer;
 
 #[tokio::main]
@@ -30,6 +34,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
+    let internal_auth = config.internal_auth.load()?;
     let id = config.executor_id.clone();
     let engine = Arc::new(Engine::default());
     match engine.docker().await {
@@ -43,36 +48,63 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     }
 
     let limits = config.limits();
-    let source = ColdStart::new(
+    // One source, one cap: runs, sessions and installs all count against it.
+    let source: Arc<dyn ContainerSource> = Arc::new(ColdStart::new(
         Arc::clone(&engine),
         ContainerCap::new(config.max_containers),
         limits.clone(),
         id.clone(),
-    );
-    let runner = Runner::new(
+    ));
+    let deps = Arc::new(DepsCache::new(
+        Arc::clone(&engine),
+        Arc::clone(&source),
+        config.install_settings(),
+    ));
+    let judge = Judge::new(config.max_output_bytes as usize, &limits);
+    let runner = Arc::new(Runner::new(
         config.policy(),
-        Arc::new(source),
-        config.max_output_bytes as usize,
-        &limits,
-    );
+        Arc::clone(&source),
+        Arc::clone(&deps),
+        judge.clone(),
+    ));
+    let sessions = Arc::new(Sessions::new(
+        id.clone(),
+        config.session_settings(),
+        config.policy(),
+        source,
+        deps,
+        judge,
+    ));
+    let sweeper = tokio::spawn(session::expire_idle(Arc::clone(&sessions)));
+
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ExecutorServer<ExecutorService>>().await;
+    let docker_up = health::check_docker(&engine, &health).await;
+    let pinger = tokio::spawn(health::watch_docker(
+        Arc::clone(&engine),
+        health,
+        docker_up,
+        health::PING_EVERY,
+    ));
 
     let incoming = config.listen.bind().await?;
     tracing::info!(listen = %config.listen, executor_id = %id, "executor listening");
-    // Stop runs first on shutdown: the server waits for open streams to end.
+    // Stop sessions and runs first on shutdown: the server waits for open calls to end.
     let stop = async {
         shutdown::requested(config.exit_with_parent).await;
+        sweeper.abort();
+        sessions.stop_all().await;
         if let Some(docker) = engine.connected() {
             reaper::remove_ours(docker, &id, "still running at shutdown").await;
         }
     };
-    tonic::transport::Server::builder()
+    internal_auth
+        .server(&config.listen)?
         .add_service(health_service)
-        .add_service(ExecutorServer::new(ExecutorService::new(Arc::new(runner))))
+        .add_service(ExecutorServer::new(ExecutorService::new(runner, Arc::clone(&sessions))))
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .context("the gRPC server failed")?;
+    pinger.abort();
 
     if let Some(docker) = engine.connected() {
         reaper::remove_ours(docker, &id, "still there after shutdown").await;

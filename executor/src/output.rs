@@ -2,6 +2,11 @@
 //! most a cap per stream and only count the rest. Stdout also carries the
 //! harness's result frame after a per-run marker, which is split off here.
 
+/// Somewhere a stream's bytes go as they arrive.
+pub trait Capture: Send {
+    fn push(&mut self, bytes: &[u8]);
+}
+
 /// Keeps the first `cap` bytes of a stream and counts the rest.
 #[derive(Debug)]
 pub struct CappedBuffer {
@@ -38,6 +43,43 @@ impl CappedBuffer {
     /// becomes U+FFFD rather than an error.
     pub fn to_text(&self) -> String {
         String::from_utf8_lossy(&self.kept).into_owned()
+    }
+}
+
+impl Capture for CappedBuffer {
+    fn push(&mut self, bytes: &[u8]) {
+        CappedBuffer::push(self, bytes);
+    }
+}
+
+/// Keeps the last `cap` bytes of a stream: where npm puts its error summary.
+#[derive(Debug)]
+pub struct TailBuffer {
+    cap: usize,
+    kept: std::collections::VecDeque<u8>,
+}
+
+impl TailBuffer {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            kept: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The kept bytes as text, lossily.
+    pub fn to_text(&self) -> String {
+        let (a, b) = self.kept.as_slices();
+        String::from_utf8_lossy(&[a, b].concat()).into_owned()
+    }
+}
+
+impl Capture for TailBuffer {
+    fn push(&mut self, bytes: &[u8]) {
+        let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
+        let overflow = (self.kept.len() + bytes.len()).saturating_sub(self.cap);
+        self.kept.drain(..overflow);
+        self.kept.extend(bytes);
     }
 }
 
@@ -124,6 +166,12 @@ impl StdoutSplitter {
     }
 }
 
+impl Capture for StdoutSplitter {
+    fn push(&mut self, bytes: &[u8]) {
+        StdoutSplitter::push(self, bytes);
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -160,6 +208,17 @@ mod tests {
         assert_eq!(buffer.bytes(), b"abcde");
         assert!(buffer.truncated());
         assert_eq!(buffer.dropped, 3);
+    }
+
+    #[test]
+    fn tail_buffer_keeps_the_end() {
+        let mut tail = TailBuffer::new(5);
+        tail.push(b"abc");
+        assert_eq!(tail.to_text(), "abc");
+        tail.push(b"defg");
+        assert_eq!(tail.to_text(), "cdefg");
+        tail.push(b"0123456789");
+        assert_eq!(tail.to_text(), "56789");
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl Policy {
         }
     }
 
-    fn timeout(&self, requested: Option<u32>) -> Result<u32, PolicyError> {
+    /// A requested timeout within bounds, or the default.
+    pub fn timeout(&self, requested: Option<u32>) -> Result<u32, PolicyError> {
         match requested {
             None => Ok(self.default_timeout_ms),
             Some(ms) if (MIN_TIMEOUT_MS..=self.max_timeout_ms).contains(&ms) => Ok(ms),

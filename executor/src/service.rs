@@ -1,26 +1,35 @@
 //! The gRPC edge: requests in, `ExecError`s out as statuses. The work is in
-//! `run.rs` and `policy.rs`.
+//! `run.rs` (tool runs), `deps/` (installs) and `session/` (sessions).
+//!
+//! Unary calls are cancelled by dropping their future when the caller goes
+//! away; everything they started (an install container, a session command)
+//! is removed or killed from `Drop`, so that is enough.
 
 use std::sync::Arc;
 
 use dynamic_mcp_proto::v1::executor_server::Executor;
 use dynamic_mcp_proto::v1::{
-    PrepareToolRequest, PrepareToolResponse, RunEvent, RunOutcome, RunStarted, RunToolRequest, run_event,
+    ExecInSessionRequest, ExecInSessionResponse, ListSessionsRequest, ListSessionsResponse, PrepareToolRequest,
+    PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunJsInSessionResponse, RunOutcome, RunStarted,
+    RunToolRequest, StartSessionRequest, StartSessionResponse, StopSessionRequest, StopSessionResponse, run_event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::run::{self, Runner};
+use crate::error::ExecError;
+use crate::run::Runner;
+use crate::session::Sessions;
 
 pub struct ExecutorService {
     runner: Arc<Runner>,
+    sessions: Arc<Sessions>,
 }
 
 impl ExecutorService {
-    pub fn new(runner: Arc<Runner>) -> Self {
-        Self { runner }
+    pub fn new(runner: Arc<Runner>, sessions: Arc<Sessions>) -> Self {
+        Self { runner, sessions }
     }
 }
 
@@ -30,17 +39,11 @@ impl Executor for ExecutorService {
         &self,
         request: Request<PrepareToolRequest>,
     ) -> Result<Response<PrepareToolResponse>, Status> {
-        let request = request.into_inner();
-        let resolved = run::prepare(
-            self.runner.policy(),
-            request.image.as_deref(),
-            request.timeout_ms,
-            &request.dependencies,
-        )?;
-        Ok(Response::new(PrepareToolResponse {
-            image: resolved.image,
-            timeout_ms: resolved.timeout_ms,
-        }))
+        let prepared = self.runner.prepare(request.into_inner()).await;
+        if let Err(e) = &prepared {
+            log_error(e, "tool not prepared");
+        }
+        Ok(Response::new(prepared?))
     }
 
     type RunToolStream = ReceiverStream<Result<RunEvent, Status>>;
@@ -73,6 +76,63 @@ impl Executor for ExecutorService {
         );
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+
+    async fn start_session(
+        &self,
+        request: Request<StartSessionRequest>,
+    ) -> Result<Response<StartSessionResponse>, Status> {
+        let request = request.into_inner();
+        let session = self
+            .sessions
+            .start(&request.owner, request.image.as_deref(), request.timeout_ms)
+            .await
+            .inspect_err(|e| log_error(e, "session not started"))?;
+        Ok(Response::new(StartSessionResponse { session: Some(session) }))
+    }
+
+    async fn exec_in_session(
+        &self,
+        request: Request<ExecInSessionRequest>,
+    ) -> Result<Response<ExecInSessionResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("exec", session = %request.session_id, commands = request.commands.len());
+        let response = self.sessions.exec(request).instrument(span.clone()).await;
+        span.in_scope(|| match &response {
+            Ok(r) => tracing::info!(ran = r.results.len(), skipped = r.skipped, "session exec finished"),
+            Err(e) => log_error(e, "session exec failed"),
+        });
+        Ok(Response::new(response?))
+    }
+
+    async fn run_js_in_session(
+        &self,
+        request: Request<RunJsInSessionRequest>,
+    ) -> Result<Response<RunJsInSessionResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("run_js", session = %request.session_id);
+        let outcome = self.sessions.run_js(request).instrument(span.clone()).await;
+        span.in_scope(|| log_result(&outcome));
+        Ok(Response::new(RunJsInSessionResponse {
+            outcome: Some(outcome?),
+        }))
+    }
+
+    async fn stop_session(
+        &self,
+        request: Request<StopSessionRequest>,
+    ) -> Result<Response<StopSessionResponse>, Status> {
+        let request = request.into_inner();
+        self.sessions.stop(&request.owner, &request.session_id).await?;
+        Ok(Response::new(StopSessionResponse {}))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let sessions = self.sessions.list(&request.into_inner().owner)?;
+        Ok(Response::new(ListSessionsResponse { sessions }))
+    }
 }
 
 fn event(event: run_event::Event) -> RunEvent {
@@ -84,7 +144,7 @@ fn finished(outcome: RunOutcome) -> RunEvent {
 }
 
 /// Never the code, args or output: only what happened.
-fn log_result(result: &Result<RunOutcome, crate::error::ExecError>) {
+fn log_result(result: &Result<RunOutcome, ExecError>) {
     match result {
         Ok(outcome) => tracing::info!(
             status = outcome.status().as_str_name(),
@@ -92,6 +152,15 @@ fn log_result(result: &Result<RunOutcome, crate::error::ExecError>) {
             exit_code = outcome.exit_code,
             "run finished"
         ),
-        Err(e) => tracing::warn!(error = %e, "run failed"),
+        Err(e) => log_error(e, "run failed"),
+    }
+}
+
+/// A refused request is routine; a failure of Docker or the executor is not.
+fn log_error(error: &ExecError, what: &str) {
+    if error.is_failure() {
+        tracing::warn!(%error, "{what}");
+    } else {
+        tracing::info!(%error, "{what}");
     }
 }

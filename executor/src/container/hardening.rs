@@ -1,15 +1,30 @@
 //! THE place a container is hardened. Every container the executor creates
 //! gets its body from here, so the profile can be read (and tested) at once.
+//! All roles share one profile; the role only decides the few things that
+//! must differ, each listed here:
+//!
+//! | role        | network                     | /deps (cache)  | user      | env       |
+//! |-------------|-----------------------------|----------------|-----------|-----------|
+//! | run         | none                        | read-only, opt | sandbox   | none      |
+//! | session     | none, or the session network| read-only      | sandbox   | none      |
+//! | install     | the install network         | writable       | sandbox   | npm's     |
+//! | deps-setup  | none                        | writable       | root, no capabilities | none |
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions};
 
-use super::{ContainerSpec, labels};
+use super::{ContainerSpec, Role, labels};
 use crate::config::ByteSize;
 
 /// Where a run starts: a small writable tmpfs, since the root is read-only.
 pub const WORKDIR: &str = "/work";
+
+/// Where the dependency cache volume is mounted.
+pub const DEPS_DIR: &str = "/deps";
+
+/// Where an install container finds the operator's extra CA bundle.
+pub const EXTRA_CA_PATH: &str = "/etc/dynamic-mcp/extra-ca.pem";
 
 /// The limits every container gets, from the executor's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,17 +44,12 @@ impl SandboxLimits {
     }
 }
 
-/// The create body for a container running `command`, hardened per `limits`.
-/// The command comes from the executor (the harness), never from user input,
-/// and no environment is passed: code and args go in over stdin.
-pub fn container_body(
-    spec: &ContainerSpec,
-    limits: &SandboxLimits,
-    executor_id: &str,
-    command: Vec<String>,
-) -> ContainerCreateBody {
+/// The create body for `spec`, hardened per `limits`. The command comes from
+/// the executor, never from user input; code and args go in over stdin.
+pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id: &str) -> ContainerCreateBody {
     let memory = i64::try_from(limits.memory.bytes).unwrap_or(i64::MAX);
     let scratch = |size: &ByteSize| format!("rw,noexec,nosuid,nodev,size={}", size.bytes);
+    let network = network_of(spec);
     let host_config = HostConfig {
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
@@ -49,14 +59,15 @@ pub fn container_body(
         memory: Some(memory),
         memory_swap: Some(memory),
         nano_cpus: Some(limits.nano_cpus()),
-        network_mode: Some("none".into()),
+        network_mode: Some(network.clone().unwrap_or_else(|| "none".into())),
         ipc_mode: Some("none".into()),
-        // tini as PID 1 reaps zombies and passes signals on to node.
+        // tini as PID 1 reaps zombies and passes signals on.
         init: Some(true),
         tmpfs: Some(HashMap::from([
             ("/tmp".to_owned(), scratch(&limits.tmpfs)),
             (WORKDIR.to_owned(), scratch(&limits.workdir)),
         ])),
+        mounts: Some(mounts(spec)).filter(|m| !m.is_empty()),
         // Output is read over attach; nothing should land on the host's disk.
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
@@ -66,18 +77,28 @@ pub fn container_body(
         auto_remove: Some(false),
         ..Default::default()
     };
-    let (entrypoint, cmd) = match command.split_first() {
+    let (entrypoint, cmd) = match spec.command.split_first() {
         Some((program, args)) => (vec![program.clone()], args.to_vec()),
         None => (Vec::new(), Vec::new()),
     };
+    let mut all_labels = HashMap::from([
+        (labels::MANAGED.to_owned(), "true".to_owned()),
+        (labels::EXECUTOR.to_owned(), executor_id.to_owned()),
+        (labels::ROLE.to_owned(), spec.role.label().to_owned()),
+    ]);
+    all_labels.extend(spec.labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         // Our own entrypoint: an image's entrypoint script must not run first.
         entrypoint: Some(entrypoint),
         cmd: Some(cmd),
-        user: Some(limits.user.clone()),
+        user: Some(user_of(spec.role, limits)),
         working_dir: Some(WORKDIR.into()),
-        env: Some(Vec::new()),
+        env: Some(if spec.role == Role::Install {
+            spec.install_env.clone()
+        } else {
+            Vec::new()
+        }),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -86,38 +107,102 @@ pub fn container_body(
         stdin_once: Some(true),
         tty: Some(false),
         // With network_mode "none" as well, Docker skips libnetwork (~90 ms per container).
-        network_disabled: Some(true),
-        labels: Some(HashMap::from([
-            (labels::MANAGED.to_owned(), "true".to_owned()),
-            (labels::EXECUTOR.to_owned(), executor_id.to_owned()),
-            (labels::ROLE.to_owned(), spec.role.label().to_owned()),
-            (labels::TOOL.to_owned(), spec.tool_name.clone()),
-        ])),
+        network_disabled: Some(network.is_none()),
+        labels: Some(all_labels),
         host_config: Some(host_config),
         ..Default::default()
     }
 }
 
+/// Runs and the cache setup never get a network. Sessions get one only when
+/// the operator named one (MCP_SANDBOX_SESSION_NETWORK); installs need one.
+fn network_of(spec: &ContainerSpec) -> Option<String> {
+    match spec.role {
+        Role::Session | Role::Install => spec.network.clone().filter(|n| !n.is_empty() && n != "none"),
+        Role::Run | Role::DepsSetup => None,
+    }
+}
+
+/// The cache setup is the only container that runs as root: without any
+/// capability, without network, with one fixed `chmod` on the fresh cache
+/// volume (root-owned when Docker creates it) so installs can write to it.
+fn user_of(role: Role, limits: &SandboxLimits) -> String {
+    match role {
+        Role::DepsSetup => "0:0".into(),
+        Role::Run | Role::Session | Role::Install => limits.user.clone(),
+    }
+}
+
+/// The dependency cache (read-only except for the two roles that fill it)
+/// and, for installs only, the operator's CA bundle, read-only.
+fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    if let Some(volume) = &spec.deps_volume {
+        mounts.push(Mount {
+            target: Some(DEPS_DIR.into()),
+            source: Some(volume.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(!matches!(spec.role, Role::Install | Role::DepsSetup)),
+            // Never copy image files into the cache.
+            volume_options: Some(MountVolumeOptions {
+                no_copy: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let (Role::Install, Some(ca)) = (spec.role, &spec.extra_ca_file) {
+        mounts.push(Mount {
+            target: Some(EXTRA_CA_PATH.into()),
+            source: Some(ca.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    mounts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::Role;
 
-    fn body() -> ContainerCreateBody {
-        let limits = SandboxLimits {
+    fn limits() -> SandboxLimits {
+        SandboxLimits {
             memory: "512m".parse().unwrap(),
             cpus: 1.5,
             pids: 128,
             user: "65534:65534".into(),
             tmpfs: "16m".parse().unwrap(),
             workdir: "8m".parse().unwrap(),
-        };
-        let spec = ContainerSpec {
-            role: Role::Run,
-            image: "dynamic-mcp-sandbox:latest".into(),
-            tool_name: "text.upper".into(),
-        };
-        container_body(&spec, &limits, "exec-1", vec!["node".into(), "-e".into(), "1".into()])
+        }
+    }
+
+    fn spec(role: Role) -> ContainerSpec {
+        let mut spec = ContainerSpec::new(
+            role,
+            "dynamic-mcp-sandbox:latest",
+            vec!["node".into(), "-e".into(), "1".into()],
+        )
+        .label(labels::TOOL, "text.upper");
+        spec.deps_volume = Some("dynamic-mcp-deps".into());
+        spec.network = Some("bridge".into());
+        spec.install_env = vec!["npm_config_registry=https://r.example".into()];
+        spec.extra_ca_file = Some("/etc/ssl/ca.pem".into());
+        spec
+    }
+
+    fn body() -> ContainerCreateBody {
+        container_body(
+            &ContainerSpec::new(
+                Role::Run,
+                "dynamic-mcp-sandbox:latest",
+                vec!["node".into(), "-e".into(), "1".into()],
+            )
+            .label(labels::TOOL, "text.upper"),
+            &limits(),
+            "exec-1",
+        )
     }
 
     #[test]
@@ -164,5 +249,77 @@ mod tests {
         assert_eq!(labels["dynamic-mcp.executor"], "exec-1");
         assert_eq!(labels["dynamic-mcp.role"], "run");
         assert_eq!(labels["dynamic-mcp.tool"], "text.upper");
+    }
+
+    #[test]
+    fn runs_get_the_cache_read_only_and_never_a_network_env_or_ca() {
+        let body = container_body(&spec(Role::Run), &limits(), "exec-1");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(body.network_disabled, Some(true));
+        assert_eq!(body.env, Some(Vec::new()));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 1, "only the cache: {mounts:?}");
+        assert_eq!(mounts[0].target.as_deref(), Some("/deps"));
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
+        assert_eq!(mounts[0].read_only, Some(true));
+    }
+
+    #[test]
+    fn sessions_join_only_a_named_network_and_read_the_cache() {
+        let body = container_body(&spec(Role::Session), &limits(), "exec-1");
+        assert_eq!(
+            body.host_config.as_ref().unwrap().network_mode.as_deref(),
+            Some("bridge")
+        );
+        assert_eq!(body.network_disabled, Some(false));
+        assert_eq!(body.env, Some(Vec::new()));
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)), "{mounts:?}");
+        assert_eq!(mounts.len(), 1);
+
+        let mut unnetworked = spec(Role::Session);
+        unnetworked.network = None;
+        let body = container_body(&unnetworked, &limits(), "exec-1");
+        assert_eq!(body.host_config.unwrap().network_mode.as_deref(), Some("none"));
+        assert_eq!(body.network_disabled, Some(true));
+    }
+
+    #[test]
+    fn installs_get_network_env_a_writable_cache_and_a_read_only_ca() {
+        let body = container_body(&spec(Role::Install), &limits(), "exec-1");
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.env, Some(vec!["npm_config_registry=https://r.example".to_owned()]));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let mounts = host.mounts.unwrap();
+        let deps = mounts.iter().find(|m| m.target.as_deref() == Some("/deps")).unwrap();
+        assert_eq!(deps.read_only, Some(false));
+        let ca = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some(EXTRA_CA_PATH))
+            .unwrap();
+        assert_eq!((ca.typ, ca.read_only), (Some(MountType::BIND), Some(true)));
+    }
+
+    #[test]
+    fn only_the_cache_setup_is_root_and_it_has_nothing_else() {
+        let body = container_body(&spec(Role::DepsSetup), &limits(), "exec-1");
+        assert_eq!(body.user.as_deref(), Some("0:0"));
+        assert_eq!(body.env, Some(Vec::new()));
+        assert_eq!(body.network_disabled, Some(true));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(host.mounts.unwrap().len(), 1, "no CA for the setup");
+        for role in [Role::Run, Role::Session, Role::Install] {
+            assert_eq!(
+                container_body(&spec(role), &limits(), "x").user.as_deref(),
+                Some("65534:65534")
+            );
+        }
     }
 }

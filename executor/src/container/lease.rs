@@ -50,6 +50,16 @@ impl OwnedContainer {
         &self.id
     }
 
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes the container now, whoever else still holds it; its slot
+    /// under the cap is freed when this handle is dropped.
+    pub async fn remove_now(&self) {
+        remove(&self.docker, &self.id).await;
+    }
+
     /// Waits until the container is no longer running; returns its exit code.
     pub async fn wait_exit(&self) -> Result<i64, ExecError> {
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
@@ -108,7 +118,9 @@ pub async fn remove(docker: &Docker, id: &str) {
     let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
     match docker.remove_container(id, Some(options)).await {
         Ok(()) => tracing::debug!(container = %id, "container removed"),
+        // Gone already, or someone else's removal of it is under way.
         Err(e) if is_not_found(&e) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
         Err(e) => {
             tracing::warn!(container = %id, error = %e, "cannot remove a container; the reaper will retry at shutdown")
         }

@@ -1,6 +1,7 @@
-//! THE seam for "get a container". A run asks a `ContainerSource` for a
-//! started, attached container; `ColdStart` creates a fresh one per call.
-//! A warm pool of pre-started single-use containers implements the same trait.
+//! THE seam for "get a container". A run, a session or an install asks a
+//! `ContainerSource` for a started, attached container; `ColdStart` creates
+//! a fresh one per call. A warm pool of pre-started single-use containers
+//! implements the same trait.
 
 use std::sync::Arc;
 
@@ -9,13 +10,12 @@ use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 
+use super::ContainerSpec;
 use super::cap::{ContainerCap, ContainerSlot};
 use super::hardening::{SandboxLimits, container_body};
 use super::lease::{Lease, OwnedContainer};
-use super::{ContainerSpec, Role};
 use crate::docker::{Engine, call_failed, create_failed};
 use crate::error::ExecError;
-use crate::harness;
 
 #[async_trait]
 pub trait ContainerSource: Send + Sync {
@@ -48,7 +48,7 @@ impl ContainerSource for ColdStart {
     async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
         let slot = self.cap.try_reserve()?;
         let docker = self.engine.docker().await?.clone();
-        let body = container_body(spec, &self.limits, &self.executor_id, command(spec.role));
+        let body = container_body(spec, &self.limits, &self.executor_id);
         let name = format!("dynamic-mcp-{}-{}", spec.role.label(), uuid::Uuid::new_v4().simple());
         // In its own task so a cancelled caller cannot cut creation short and
         // leak a container: a lease nobody collects is dropped when the task
@@ -56,13 +56,6 @@ impl ContainerSource for ColdStart {
         tokio::spawn(start_fresh(docker, name, body, slot))
             .await
             .map_err(|e| ExecError::Internal(format!("starting a container failed: {e}")))?
-    }
-}
-
-/// What a container of each role runs.
-fn command(role: Role) -> Vec<String> {
-    match role {
-        Role::Run => harness::command(),
     }
 }
 

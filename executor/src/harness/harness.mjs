@@ -1,9 +1,14 @@
 // Runs one tool call inside the sandbox: `node --input-type=module -e <this>`.
-// Input comes on stdin only, as one JSON envelope {code, args, marker}, so code
-// and args never show up in `docker inspect`. The outcome is ONE frame on
-// stdout: the marker followed by JSON. The marker is random per run and never
-// visible to the tool's code, so the code's own output cannot forge a frame.
-// Written for any stock Node >= 18; it needs nothing from the image.
+// Input comes on stdin only, as one JSON envelope {code, args, marker,
+// nodeModules?}, so code and args never show up in `docker inspect`. The
+// outcome is ONE frame on stdout: the marker followed by JSON. The marker is
+// random per run and never visible to the tool's code, so the code's own
+// output cannot forge a frame. Written for any stock Node >= 18; it needs
+// nothing from the image.
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 
 // Bound before user code runs, so patching process.stdout or JSON cannot
 // redirect or reshape the frame.
@@ -13,10 +18,17 @@ const exit = process.exit.bind(process);
 
 let marker = null;
 let frameSent = false;
+let moduleDir = null;
 
 function sendFrame(frame) {
   if (frameSent) return;
   frameSent = true;
+  // In a session /tmp outlives the run; elsewhere this costs nothing.
+  if (moduleDir) {
+    try {
+      rmSync(moduleDir, { recursive: true, force: true });
+    } catch {}
+  }
   // Exit only once the frame is flushed, and exit at once so stray timers
   // in the tool's code cannot print after it.
   writeStdout(marker + frame + "\n", () => exit(0));
@@ -85,13 +97,18 @@ for await (const chunk of process.stdin) chunks.push(chunk);
 const envelope = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 marker = envelope.marker;
 
+// The module is a real file, so bare imports resolve: through `node_modules`
+// next to it, a link to the read-only dependency cache. The wrapper shares
+// the first line with the code, so stack line numbers are the code's own.
 const source =
-  "export async function run(args) {\n" + envelope.code + "\n}\n//# sourceURL=tool.mjs\n";
+  "export async function run(args) {" + envelope.code + "\n}\n//# sourceURL=tool.mjs\n";
 let toolModule;
 try {
-  toolModule = await import(
-    "data:text/javascript;base64," + Buffer.from(source, "utf8").toString("base64")
-  );
+  moduleDir = mkdtempSync(join(tmpdir(), "dynamic-mcp-"));
+  if (envelope.nodeModules) symlinkSync(envelope.nodeModules, join(moduleDir, "node_modules"));
+  const modulePath = join(moduleDir, "tool.mjs");
+  writeFileSync(modulePath, source);
+  toolModule = await import(pathToFileURL(modulePath).href);
 } catch (error) {
   if (error instanceof SyntaxError) {
     sendFrame(stringify({ status: "syntax", message: describe(error.message) }));

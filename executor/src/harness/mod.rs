@@ -20,15 +20,25 @@ pub fn new_marker() -> String {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Envelope<'a> {
     code: &'a str,
     args: &'a RawValue,
     marker: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_modules: Option<&'a str>,
 }
 
-/// The single JSON document written to the harness's stdin.
-pub fn envelope(code: &str, args: &RawValue, marker: &str) -> Vec<u8> {
-    serde_json::to_vec(&Envelope { code, args, marker }).unwrap_or_default()
+/// The single JSON document written to the harness's stdin. `node_modules`
+/// is the installed dependency set the code may import from, if any.
+pub fn envelope(code: &str, args: &RawValue, marker: &str, node_modules: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&Envelope {
+        code,
+        args,
+        marker,
+        node_modules,
+    })
+    .unwrap_or_default()
 }
 
 /// What the harness reported after the marker.
@@ -104,10 +114,16 @@ mod tests {
     #[test]
     fn the_envelope_carries_code_args_and_marker() {
         let args = RawValue::from_string(r#"{"b":1,"a":2}"#.into()).unwrap();
-        let bytes = envelope("return 1;", &args, "\u{1e}m\u{1e}");
+        let bytes = envelope("return 1;", &args, "\u{1e}m\u{1e}", None);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"code":"return 1;","args":{"b":1,"a":2},"marker":"\u001em\u001e"}"#
+        );
+        let bytes = envelope("", &args, "m", Some("/deps/k/node_modules"));
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .ends_with(r#","nodeModules":"/deps/k/node_modules"}"#)
         );
     }
 

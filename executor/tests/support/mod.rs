@@ -14,21 +14,37 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
-use dynamic_mcp_proto::v1::{RunOutcome, RunToolRequest, run_event};
+use dynamic_mcp_proto::v1::{
+    CommandResult, ExecInSessionRequest, RunJsInSessionRequest, RunOutcome, RunToolRequest, SessionInfo,
+    StartSessionRequest, run_event,
+};
+use futures::StreamExt;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 pub const IMAGE: &str = "dynamic-mcp-sandbox:latest";
+
+/// The image generation build-offline.sh stamps; older ones lack npm.
+const IMAGE_VERSION: &str = "2";
+
+/// This machine's CA bundle, which includes the CA of its TLS-intercepting
+/// proxy; installs get it through MCP_SANDBOX_EXTRA_CA_FILE.
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The executor's gRPC service name, as its health status names it.
+pub const SERVICE: &str = "dynamic_mcp.v1.Executor";
 
 /// A running executor for one test.
 pub struct TestExecutor {
     pub id: String,
     pub client: ExecutorClient<Channel>,
+    pub channel: Channel,
     pub docker: Docker,
     child: Child,
     _dir: tempfile::TempDir,
@@ -62,12 +78,20 @@ pub async fn docker() -> Option<Docker> {
     }
 }
 
-/// Builds the sandbox image with sandbox/build-offline.sh if it is missing.
+/// Builds the sandbox image with sandbox/build-offline.sh if it is missing
+/// or older than these tests need.
 async fn ensure_image(docker: &Docker) {
     static BUILT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     BUILT
         .get_or_init(|| async {
-            if docker.inspect_image(IMAGE).await.is_ok() {
+            let current = docker.inspect_image(IMAGE).await.ok().is_some_and(|image| {
+                image
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get("dynamic-mcp.sandbox-version").cloned())
+                    .is_some_and(|v| v.as_str() >= IMAGE_VERSION)
+            });
+            if current {
                 return;
             }
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox/build-offline.sh");
@@ -93,10 +117,16 @@ impl TestExecutor {
 
     pub async fn start_as(id: &str, env: &[(&str, &str)]) -> Option<Self> {
         let docker = docker().await?;
-        let Spawned { client, child, dir } = spawn(id, env).await;
+        let Spawned {
+            client,
+            channel,
+            child,
+            dir,
+        } = spawn(id, env).await;
         Some(Self {
             id: id.to_owned(),
             client,
+            channel,
             docker,
             child,
             _dir: dir,
@@ -129,12 +159,13 @@ impl TestExecutor {
         panic!("the run stream ended without `finished`");
     }
 
-    /// Checks that every container of this executor goes away on its own
-    /// (removal after each run), then stops the executor gracefully and
-    /// checks that nothing is left either.
+    /// Checks that every container of this executor but its sessions goes
+    /// away on its own (removal after each run), then stops the executor
+    /// gracefully and checks that nothing is left, sessions included.
     pub async fn stop(mut self) {
+        let only_sessions = || async { self.containers().await.iter().all(|c| role_of(c) == Some("session")) };
         assert!(
-            wait_for(Duration::from_secs(10), || async { self.containers().await.is_empty() }).await,
+            wait_for(Duration::from_secs(10), only_sessions).await,
             "containers left after the runs: {:?}",
             self.containers().await
         );
@@ -147,15 +178,149 @@ impl TestExecutor {
         assert!(self.containers().await.is_empty(), "containers left after shutdown");
     }
 
+    /// Ends the executor with SIGKILL: no cleanup of any kind.
+    pub async fn crash(mut self) {
+        self.child.kill().await.expect("the executor can be killed");
+    }
+
     /// This executor's containers, running or not.
     pub async fn containers(&self) -> Vec<ContainerSummary> {
         labelled_containers(&self.docker, &self.id).await
+    }
+
+    /// This executor's containers of one role (run, session, install, deps-setup).
+    pub async fn containers_of(&self, role: &str) -> Vec<ContainerSummary> {
+        self.containers()
+            .await
+            .into_iter()
+            .filter(|c| role_of(c) == Some(role))
+            .collect()
+    }
+
+    /// Counts this executor's container creations, by role, from now on.
+    pub fn count_creations(&self) -> Creations {
+        Creations::watch(&self.docker, &self.id)
+    }
+
+    pub async fn start_session(&mut self, owner: &str) -> SessionInfo {
+        self.client
+            .start_session(StartSessionRequest {
+                owner: owner.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("StartSession succeeds")
+            .into_inner()
+            .session
+            .expect("StartSession returns the session")
+    }
+
+    pub async fn exec(&mut self, owner: &str, session: &str, commands: &[&str]) -> Vec<CommandResult> {
+        self.client
+            .exec_in_session(exec_request(owner, session, commands, None))
+            .await
+            .expect("ExecInSession succeeds")
+            .into_inner()
+            .results
+    }
+
+    pub async fn run_js(&mut self, owner: &str, session: &str, code: &str, args_json: &str) -> RunOutcome {
+        self.client
+            .run_js_in_session(RunJsInSessionRequest {
+                owner: owner.into(),
+                session_id: session.into(),
+                code: code.into(),
+                args_json: args_json.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("RunJsInSession succeeds")
+            .into_inner()
+            .outcome
+            .expect("RunJsInSession returns an outcome")
+    }
+}
+
+pub fn exec_request(owner: &str, session: &str, commands: &[&str], timeout_ms: Option<u32>) -> ExecInSessionRequest {
+    ExecInSessionRequest {
+        owner: owner.into(),
+        session_id: session.into(),
+        commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+        timeout_ms,
+    }
+}
+
+pub fn role_of(container: &ContainerSummary) -> Option<&str> {
+    container
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("dynamic-mcp.role"))
+        .map(String::as_str)
+}
+
+/// Settings that let installs reach the npm registry from this machine.
+pub fn install_env() -> Vec<(&'static str, &'static str)> {
+    if Path::new(HOST_CA_BUNDLE).is_file() {
+        vec![("MCP_SANDBOX_EXTRA_CA_FILE", HOST_CA_BUNDLE)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Container creations seen through Docker's event stream, by role.
+pub struct Creations {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Creations {
+    fn watch(docker: &Docker, executor_id: &str) -> Self {
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("event", vec!["create".to_owned()]),
+            ("label", vec![format!("dynamic-mcp.executor={executor_id}")]),
+        ]);
+        // `since` now: Docker replays what happened after it even if the
+        // stream connects a moment later.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is past 1970");
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let options = EventsOptionsBuilder::default().since(&since).filters(&filters).build();
+        let mut events = docker.events(Some(options));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let role = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|a| a.get("dynamic-mcp.role").cloned())
+                    .unwrap_or_default();
+                sink.lock().unwrap().push(role);
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// How many containers of `role` were created so far (after a short
+    /// pause, so that events already emitted have arrived).
+    pub async fn of(&self, role: &str) -> usize {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.seen.lock().unwrap().iter().filter(|r| r.as_str() == role).count()
+    }
+}
+
+impl Drop for Creations {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
 /// The executor process alone, whether or not Docker is there.
 pub struct Spawned {
     pub client: ExecutorClient<Channel>,
+    pub channel: Channel,
     pub child: Child,
     pub dir: tempfile::TempDir,
 }
@@ -182,7 +347,8 @@ pub async fn spawn(id: &str, env: &[(&str, &str)]) -> Spawned {
     let channel = ServiceUrl::Unix(socket).channel();
     wait_until_serving(channel.clone()).await;
     Spawned {
-        client: ExecutorClient::new(channel),
+        client: ExecutorClient::new(channel.clone()),
+        channel,
         child,
         dir,
     }
@@ -234,6 +400,18 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What the executor's health service says about `service` ("" = overall).
+pub async fn serving_status(channel: &Channel, service: &str) -> ServingStatus {
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("the health service answers")
+        .into_inner()
+        .status()
 }
 
 async fn wait_until_serving(channel: Channel) {

@@ -1,0 +1,186 @@
+//! Commands inside a running container (a session): Docker exec with the
+//! output attached, and the guarantee that a command we stop waiting for is
+//! killed — at its timeout and when the caller's future is dropped.
+//!
+//! Docker has no "kill this exec" call, so every exec carries a random
+//! marker in its environment (children inherit it), and killing means a
+//! second exec that SIGKILLs every process in the container that has it.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::lease::{Output, Stdin};
+use crate::docker::{call_failed, is_not_found};
+
+use crate::error::ExecError;
+
+/// The environment variable that marks an exec's processes.
+pub const MARKER_VAR: &str = "DYNAMIC_MCP_CALL";
+
+/// Kills every process whose initial environment holds `$1` (`VAR=value`).
+/// Two rounds, so a child forked during the first one is caught too.
+const KILL_SCRIPT: &str = r#"for round in 1 2; do
+  for p in /proc/[0-9]*; do
+    if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qx "$1"; then kill -9 "${p#/proc/}" 2>/dev/null; fi
+  done
+done"#;
+
+/// The kill itself must not hang a call that is already over time.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub command: Vec<String>,
+    pub user: String,
+    pub working_dir: String,
+    /// Whether the process reads our input; otherwise its stdin is empty.
+    pub stdin: bool,
+}
+
+/// A started exec: its streams and the handle that kills it if need be.
+pub struct RunningExec {
+    pub stdin: Option<Stdin>,
+    pub output: Output,
+    pub process: ExecProcess,
+}
+
+/// The process an exec started. Dropped before it is known to have ended,
+/// it kills the process (in the background).
+pub struct ExecProcess {
+    docker: Docker,
+    container_id: String,
+    exec_id: String,
+    user: String,
+    marker: String,
+    settled: bool,
+}
+
+/// Starts `spec` in the running container `container_id`.
+pub async fn start(docker: &Docker, container_id: &str, spec: ExecSpec) -> Result<RunningExec, ExecError> {
+    let marker = format!("{MARKER_VAR}={:032x}", rand::random::<u128>());
+    let options = CreateExecOptions {
+        attach_stdin: Some(spec.stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        env: Some(vec![marker.clone()]),
+        cmd: Some(spec.command),
+        user: Some(spec.user.clone()),
+        working_dir: Some(spec.working_dir),
+        ..Default::default()
+    };
+    let created = docker.create_exec(container_id, options).await.map_err(exec_failed)?;
+    let process = ExecProcess {
+        docker: docker.clone(),
+        container_id: container_id.to_owned(),
+        exec_id: created.id,
+        user: spec.user,
+        marker,
+        settled: false,
+    };
+    match docker.start_exec(&process.exec_id, None).await.map_err(exec_failed)? {
+        StartExecResults::Attached { output, input } => Ok(RunningExec {
+            stdin: spec.stdin.then_some(input),
+            output,
+            process,
+        }),
+        StartExecResults::Detached => Err(ExecError::Internal(
+            "the Docker engine started an exec detached although we asked to attach".into(),
+        )),
+    }
+}
+
+impl ExecProcess {
+    /// Waits (until `deadline`) for the process to end and returns its exit
+    /// code; `None` when the deadline came first. Call it once the output
+    /// has closed: the exit code shows up right after.
+    pub async fn wait(&mut self, deadline: Instant) -> Result<Option<i64>, ExecError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let inspected = self.docker.inspect_exec(&self.exec_id).await.map_err(exec_failed)?;
+            if inspected.running == Some(false) {
+                self.settled = true;
+                return Ok(Some(inspected.exit_code.unwrap_or(-1)));
+            }
+            if Instant::now() + pause > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs every process this exec started, and waits for that.
+    pub async fn kill(&mut self) {
+        self.settled = true;
+        kill_marked(&self.docker, &self.container_id, &self.user, &self.marker).await;
+    }
+}
+
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no runtime to kill an abandoned exec; it ends with its session");
+            return;
+        };
+        let (docker, container_id, user, marker) = (
+            self.docker.clone(),
+            std::mem::take(&mut self.container_id),
+            std::mem::take(&mut self.user),
+            std::mem::take(&mut self.marker),
+        );
+        runtime.spawn(async move {
+            kill_marked(&docker, &container_id, &user, &marker).await;
+            tracing::debug!("killed an exec whose caller went away");
+        });
+    }
+}
+
+async fn kill_marked(docker: &Docker, container_id: &str, user: &str, marker: &str) {
+    let kill = async {
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(vec!["sh", "-c", KILL_SCRIPT, "sh", marker]),
+            user: Some(user),
+            ..Default::default()
+        };
+        let created = docker.create_exec(container_id, options).await?;
+        if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
+            while output.next().await.is_some() {}
+        }
+        Ok::<_, bollard::errors::Error>(())
+    };
+    match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+        Ok(Ok(())) => {}
+        // The container is gone, and the process with it.
+        Ok(Err(e)) if is_gone(&e) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot kill an exec's processes; they end with the session"),
+        Err(_) => tracing::warn!("killing an exec's processes took over 5 s; they end with the session"),
+    }
+}
+
+/// 404: no such container; 409: it is not running.
+fn is_gone(err: &bollard::errors::Error) -> bool {
+    is_not_found(err)
+        || matches!(
+            err,
+            bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }
+        )
+}
+
+fn exec_failed(err: bollard::errors::Error) -> ExecError {
+    if is_gone(&err) {
+        ExecError::ContainerGone
+    } else {
+        call_failed("run a command in a container", err)
+    }
+}
