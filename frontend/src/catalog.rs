@@ -9,13 +9,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynamic_mcp_common::internal_auth::InternalChannel;
 use dynamic_mcp_proto::v1::catalog_event::Event;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
 use dynamic_mcp_proto::v1::{CatalogEvent, ChangeKind, GetToolRequest, ToolRecord, WatchChangesRequest};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::transport::Channel;
+
+use crate::clients::Service;
+use crate::metrics;
 
 /// How long a writer waits for its own write to show up in the catalog.
 const WAIT_FOR_WRITE: Duration = Duration::from_secs(2);
@@ -101,7 +104,7 @@ pub struct Catalog {
 }
 
 struct Inner {
-    registry: RegistryClient<Channel>,
+    registry: RegistryClient<InternalChannel>,
     state: watch::Sender<CatalogState>,
     changed: broadcast::Sender<()>,
     /// Full records (with code) by name; a hit must be the listed version.
@@ -109,7 +112,7 @@ struct Inner {
 }
 
 impl Catalog {
-    pub fn new(registry: RegistryClient<Channel>) -> Self {
+    pub fn new(registry: RegistryClient<InternalChannel>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -136,11 +139,14 @@ impl Catalog {
         loop {
             let why = match self.follow_once(&mut delay).await {
                 Ok(()) => "the registry ended its change feed".to_owned(),
-                Err(status) => format!(
-                    "lost the registry's change feed ({}: {})",
-                    status.code(),
-                    status.message()
-                ),
+                Err(status) => {
+                    metrics::backend_error(Service::Registry, status.code());
+                    format!(
+                        "lost the registry's change feed ({}: {})",
+                        status.code(),
+                        status.message()
+                    )
+                }
             };
             tracing::warn!("{why}; reconnecting in {} ms", delay.as_millis());
             tokio::time::sleep(delay).await;
@@ -244,6 +250,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use dynamic_mcp_common::addr::ServiceUrl;
+    use dynamic_mcp_common::internal_auth::InternalAuth;
     use dynamic_mcp_proto::v1::{CatalogSnapshot, ToolChange};
 
     use super::*;
@@ -361,8 +368,9 @@ mod tests {
 
     #[tokio::test]
     async fn announces_exactly_one_signal_per_change() {
+        let nowhere = ServiceUrl::Unix("/nonexistent.sock".into());
         let catalog = Catalog::new(RegistryClient::new(
-            ServiceUrl::Unix("/nonexistent.sock".into()).channel(),
+            InternalAuth::default().channel(&nowhere, None).unwrap(),
         ));
         let mut changed = catalog.changed();
         catalog.apply(snapshot(1, vec![tool("a.tool", 1, true)]));

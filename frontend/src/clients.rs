@@ -4,10 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use dynamic_mcp_common::addr::ServiceUrl;
+use dynamic_mcp_common::internal_auth::{InternalAuth, InternalAuthError, InternalChannel};
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
 use dynamic_mcp_proto::v1::{executor_server, registry_server};
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -48,20 +48,39 @@ impl fmt::Display for Service {
     }
 }
 
+/// Where a service is and the credentials it expects from us.
+#[derive(Debug, Clone)]
+pub struct ServiceLink {
+    pub url: ServiceUrl,
+    pub auth: InternalAuth,
+}
+
+impl ServiceLink {
+    /// A lazily connecting channel presenting our credentials; `server_name`
+    /// is the name the service's TLS certificate must carry, if not its host.
+    pub fn channel(&self, server_name: Option<&str>) -> Result<InternalChannel, InternalAuthError> {
+        self.auth.channel(&self.url, server_name)
+    }
+}
+
 /// Connections to both services. Cheap to clone; channels reconnect by themselves.
 #[derive(Clone)]
 pub struct Services {
-    pub registry: RegistryClient<Channel>,
-    pub executor: ExecutorClient<Channel>,
-    registry_health: HealthClient<Channel>,
-    executor_health: HealthClient<Channel>,
+    pub registry: RegistryClient<InternalChannel>,
+    pub executor: ExecutorClient<InternalChannel>,
+    registry_health: HealthClient<InternalChannel>,
+    executor_health: HealthClient<InternalChannel>,
 }
 
 impl Services {
-    pub fn connect(registry: &ServiceUrl, executor: &ServiceUrl) -> Self {
-        let registry = registry.channel();
-        let executor = executor.channel();
-        Self {
+    pub fn connect(
+        registry: &ServiceLink,
+        executor: &ServiceLink,
+        server_name: Option<&str>,
+    ) -> Result<Self, InternalAuthError> {
+        let registry = registry.channel(server_name)?;
+        let executor = executor.channel(server_name)?;
+        Ok(Self {
             registry: RegistryClient::new(registry.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -70,7 +89,7 @@ impl Services {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             registry_health: HealthClient::new(registry),
             executor_health: HealthClient::new(executor),
-        }
+        })
     }
 
     /// Whether `service` says it is serving, within `within`.
@@ -84,7 +103,11 @@ impl Services {
 }
 
 /// One gRPC health check of `service` over `client`.
-pub async fn check_health(mut client: HealthClient<Channel>, service: Service, within: Duration) -> Result<(), String> {
+pub async fn check_health(
+    mut client: HealthClient<InternalChannel>,
+    service: Service,
+    within: Duration,
+) -> Result<(), String> {
     let request = HealthCheckRequest {
         service: service.grpc_name().to_owned(),
     };
@@ -99,6 +122,6 @@ pub async fn check_health(mut client: HealthClient<Channel>, service: Service, w
 }
 
 /// A health client for a service that is not wired into [`Services`] yet.
-pub fn health_client(url: &ServiceUrl) -> HealthClient<Channel> {
-    HealthClient::new(url.channel())
+pub fn health_client(link: &ServiceLink) -> Result<HealthClient<InternalChannel>, InternalAuthError> {
+    Ok(HealthClient::new(link.channel(None)?))
 }

@@ -9,6 +9,7 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use tonic::{Code, Status};
 
 use crate::clients::Service;
+use crate::metrics;
 
 /// Why a tool call failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +43,11 @@ impl ToolError {
 
     /// The tool result the caller sees.
     pub fn into_result(self) -> CallToolResult {
-        if let Self::Service { service, status } = &self
-            && !is_client_fixable(status.code())
-        {
-            tracing::warn!(%service, code = ?status.code(), message = status.message(), "backing service call failed");
+        if let Self::Service { service, status } = &self {
+            metrics::backend_error(*service, status.code());
+            if !is_client_fixable(status.code()) {
+                tracing::warn!(%service, code = ?status.code(), message = status.message(), "backing service call failed");
+            }
         }
         CallToolResult::error(vec![ContentBlock::text(self.to_string())])
     }

@@ -2,14 +2,22 @@
 //! lists built-in tools plus the dynamic tools the registry holds, and runs
 //! dynamic tools through the executor. It keeps no state of its own and never
 //! touches Docker; when no registry or executor URL is given, it starts those
-//! services itself.
+//! services itself. Every tool call passes one process-wide guard and the
+//! access rules (admin token, JWT scopes, read-only), and privileged or
+//! runtime actions are written to the audit log.
 
+pub mod access;
+pub mod audit;
+pub mod auth;
+pub mod call_pipeline;
 pub mod catalog;
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod local_services;
+pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod tools;
@@ -21,9 +29,13 @@ use rmcp::ServiceExt;
 use rmcp::service::ServerInitializeError;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessPolicy;
+use crate::audit::AuditLog;
+use crate::auth::admin_token::AdminToken;
 use crate::catalog::Catalog;
 use crate::clients::Services;
-use crate::config::{FrontendConfig, Transport};
+use crate::config::{AuthMode, FrontendConfig, Transport};
+use crate::guard::{Guard, GuardLimits};
 use crate::local_services::LocalServices;
 use crate::notify::LegacyPeers;
 use crate::server::{Frontend, ServerState};
@@ -33,13 +45,28 @@ const FIRST_SNAPSHOT_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs the server until the client goes away (stdio) or a signal arrives.
 pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
-    let (local_services, urls) = LocalServices::start(config.registry_url.clone(), config.executor_url.clone()).await?;
+    metrics::handle();
+    let access = access_policy(&config)?;
+    let remote_auth = config.internal_auth.load()?;
+    let audit = AuditLog::start(&config.audit)?;
+    let guard = Guard::new(GuardLimits {
+        max_concurrency: config.guard.max_concurrency,
+        max_calls_per_window: config.guard.max_calls_per_window,
+        window_ms: config.guard.rate_window_ms,
+    });
+
+    let (local_services, links) =
+        LocalServices::start(config.registry_url.clone(), config.executor_url.clone(), &remote_auth).await?;
     let stop = CancellationToken::new();
-    let services = Services::connect(&urls.registry, &urls.executor);
+    let services = Services::connect(
+        &links.registry,
+        &links.executor,
+        config.internal_tls_server_name.as_deref(),
+    )?;
     let catalog = Catalog::new(services.registry.clone());
     let follower = catalog.spawn_follower(stop.clone());
     if !catalog.wait_until_synced(FIRST_SNAPSHOT_WITHIN).await {
-        tracing::warn!(registry = %urls.registry, "no tool catalog from the registry yet; dynamic tools appear once it answers");
+        tracing::warn!(registry = %links.registry.url, "no tool catalog from the registry yet; dynamic tools appear once it answers");
     }
     let legacy_peers = LegacyPeers::default();
     let fan_out = legacy_peers.spawn_fan_out(&catalog, stop.clone());
@@ -47,6 +74,9 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
         services: services.clone(),
         catalog,
         legacy_peers,
+        guard,
+        access,
+        audit: audit.clone(),
         started: Instant::now(),
     });
 
@@ -64,7 +94,37 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
     stop.cancel();
     let _ = tokio::join!(follower, fan_out);
     local_services.shutdown().await;
+    audit.close().await;
     served
+}
+
+/// The access rules: the admin token, the admin scope (JWT over HTTP only)
+/// and read-only mode. Fails early on unusable settings.
+fn access_policy(config: &FrontendConfig) -> anyhow::Result<AccessPolicy> {
+    let jwt = config.jwt.mode == AuthMode::Jwt;
+    match config.transport {
+        Transport::Http if jwt => {
+            http::jwt_mode::check_settings(&config.jwt)?;
+        }
+        Transport::Stdio if jwt => tracing::warn!(
+            "MCP_AUTH_MODE=jwt applies to HTTP only; over stdio the caller is whoever started this process"
+        ),
+        _ => {}
+    }
+    let admin_scope = (jwt && config.transport == Transport::Http && !config.jwt.admin_scope.is_empty())
+        .then(|| config.jwt.admin_scope.clone());
+    let policy = AccessPolicy {
+        admin_token: AdminToken::configured(config.admin_token_file.as_deref())?,
+        admin_scope,
+        read_only: config.read_only,
+    };
+    if policy.admin_token.is_none() && policy.admin_scope.is_none() {
+        tracing::info!("no admin token set: every client may manage dynamic tools");
+    }
+    if policy.read_only {
+        tracing::info!("read-only: dynamic tools cannot be created, changed or deleted");
+    }
+    Ok(policy)
 }
 
 /// Serves one client on stdin/stdout until it closes stdin or a signal arrives.

@@ -4,6 +4,10 @@
 //!
 //! Each child gets a piped stdin that we hold open and `MCP_EXIT_WITH_PARENT`,
 //! so it exits when that pipe closes — also when we are killed with SIGKILL.
+//! Even these private children demand credentials: we generate a random
+//! internal token, write it owner-only into the private directory and pass
+//! its path (never the value) as MCP_INTERNAL_TOKEN_FILE. Secrets of ours
+//! that the children do not need (the admin token) are kept from them.
 //! Its stdout goes to our stderr, because in stdio mode our stdout carries MCP
 //! frames. Children run in their own process group, so a terminal's Ctrl-C
 //! reaches only us and we stop them in order.
@@ -15,11 +19,14 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_common::addr::ServiceUrl;
+use dynamic_mcp_common::internal_auth::{InternalAuth, InternalAuthError, InternalToken};
+use rand::RngCore;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::{Service, check_health, health_client};
+use crate::auth::admin_token;
+use crate::clients::{Service, ServiceLink, check_health, health_client};
 
 /// How long a starting service may take to answer its health check.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -30,10 +37,24 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 /// A child that ran this long before dying is restarted without delay growth.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
+/// Settings of ours a child must not inherit: its own come from us.
+const NOT_INHERITED: &[&str] = &[
+    admin_token::ENV,
+    "MCP_ADMIN_TOKEN_FILE",
+    "MCP_INTERNAL_TLS_CERT",
+    "MCP_INTERNAL_TLS_KEY",
+    "MCP_INTERNAL_TLS_CA",
+];
+const TOKEN_FILE_ENV: &str = "MCP_INTERNAL_TOKEN_FILE";
+
 #[derive(Debug, thiserror::Error)]
 pub enum LocalServiceError {
     #[error("cannot create a private directory for the local services' sockets: {0}")]
     PrivateDir(io::Error),
+    #[error("cannot write the local services' internal token: {0}")]
+    TokenFile(io::Error),
+    #[error(transparent)]
+    Credentials(#[from] InternalAuthError),
     #[error(
         "cannot start {binary} (looked next to this executable, then on PATH): {source}; \
          build it with `cargo build --bins`, or set {url_env} to a running {service}"
@@ -61,30 +82,36 @@ pub struct LocalServices {
     _private_dir: Option<tempfile::TempDir>,
 }
 
-/// Where the frontend finds both services.
-pub struct ServiceUrls {
-    pub registry: ServiceUrl,
-    pub executor: ServiceUrl,
+/// Where the frontend finds both services, and how it proves itself to them.
+pub struct ServiceLinks {
+    pub registry: ServiceLink,
+    pub executor: ServiceLink,
 }
 
 impl LocalServices {
     /// Starts each service whose URL is `None` and waits until it is healthy.
+    /// Services at a configured URL get `remote_auth`; local ones a fresh token.
     pub async fn start(
         registry_url: Option<ServiceUrl>,
         executor_url: Option<ServiceUrl>,
-    ) -> Result<(Self, ServiceUrls), LocalServiceError> {
+        remote_auth: &InternalAuth,
+    ) -> Result<(Self, ServiceLinks), LocalServiceError> {
         let private_dir = (registry_url.is_none() || executor_url.is_none())
             .then(private_dir)
             .transpose()
             .map_err(LocalServiceError::PrivateDir)?;
+        let local = match &private_dir {
+            Some(dir) => LocalCredentials::create(dir.path())?,
+            None => LocalCredentials::none(),
+        };
         let dir = private_dir.as_ref().map(|d| d.path().to_owned()).unwrap_or_default();
-        let (registry_url, registry) = plan(registry_url, Service::Registry, &dir);
-        let (executor_url, executor) = plan(executor_url, Service::Executor, &dir);
+        let (registry_link, registry) = plan(registry_url, Service::Registry, &dir, &local, remote_auth);
+        let (executor_link, executor) = plan(executor_url, Service::Executor, &dir, &local, remote_auth);
         let (registry_child, executor_child) = tokio::try_join!(start_ready(&registry), start_ready(&executor))?;
 
-        let urls = ServiceUrls {
-            registry: registry_url,
-            executor: executor_url,
+        let urls = ServiceLinks {
+            registry: registry_link,
+            executor: executor_link,
         };
         let stop = CancellationToken::new();
         let supervisors = [registry.zip(registry_child), executor.zip(executor_child)]
@@ -107,13 +134,63 @@ impl LocalServices {
     }
 }
 
-/// The URL to use for `service`, and how to start it when it is ours to run.
-fn plan(url: Option<ServiceUrl>, service: Service, private_dir: &Path) -> (ServiceUrl, Option<ChildSpec>) {
+/// The link to use for `service`, and how to start it when it is ours to run.
+fn plan(
+    url: Option<ServiceUrl>,
+    service: Service,
+    private_dir: &Path,
+    local: &LocalCredentials,
+    remote_auth: &InternalAuth,
+) -> (ServiceLink, Option<ChildSpec>) {
     match url {
-        Some(url) => (url, None),
+        Some(url) => (
+            ServiceLink {
+                url,
+                auth: remote_auth.clone(),
+            },
+            None,
+        ),
         None => {
-            let spec = ChildSpec::new(service, private_dir);
-            (spec.url(), Some(spec))
+            let spec = ChildSpec::new(service, private_dir, local.clone());
+            (spec.link(), Some(spec))
+        }
+    }
+}
+
+/// The token local children demand, and the file they read it from (none
+/// when every service runs elsewhere).
+#[derive(Debug, Clone)]
+struct LocalCredentials {
+    token_file: Option<PathBuf>,
+    auth: InternalAuth,
+}
+
+impl LocalCredentials {
+    /// A random token in an owner-only file in `dir`.
+    fn create(dir: &Path) -> Result<Self, LocalServiceError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join("internal.token");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(token.as_bytes()))
+            .map_err(LocalServiceError::TokenFile)?;
+        Ok(Self {
+            token_file: Some(path),
+            auth: InternalAuth::with_token(InternalToken::new(&token)?),
+        })
+    }
+
+    fn none() -> Self {
+        Self {
+            token_file: None,
+            auth: InternalAuth::default(),
         }
     }
 }
@@ -130,19 +207,24 @@ struct ChildSpec {
     service: Service,
     program: PathBuf,
     socket: PathBuf,
+    credentials: LocalCredentials,
 }
 
 impl ChildSpec {
-    fn new(service: Service, dir: &Path) -> Self {
+    fn new(service: Service, dir: &Path, credentials: LocalCredentials) -> Self {
         Self {
             service,
             program: locate(service.binary()),
             socket: dir.join(format!("{service}.sock")),
+            credentials,
         }
     }
 
-    fn url(&self) -> ServiceUrl {
-        ServiceUrl::Unix(self.socket.clone())
+    fn link(&self) -> ServiceLink {
+        ServiceLink {
+            url: ServiceUrl::Unix(self.socket.clone()),
+            auth: self.credentials.auth.clone(),
+        }
     }
 
     fn listen_env(&self) -> &'static str {
@@ -167,7 +249,15 @@ impl ChildSpec {
             source,
         };
         let stdout_to_our_stderr = io::stderr().as_fd().try_clone_to_owned().map_err(spawn_err)?;
-        let mut process = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        for key in NOT_INHERITED {
+            command.env_remove(key);
+        }
+        match &self.credentials.token_file {
+            Some(path) => command.env(TOKEN_FILE_ENV, path),
+            None => command.env_remove(TOKEN_FILE_ENV),
+        };
+        let mut process = command
             .env(self.listen_env(), format!("unix:{}", self.socket.display()))
             .env("MCP_EXIT_WITH_PARENT", "true")
             .stdin(Stdio::piped())
@@ -210,7 +300,7 @@ async fn start_ready(spec: &Option<ChildSpec>) -> Result<Option<RunningChild>, L
 
 async fn wait_ready(spec: &ChildSpec, child: &mut RunningChild) -> Result<(), LocalServiceError> {
     let binary = spec.service.binary();
-    let health = health_client(&spec.url());
+    let health = health_client(&spec.link())?;
     let started = Instant::now();
     loop {
         tokio::select! {
@@ -314,6 +404,7 @@ mod tests {
             service: Service::Registry,
             program: dir.path().join("absent"),
             socket: dir.path().join("registry.sock"),
+            credentials: LocalCredentials::none(),
         };
         let err = spec.spawn().unwrap_err().to_string();
         assert!(
@@ -329,6 +420,7 @@ mod tests {
             service: Service::Executor,
             program: "false".into(),
             socket: dir.path().join("executor.sock"),
+            credentials: LocalCredentials::none(),
         };
         let mut child = spec.spawn().unwrap();
         let err = wait_ready(&spec, &mut child).await.unwrap_err().to_string();
@@ -336,6 +428,43 @@ mod tests {
             err.contains("dynamic-mcp-executor exited while starting (exit status: 1)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn local_credentials_are_a_random_owner_only_token_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir().unwrap();
+        let credentials = LocalCredentials::create(dir.path()).unwrap();
+        let path = credentials.token_file.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let token = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(token.len(), 64);
+        assert!(credentials.auth.token.is_some());
+        let other = private_dir().unwrap();
+        let again = std::fs::read_to_string(LocalCredentials::create(other.path()).unwrap().token_file.unwrap());
+        assert_ne!(again.unwrap(), token);
+    }
+
+    #[tokio::test]
+    async fn children_get_the_token_file_but_not_our_secrets() {
+        let dir = private_dir().unwrap();
+        let credentials = LocalCredentials::create(dir.path()).unwrap();
+        let env_dump = dir.path().join("env");
+        let script = dir.path().join("print-env");
+        std::fs::write(&script, format!("#!/bin/sh\nenv > {}\n", env_dump.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let spec = ChildSpec {
+            service: Service::Registry,
+            program: script,
+            socket: dir.path().join("registry.sock"),
+            credentials: credentials.clone(),
+        };
+        let mut child = spec.spawn().unwrap();
+        child.process.wait().await.unwrap();
+        let env = std::fs::read_to_string(&env_dump).unwrap();
+        let expected = format!("MCP_INTERNAL_TOKEN_FILE={}", credentials.token_file.unwrap().display());
+        assert!(env.lines().any(|l| l == expected), "{env}");
+        assert!(!env.contains("MCP_ADMIN_TOKEN"), "{env}");
     }
 
     #[test]

@@ -1,20 +1,25 @@
-//! The MCP handler: built-in tools plus every enabled dynamic tool, and
-//! list_changed for both legacy and 2026-07-28 clients.
+//! The MCP handler: built-in tools plus every enabled dynamic tool, the
+//! guard metrics resource, and list_changed for both legacy and 2026-07-28
+//! clients. Every tool call goes through [`call_pipeline`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
+    CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
+use crate::access::AccessPolicy;
+use crate::audit::AuditLog;
+use crate::call_pipeline;
 use crate::catalog::Catalog;
 use crate::clients::Services;
-use crate::error::{ToolError, unknown_tool};
+use crate::guard::Guard;
 use crate::notify::{LegacyPeers, serve_subscription};
 use crate::tools::{self, CallContext, run_dynamic};
 
@@ -22,15 +27,22 @@ const INSTRUCTIONS: &str = "Tools can be created at run time with dynamic.tool.c
      isolated container. Every enabled dynamic tool is listed in tools/list under its name and is called with \
      {\"args\": {...}}. Use dynamic.tool.list/get/update/enable/delete to manage them.";
 
-/// What every request handler shares.
+/// The resource that mirrors `system.guard_metrics`.
+pub const GUARD_METRICS_URI: &str = "dynamic://metrics/guard";
+
+/// What every request handler shares: one of each per process.
 pub struct ServerState {
     pub services: Services,
     pub catalog: Catalog,
     pub legacy_peers: LegacyPeers,
+    pub guard: Arc<Guard>,
+    pub access: AccessPolicy,
+    pub audit: AuditLog,
     pub started: Instant,
 }
 
-/// The MCP server. Cheap to clone: HTTP makes one per request or session.
+/// The MCP server. Cheap to clone: HTTP makes one per request or session,
+/// all sharing one [`ServerState`].
 #[derive(Clone)]
 pub struct Frontend {
     state: Arc<ServerState>,
@@ -41,30 +53,14 @@ impl Frontend {
         Self { state: Arc::new(state) }
     }
 
+    pub fn state(&self) -> &ServerState {
+        &self.state
+    }
+
     fn dynamic_definition(&self, name: &str) -> Option<Tool> {
         self.state
             .catalog
             .read(|c| c.enabled_tool(name).map(|t| run_dynamic::definition(t)))
-    }
-
-    async fn dispatch(
-        &self,
-        request: CallToolRequestParams,
-        call: &CallContext,
-    ) -> Result<Result<CallToolResult, ToolError>, McpError> {
-        let name = request.name.as_ref();
-        if tools::is_builtin(name) {
-            let args = request.arguments.unwrap_or_default();
-            return tools::call_builtin(&self.state, name, args)
-                .await
-                .ok_or_else(|| unknown_tool(name));
-        }
-        let listed = self
-            .state
-            .catalog
-            .read(|c| c.enabled_tool(name).cloned())
-            .ok_or_else(|| unknown_tool(name))?;
-        Ok(run_dynamic::run(&self.state, &listed, request.arguments, &call.cancel).await)
     }
 }
 
@@ -74,6 +70,7 @@ impl ServerHandler for Frontend {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_resources()
                 .build(),
         )
         .with_server_info(Implementation::new("dynamic-mcp", env!("CARGO_PKG_VERSION")))
@@ -112,20 +109,42 @@ impl ServerHandler for Frontend {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let call = CallContext::of(&ctx);
-        let name = request.name.clone();
-        let started = Instant::now();
-        let result = self
-            .dispatch(request, &call)
-            .await?
-            .unwrap_or_else(ToolError::into_result);
-        tracing::info!(
-            tool = %name,
-            caller = %call.caller,
-            is_error = result.is_error.unwrap_or(false),
-            duration_ms = started.elapsed().as_millis() as u64,
-            "tool call"
-        );
-        Ok(result.into())
+        call_pipeline::call_tool(&self.state, request, call)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let guard = Resource::new(GUARD_METRICS_URI, "guard-metrics")
+            .with_title("Guard metrics")
+            .with_description(
+                "The execution guard's limits and per-scope counters, as system.guard_metrics returns them.",
+            )
+            .with_mime_type("application/json");
+        Ok(ListResourcesResult::with_all_items(vec![guard]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        if request.uri != GUARD_METRICS_URI {
+            return Err(McpError::resource_not_found(
+                format!("no resource '{}'; this server has {GUARD_METRICS_URI}", request.uri),
+                None,
+            ));
+        }
+        let body = serde_json::to_string(&self.state.guard.snapshot())
+            .map_err(|e| McpError::internal_error(format!("cannot encode the guard metrics: {e}"), None))?;
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::text(body, GUARD_METRICS_URI).with_mime_type("application/json"),
+        ])
+        .into())
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {

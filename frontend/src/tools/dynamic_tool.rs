@@ -408,7 +408,8 @@ const CODE_CONTRACT: &str = "JavaScript: the body of `export async function run(
      `const { text } = args; return { upper: String(text).toUpperCase() };`. 1-200000 characters.";
 
 fn admin_token_field() -> serde_json::Value {
-    json!({"type": "string", "description": "Admin token, for compatibility with older dynamic-mcp clients; not needed here."})
+    json!({"type": "string", "description": "The admin token, when the server requires one (MCP_ADMIN_TOKEN) and the \
+        client cannot send it in the X-MCP-Admin-Token HTTP header (which keeps it out of the conversation)."})
 }
 
 fn expected_revision_field() -> serde_json::Value {

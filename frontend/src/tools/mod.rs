@@ -4,7 +4,6 @@ pub mod dynamic_tool;
 pub mod run_dynamic;
 pub mod system;
 
-use std::fmt;
 use std::sync::OnceLock;
 
 use rmcp::RoleServer;
@@ -13,6 +12,8 @@ use rmcp::service::RequestContext;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::ADMIN_TOKEN_HEADER;
+use crate::auth::{Caller, Principal};
 use crate::error::ToolError;
 use crate::server::ServerState;
 
@@ -45,47 +46,50 @@ pub async fn call_builtin(
         dynamic_tool::LIST => dynamic_tool::list(state, args).await,
         dynamic_tool::GET => dynamic_tool::get(state, args).await,
         system::HEALTH => system::health(state, args),
+        system::GUARD_METRICS => system::guard_metrics(state, args),
         _ => return None,
     };
     Some(result)
 }
 
-/// What a tool call knows besides its arguments.
+/// What a tool call knows besides its arguments. Not `Debug`: it may hold
+/// the admin token from the request header.
 pub struct CallContext {
     pub caller: Caller,
+    /// Whether the call came over Streamable HTTP.
+    pub over_http: bool,
+    /// The X-MCP-Admin-Token header, if sent.
+    pub admin_header: Option<String>,
+    /// The HTTP request's `x-request-id`, for audit lines.
+    pub request_id: Option<String>,
     /// Fires when the client cancels the call or goes away.
     pub cancel: CancellationToken,
 }
 
 impl CallContext {
     pub fn of(request: &RequestContext<RoleServer>) -> Self {
-        let over_http = request.extensions.get::<http::request::Parts>().is_some();
+        let parts = request.extensions.get::<http::request::Parts>();
+        let header = |name: &str| {
+            parts
+                .and_then(|p| p.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let caller = match parts {
+            None => Caller::Local,
+            Some(parts) => parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .map_or(Caller::Anonymous, Caller::Authenticated),
+        };
         Self {
-            caller: if over_http {
-                Caller::HttpClient
-            } else {
-                Caller::LocalProcess
-            },
+            caller,
+            over_http: parts.is_some(),
+            admin_header: header(ADMIN_TOKEN_HEADER),
+            request_id: header("x-request-id"),
             cancel: request.ct.clone(),
         }
-    }
-}
-
-/// Who is calling. Authentication will refine `HttpClient` into principals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// The stdio client: whoever started this process.
-    LocalProcess,
-    /// An unauthenticated Streamable HTTP client.
-    HttpClient,
-}
-
-impl fmt::Display for Caller {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::LocalProcess => "stdio",
-            Self::HttpClient => "http",
-        })
     }
 }
 
@@ -125,7 +129,7 @@ mod tests {
                 tool.name
             );
         }
-        assert_eq!(builtin_definitions().len(), 7);
+        assert_eq!(builtin_definitions().len(), 8);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::schema;
 use crate::error::ToolError;
+use crate::metrics;
 use crate::server::ServerState;
 
 /// How a dynamic tool appears in tools/list.
@@ -68,21 +69,34 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Runs `tool` (as listed, without code) once. Cancelling `cancel` drops the
-/// executor stream, which stops the container.
+/// What the audit log records about a run: never code or arguments.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunFacts {
+    /// The revision that ran (or was about to).
+    pub revision: Option<u64>,
+    /// The code's process exit code, when the executor reported one.
+    pub exit_code: Option<i64>,
+}
+
+/// Runs `tool` (as listed, without code) once, noting what happened in
+/// `facts`. Cancelling `cancel` drops the executor stream, which stops the
+/// container.
 pub async fn run(
     state: &ServerState,
     listed: &ToolRecord,
     arguments: Option<JsonObject>,
     cancel: &CancellationToken,
+    facts: &mut RunFacts,
 ) -> Result<CallToolResult, ToolError> {
+    facts.revision = Some(listed.revision);
     let args_json = args_json(&listed.name, arguments)?;
     let run = async {
         let tool = state.catalog.with_code(listed).await.map_err(ToolError::registry)?;
         if !tool.enabled {
             return Err(ToolError::input(format!("Tool '{}' has just been disabled", tool.name)));
         }
-        run_once(state, &tool, args_json).await
+        facts.revision = Some(tool.revision);
+        run_once(state, &tool, args_json, &mut facts.exit_code).await
     };
     tokio::select! {
         result = run => result,
@@ -93,7 +107,12 @@ pub async fn run(
     }
 }
 
-async fn run_once(state: &ServerState, tool: &Arc<ToolRecord>, args_json: String) -> Result<CallToolResult, ToolError> {
+async fn run_once(
+    state: &ServerState,
+    tool: &Arc<ToolRecord>,
+    args_json: String,
+    exit_code: &mut Option<i64>,
+) -> Result<CallToolResult, ToolError> {
     let request = RunToolRequest {
         tool_name: tool.name.clone(),
         revision: tool.revision,
@@ -113,8 +132,12 @@ async fn run_once(state: &ServerState, tool: &Arc<ToolRecord>, args_json: String
         .into_inner();
     while let Some(event) = events.message().await.map_err(ToolError::executor)? {
         match event.event {
-            Some(Event::Finished(outcome)) => return Ok(outcome_result(&tool.name, outcome)),
+            Some(Event::Finished(outcome)) => {
+                *exit_code = outcome.exit_code;
+                return Ok(outcome_result(&tool.name, outcome));
+            }
             Some(Event::Started(started)) => {
+                metrics::container_started();
                 tracing::debug!(tool = %tool.name, container = %started.container_id, "run started");
             }
             None => {}

@@ -9,6 +9,7 @@ use crate::error::ToolError;
 use crate::server::ServerState;
 
 pub const HEALTH: &str = "system.health";
+pub const GUARD_METRICS: &str = "system.guard_metrics";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,21 +25,41 @@ pub fn health(state: &ServerState, args: JsonObject) -> Result<CallToolResult, T
     })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardMetricsInput {}
+
+/// The guard's limits and counters, as in the resource `dynamic://metrics/guard`.
+pub fn guard_metrics(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let GuardMetricsInput {} = parse_args(GUARD_METRICS, args)?;
+    Ok(CallToolResult::structured(json!(state.guard.snapshot())))
+}
+
 pub fn definitions() -> Vec<Tool> {
     let input = schema(json!({"type": "object", "properties": {}, "additionalProperties": false}));
+    let read_only = || {
+        ToolAnnotations::new()
+            .read_only(true)
+            .destructive(false)
+            .idempotent(true)
+            .open_world(false)
+    };
     vec![
+        Tool::new(
+            GUARD_METRICS,
+            "Report the execution guard: `{activeExecutions, limits: {maxConcurrency, maxCallsPerWindow, windowMs}, \
+             scopes: [{scope, total, allowed, rejectedRate, rejectedConcurrency, failed}]}`. Scopes: dynamic (dynamic \
+             tool runs), admin (dynamic.tool.*), sandbox (sandbox.*), system (system.*).",
+            input.clone(),
+        )
+        .with_title("Guard metrics")
+        .with_annotations(read_only()),
         Tool::new(
             HEALTH,
             "Report that this MCP server is up: `{status: \"ok\", service, version, uptimeSeconds}`.",
             input,
         )
         .with_title("Server health")
-        .with_annotations(
-            ToolAnnotations::new()
-                .read_only(true)
-                .destructive(false)
-                .idempotent(true)
-                .open_world(false),
-        ),
+        .with_annotations(read_only()),
     ]
 }

@@ -1,0 +1,323 @@
+//! Who may call which tool: the admin tools (`dynamic.tool.*`, `sandbox.*`,
+//! `run_js_ephemeral`) need admin rights when an admin token is configured or
+//! JWT auth is on, and writes are refused on a read-only server.
+//!
+//! Admin rights come from the admin token — in the X-MCP-Admin-Token HTTP
+//! header, or the `adminToken` argument older clients send — or, in JWT mode,
+//! from the admin scope on the caller's token. A wrong token is a denial even
+//! if another credential would have passed, so every bad guess is audited.
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+
+use crate::auth::admin_token::AdminToken;
+use crate::tools::CallContext;
+use crate::tools::dynamic_tool;
+
+/// The HTTP header that carries the admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "x-mcp-admin-token";
+/// The compatibility argument that carries the admin token.
+pub const ADMIN_TOKEN_ARGUMENT: &str = "adminToken";
+
+/// Whether `tool` is an admin tool.
+pub fn needs_admin(tool: &str) -> bool {
+    tool.starts_with("dynamic.tool.") || tool.starts_with("sandbox.") || tool == "run_js_ephemeral"
+}
+
+/// Whether `tool` changes the dynamic tool catalog.
+pub fn is_write(tool: &str) -> bool {
+    [
+        dynamic_tool::CREATE,
+        dynamic_tool::UPDATE,
+        dynamic_tool::DELETE,
+        dynamic_tool::ENABLE,
+    ]
+    .contains(&tool)
+}
+
+/// Where a presented admin token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Argument,
+}
+
+impl TokenSource {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Header => "the X-MCP-Admin-Token header",
+            Self::Argument => "the adminToken argument",
+        }
+    }
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    AdminRequired {
+        tool: String,
+        over_http: bool,
+        admin_scope: Option<String>,
+        token_configured: bool,
+    },
+    WrongAdminToken {
+        source: TokenSource,
+    },
+    ReadOnly {
+        tool: String,
+    },
+}
+
+impl Denial {
+    /// A short label for audit lines.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::AdminRequired { .. } => "admin_token_missing",
+            Self::WrongAdminToken { .. } => "admin_token_invalid",
+            Self::ReadOnly { .. } => "read_only",
+        }
+    }
+
+    /// What the model reads: how to get through, never the token.
+    pub fn message(&self) -> String {
+        match self {
+            Self::AdminRequired {
+                tool,
+                over_http,
+                admin_scope,
+                token_configured,
+            } => {
+                let mut ways = Vec::new();
+                if *token_configured {
+                    if *over_http {
+                        ways.push("send the admin token in the X-MCP-Admin-Token HTTP header".to_owned());
+                    }
+                    ways.push("pass the admin token as the `adminToken` argument".to_owned());
+                }
+                if let Some(scope) = admin_scope {
+                    ways.push(format!("use an access token with the scope '{scope}'"));
+                }
+                format!("{tool} needs admin rights: {}", ways.join(", or "))
+            }
+            Self::WrongAdminToken { source } => format!(
+                "the admin token in {} is wrong; use the token the server was started with \
+                 (MCP_ADMIN_TOKEN or MCP_ADMIN_TOKEN_FILE)",
+                source.describe()
+            ),
+            Self::ReadOnly { tool } => format!(
+                "{tool} is refused: this server is read-only (MCP_DYNAMIC_READ_ONLY=true), so dynamic tools cannot \
+                 be created, changed, enabled or deleted here; dynamic.tool.list and dynamic.tool.get still work"
+            ),
+        }
+    }
+
+    pub fn into_result(self) -> CallToolResult {
+        CallToolResult::error(vec![ContentBlock::text(self.message())])
+    }
+}
+
+/// The access rules of this server.
+#[derive(Debug, Default)]
+pub struct AccessPolicy {
+    pub admin_token: Option<AdminToken>,
+    /// In JWT mode: the scope that grants admin rights.
+    pub admin_scope: Option<String>,
+    pub read_only: bool,
+}
+
+impl AccessPolicy {
+    pub fn check(&self, tool: &str, call: &CallContext, args: &JsonObject) -> Result<(), Denial> {
+        if needs_admin(tool) {
+            self.check_admin(tool, call, args)?;
+        }
+        if self.read_only && is_write(tool) {
+            return Err(Denial::ReadOnly { tool: tool.to_owned() });
+        }
+        Ok(())
+    }
+
+    fn check_admin(&self, tool: &str, call: &CallContext, args: &JsonObject) -> Result<(), Denial> {
+        if self.admin_token.is_none() && self.admin_scope.is_none() {
+            return Ok(());
+        }
+        if let Some(token) = &self.admin_token {
+            let presented = [
+                (TokenSource::Header, call.admin_header.as_deref()),
+                (
+                    TokenSource::Argument,
+                    args.get(ADMIN_TOKEN_ARGUMENT).and_then(|v| v.as_str()),
+                ),
+            ];
+            let mut accepted = false;
+            for (source, value) in presented {
+                match value {
+                    Some(value) if token.matches(value) => accepted = true,
+                    Some(_) => return Err(Denial::WrongAdminToken { source }),
+                    None => {}
+                }
+            }
+            if accepted {
+                return Ok(());
+            }
+        }
+        let scoped = self
+            .admin_scope
+            .as_deref()
+            .zip(call.caller.principal())
+            .is_some_and(|(scope, principal)| principal.has_scope(scope));
+        if scoped {
+            return Ok(());
+        }
+        Err(Denial::AdminRequired {
+            tool: tool.to_owned(),
+            over_http: call.over_http,
+            admin_scope: self.admin_scope.clone(),
+            token_configured: self.admin_token.is_some(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::auth::{Caller, Principal};
+
+    const TOKEN: &str = "correct-admin-token-123";
+
+    fn call(caller: Caller, header: Option<&str>) -> CallContext {
+        CallContext {
+            over_http: caller != Caller::Local,
+            caller,
+            admin_header: header.map(str::to_owned),
+            request_id: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn args(value: serde_json::Value) -> JsonObject {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    fn with_token() -> AccessPolicy {
+        AccessPolicy {
+            admin_token: Some(AdminToken::new(TOKEN)),
+            ..Default::default()
+        }
+    }
+
+    fn admin(scopes: &[&str]) -> Caller {
+        Caller::Authenticated(Principal {
+            subject: "alice".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    #[test]
+    fn without_a_token_or_jwt_everything_is_open() {
+        let open = AccessPolicy::default();
+        assert!(
+            open.check("dynamic.tool.create", &call(Caller::Local, None), &JsonObject::new())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_token_is_accepted_from_the_header_or_the_argument() {
+        let policy = with_token();
+        let tool = "dynamic.tool.list";
+        assert!(
+            policy
+                .check(tool, &call(Caller::Anonymous, Some(TOKEN)), &JsonObject::new())
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(tool, &call(Caller::Local, None), &args(json!({"adminToken": TOKEN})))
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check("system.health", &call(Caller::Local, None), &JsonObject::new())
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check("some.dynamic", &call(Caller::Local, None), &JsonObject::new())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_missing_or_wrong_token_is_denied_with_directions() {
+        let policy = with_token();
+        let missing = policy
+            .check("sandbox.exec", &call(Caller::Anonymous, None), &JsonObject::new())
+            .unwrap_err();
+        assert_eq!(missing.reason(), "admin_token_missing");
+        assert_eq!(
+            missing.message(),
+            "sandbox.exec needs admin rights: send the admin token in the X-MCP-Admin-Token HTTP header, or pass \
+             the admin token as the `adminToken` argument"
+        );
+        let stdio = policy
+            .check("dynamic.tool.get", &call(Caller::Local, None), &JsonObject::new())
+            .unwrap_err();
+        assert!(!stdio.message().contains("header"), "{}", stdio.message());
+        let wrong = policy
+            .check(
+                "dynamic.tool.get",
+                &call(Caller::Anonymous, Some("guess")),
+                &args(json!({"adminToken": TOKEN})),
+            )
+            .unwrap_err();
+        assert_eq!(
+            wrong,
+            Denial::WrongAdminToken {
+                source: TokenSource::Header
+            }
+        );
+        assert!(!wrong.message().contains(TOKEN) && !wrong.message().contains("guess"));
+    }
+
+    #[test]
+    fn in_jwt_mode_the_admin_scope_grants_admin_rights() {
+        let policy = AccessPolicy {
+            admin_scope: Some("mcp:admin".into()),
+            ..Default::default()
+        };
+        let tool = "dynamic.tool.create";
+        assert!(
+            policy
+                .check(tool, &call(admin(&["mcp:admin"]), None), &JsonObject::new())
+                .is_ok()
+        );
+        let denied = policy
+            .check(tool, &call(admin(&["tools:call"]), None), &JsonObject::new())
+            .unwrap_err();
+        assert_eq!(
+            denied.message(),
+            "dynamic.tool.create needs admin rights: use an access token with the scope 'mcp:admin'"
+        );
+    }
+
+    #[test]
+    fn read_only_refuses_writes_only() {
+        let policy = AccessPolicy {
+            read_only: true,
+            ..Default::default()
+        };
+        let caller = call(Caller::Local, None);
+        for tool in [
+            "dynamic.tool.create",
+            "dynamic.tool.update",
+            "dynamic.tool.delete",
+            "dynamic.tool.enable",
+        ] {
+            let denied = policy.check(tool, &caller, &JsonObject::new()).unwrap_err();
+            assert!(denied.message().contains("MCP_DYNAMIC_READ_ONLY=true"), "{tool}");
+        }
+        assert!(policy.check("dynamic.tool.list", &caller, &JsonObject::new()).is_ok());
+    }
+}

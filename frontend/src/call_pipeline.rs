@@ -1,0 +1,275 @@
+//! What happens to every `tools/call`, in order: find the tool; ask the
+//! guard for a slot and rate budget; check access (admin rights, read-only);
+//! run it; then count it (guard, Prometheus), log it and audit it.
+//!
+//! The guard comes before the access check so that guessing the admin token
+//! is rate-limited too. Audit lines never contain arguments or code.
+
+use std::time::Instant;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject};
+use serde_json::{Map, Value, json};
+
+use crate::audit::{AuditEvent, AuditResult};
+use crate::error::{ToolError, unknown_tool};
+use crate::guard::{Rejection, Scope};
+use crate::metrics::{self, CallOutcome};
+use crate::server::ServerState;
+use crate::tools::{self, CallContext, dynamic_tool, run_dynamic};
+
+/// Longest error message copied into an audit line.
+const MAX_AUDITED_ERROR_CHARS: usize = 2000;
+
+pub async fn call_tool(
+    state: &ServerState,
+    request: CallToolRequestParams,
+    call: CallContext,
+) -> Result<CallToolResult, McpError> {
+    let name = request.name.to_string();
+    let listed = if tools::is_builtin(&name) {
+        None
+    } else {
+        let listed = state.catalog.read(|c| c.enabled_tool(&name).cloned());
+        Some(listed.ok_or_else(|| unknown_tool(&name))?)
+    };
+    let scope = Scope::of_tool(&name, listed.is_some());
+    let args = request.arguments.unwrap_or_default();
+    let audit = AuditTemplate::new(&name, scope, &args, &call);
+    let started = Instant::now();
+
+    let pass = match state.guard.admit(scope, &call.caller) {
+        Ok(pass) => pass,
+        Err(rejection) => {
+            metrics::guard_rejected(scope, rejection.reason());
+            metrics::tool_call(&name, scope, CallOutcome::Rejected, started.elapsed());
+            state.audit.record(audit.event(
+                AuditResult::Denied,
+                json!({"reason": format!("guard_{}", rejection.reason()), "scope": scope.as_str(),
+                    "retryAfterMs": rejection.retry_after_ms()}),
+            ));
+            tracing::info!(tool = %name, caller = %call.caller, reason = rejection.reason(), "tool call refused by the guard");
+            return Ok(rejected(&rejection, scope));
+        }
+    };
+    metrics::guard_active(state.guard.active_executions());
+
+    if let Err(denial) = state.access.check(&name, &call, &args) {
+        pass.finish(true);
+        metrics::tool_call(&name, scope, CallOutcome::Denied, started.elapsed());
+        state
+            .audit
+            .record(audit.event(AuditResult::Denied, json!({"reason": denial.reason()})));
+        tracing::info!(tool = %name, caller = %call.caller, reason = denial.reason(), "tool call denied");
+        return Ok(denial.into_result());
+    }
+
+    let mut facts = run_dynamic::RunFacts::default();
+    let outcome = match &listed {
+        Some(listed) => run_dynamic::run(state, listed, Some(args), &call.cancel, &mut facts).await,
+        None => tools::call_builtin(state, &name, args)
+            .await
+            .ok_or_else(|| unknown_tool(&name))?,
+    };
+    let result = outcome.unwrap_or_else(ToolError::into_result);
+    let failed = result.is_error == Some(true);
+    pass.finish(failed);
+    metrics::guard_active(state.guard.active_executions());
+
+    let took = started.elapsed();
+    let outcome = if failed { CallOutcome::Error } else { CallOutcome::Ok };
+    metrics::tool_call(&name, scope, outcome, took);
+    tracing::info!(
+        tool = %name,
+        caller = %call.caller,
+        is_error = failed,
+        duration_ms = took.as_millis() as u64,
+        "tool call"
+    );
+    if scope != Scope::System {
+        let result_kind = if failed {
+            AuditResult::Error
+        } else {
+            AuditResult::Success
+        };
+        let mut details = Map::new();
+        details.insert("durationMs".into(), json!(took.as_millis() as u64));
+        if scope == Scope::Dynamic {
+            details.insert("revision".into(), json!(facts.revision));
+            details.insert("outcome".into(), json!(run_outcome(&result)));
+            details.insert("exitCode".into(), json!(facts.exit_code));
+        } else {
+            let revision = result
+                .structured_content
+                .as_ref()
+                .and_then(|s| s.pointer("/tool/revision"))
+                .cloned();
+            if let Some(revision) = revision {
+                details.insert("revision".into(), revision);
+            }
+            if failed {
+                details.insert("error".into(), json!(first_text(&result)));
+            }
+        }
+        state.audit.record(audit.event(result_kind, Value::Object(details)));
+    }
+    Ok(result)
+}
+
+/// The guard's refusal as a tool result the model can act on.
+fn rejected(rejection: &Rejection, scope: Scope) -> CallToolResult {
+    let mut result = CallToolResult::structured_error(json!({
+        "ok": false,
+        "reason": match rejection {
+            Rejection::Concurrency { .. } => "tooManyConcurrentCalls",
+            Rejection::Rate { .. } => "rateLimited",
+        },
+        "error": rejection.message(scope),
+        "retryAfterMs": rejection.retry_after_ms(),
+    }));
+    result.content.insert(0, ContentBlock::text(rejection.message(scope)));
+    result
+}
+
+/// How a dynamic run ended, in a word (`ok`, `threw`, `timedOut`, …).
+fn run_outcome(result: &CallToolResult) -> String {
+    let reason = result
+        .structured_content
+        .as_ref()
+        .and_then(|s| s.get("reason"))
+        .and_then(Value::as_str);
+    match (reason, result.is_error == Some(true)) {
+        (Some(reason), _) => reason.to_owned(),
+        (None, false) => "ok".to_owned(),
+        (None, true) => "error".to_owned(),
+    }
+}
+
+fn first_text(result: &CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.chars().take(MAX_AUDITED_ERROR_CHARS).collect())
+        .unwrap_or_default()
+}
+
+/// The parts of a call's audit line known before it runs.
+struct AuditTemplate {
+    action: String,
+    actor: String,
+    target: Option<String>,
+    request_id: Option<String>,
+}
+
+impl AuditTemplate {
+    fn new(tool: &str, scope: Scope, args: &JsonObject, call: &CallContext) -> Self {
+        // By reference: the arguments may hold 200000 characters of code.
+        let name = |object: &JsonObject| object.get("name").and_then(Value::as_str).map(str::to_owned);
+        let tool_name = || args.get("tool").and_then(Value::as_object).and_then(name);
+        let session = || args.get("sessionId").and_then(Value::as_str).map(str::to_owned);
+        let (action, target) = match scope {
+            Scope::Dynamic => ("tool.run".to_owned(), Some(tool.to_owned())),
+            Scope::Admin => {
+                let action = match tool {
+                    dynamic_tool::ENABLE if args.get("enabled") == Some(&Value::Bool(false)) => {
+                        "tool.disable".to_owned()
+                    }
+                    _ => tool.replacen("dynamic.", "", 1),
+                };
+                (action, name(args).or_else(tool_name))
+            }
+            Scope::Sandbox | Scope::System => (tool.to_owned(), session()),
+        };
+        Self {
+            action,
+            actor: call.caller.actor(),
+            target,
+            request_id: call.request_id.clone(),
+        }
+    }
+
+    fn event(&self, result: AuditResult, mut details: Value) -> AuditEvent {
+        if let (Some(id), Some(map)) = (&self.request_id, details.as_object_mut()) {
+            map.insert("requestId".into(), json!(id));
+        }
+        let event = AuditEvent::new(&self.action, &self.actor, result).details(details);
+        match &self.target {
+            Some(target) => event.target(target),
+            None => event,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::auth::Caller;
+
+    fn call() -> CallContext {
+        CallContext {
+            caller: Caller::Anonymous,
+            over_http: true,
+            admin_header: None,
+            request_id: Some("req-1".into()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn args(value: Value) -> JsonObject {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn audit_actions_and_targets_follow_the_tool() {
+        let template = |tool: &str, scope, a: Value| {
+            let t = AuditTemplate::new(tool, scope, &args(a), &call());
+            (t.action, t.target)
+        };
+        assert_eq!(
+            template("dynamic.tool.create", Scope::Admin, json!({"tool": {"name": "t.x"}})),
+            ("tool.create".into(), Some("t.x".into()))
+        );
+        assert_eq!(
+            template(
+                "dynamic.tool.enable",
+                Scope::Admin,
+                json!({"name": "t.x", "enabled": false})
+            ),
+            ("tool.disable".into(), Some("t.x".into()))
+        );
+        assert_eq!(
+            template(
+                "dynamic.tool.enable",
+                Scope::Admin,
+                json!({"name": "t.x", "enabled": true})
+            ),
+            ("tool.enable".into(), Some("t.x".into()))
+        );
+        assert_eq!(
+            template("dynamic.tool.list", Scope::Admin, json!({})),
+            ("tool.list".into(), None)
+        );
+        assert_eq!(
+            template("text.upper", Scope::Dynamic, json!({"args": {"secret": 1}})),
+            ("tool.run".into(), Some("text.upper".into()))
+        );
+        let event = AuditTemplate::new("system.health", Scope::System, &JsonObject::new(), &call())
+            .event(AuditResult::Denied, json!({"reason": "guard_rate"}));
+        assert_eq!(
+            event.details,
+            Some(json!({"reason": "guard_rate", "requestId": "req-1"}))
+        );
+        assert_eq!(event.actor, "anonymous");
+    }
+
+    #[test]
+    fn refusals_say_when_to_retry() {
+        let result = rejected(&Rejection::Concurrency { max: 2 }, Scope::Dynamic);
+        assert_eq!(result.is_error, Some(true));
+        assert!(first_text(&result).contains("retry in about 1000 ms"));
+        assert_eq!(result.structured_content.unwrap()["retryAfterMs"], 1000);
+    }
+}

@@ -1,0 +1,205 @@
+//! The bearer-token layer in front of the MCP endpoint (JWT mode).
+//!
+//! No or a bad token: 401 with `WWW-Authenticate: Bearer resource_metadata=…`
+//! (plus `error="invalid_token"` and a description when a token was sent).
+//! A good token without the required scopes: 403 `insufficient_scope`. A good
+//! token puts its [`Principal`] in the request's extensions, where tool calls
+//! find their caller. Every refusal is audited and counted.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::audit::{AuditEvent, AuditLog, AuditResult};
+use crate::auth::Principal;
+use crate::auth::jwt::{JwtError, JwtVerifier};
+use crate::metrics;
+
+/// What the layer needs.
+pub struct BearerAuth {
+    pub verifier: JwtVerifier,
+    pub required_scopes: Vec<String>,
+    /// Where clients find the protected resource metadata.
+    pub metadata_url: String,
+    pub audit: AuditLog,
+}
+
+/// Why a request was refused.
+enum Refusal {
+    NoToken,
+    NotBearer,
+    Invalid(JwtError),
+    MissingScopes { subject: String, missing: Vec<String> },
+}
+
+impl Refusal {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NoToken => "no_token",
+            Self::NotBearer => "not_bearer",
+            Self::Invalid(e) => e.reason(),
+            Self::MissingScopes { .. } => "insufficient_scope",
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            Self::NoToken => "this MCP server needs an access token: send `Authorization: Bearer <token>`; the \
+                 protected resource metadata names the authorization server that issues it"
+                .to_owned(),
+            Self::NotBearer => "the Authorization header must be `Bearer <token>`".to_owned(),
+            Self::Invalid(e) => e.to_string(),
+            Self::MissingScopes { missing, .. } => {
+                format!(
+                    "the token lacks the scope(s) this server requires: {}",
+                    missing.join(" ")
+                )
+            }
+        }
+    }
+}
+
+pub async fn require_bearer(State(auth): State<Arc<BearerAuth>>, mut request: Request, next: Next) -> Response {
+    match auth.authenticate(request.headers()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(refusal) => {
+            metrics::auth_rejected(refusal.reason());
+            let actor = match &refusal {
+                Refusal::MissingScopes { subject, .. } => subject.clone(),
+                _ => "anonymous".to_owned(),
+            };
+            let mut details = json!({"reason": refusal.reason()});
+            if let Some(id) = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+                details["requestId"] = json!(id);
+            }
+            auth.audit.record(
+                AuditEvent::new("http.authenticate", actor, AuditResult::Denied)
+                    .target(request.uri().path())
+                    .details(details),
+            );
+            auth.challenge(&refusal)
+        }
+    }
+}
+
+impl BearerAuth {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
+        let token = bearer_token(headers)?;
+        let principal = self.verifier.verify(token).await.map_err(Refusal::Invalid)?;
+        let missing: Vec<String> = self
+            .required_scopes
+            .iter()
+            .filter(|scope| !principal.has_scope(scope))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(Refusal::MissingScopes {
+                subject: principal.subject,
+                missing,
+            });
+        }
+        Ok(principal)
+    }
+
+    /// The 401 or 403 response with its RFC 6750 / RFC 9728 challenge.
+    fn challenge(&self, refusal: &Refusal) -> Response {
+        let description = quoted(&refusal.description());
+        let metadata = format!("resource_metadata=\"{}\"", quoted(&self.metadata_url));
+        let scope = (!self.required_scopes.is_empty()).then(|| format!("scope=\"{}\"", self.required_scopes.join(" ")));
+        let (status, error, parts) = match refusal {
+            // RFC 6750 §3.1: no error code when the request had no credentials.
+            Refusal::NoToken => (StatusCode::UNAUTHORIZED, "unauthorized", vec![Some(metadata), scope]),
+            Refusal::NotBearer | Refusal::Invalid(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                vec![
+                    Some(metadata),
+                    Some("error=\"invalid_token\"".to_owned()),
+                    Some(format!("error_description=\"{description}\"")),
+                ],
+            ),
+            Refusal::MissingScopes { .. } => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                vec![
+                    Some("error=\"insufficient_scope\"".to_owned()),
+                    scope,
+                    Some(metadata),
+                    Some(format!("error_description=\"{description}\"")),
+                ],
+            ),
+        };
+        let challenge = format!("Bearer {}", parts.into_iter().flatten().collect::<Vec<_>>().join(", "));
+        let mut response = (
+            status,
+            Json(json!({"error": error, "error_description": refusal.description()})),
+        )
+            .into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. Tokens in the
+/// query string are never read (the spec forbids them).
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(Refusal::NoToken)?;
+    let value = value.to_str().map_err(|_| Refusal::NotBearer)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Refusal::NotBearer)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Refusal::NotBearer);
+    }
+    Ok(token)
+}
+
+/// Text safe inside a quoted-string of a challenge.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '\''
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_bearer_headers_carry_a_token() {
+        assert_eq!(bearer_token(&headers("Bearer abc.def.ghi")).ok(), Some("abc.def.ghi"));
+        assert_eq!(bearer_token(&headers("bearer  abc")).ok(), Some("abc"));
+        assert!(matches!(
+            bearer_token(&headers("Basic dXNlcg==")),
+            Err(Refusal::NotBearer)
+        ));
+        assert!(matches!(bearer_token(&headers("Bearer ")), Err(Refusal::NotBearer)));
+        assert!(matches!(bearer_token(&HeaderMap::new()), Err(Refusal::NoToken)));
+    }
+
+    #[test]
+    fn challenge_text_is_quoted_safely() {
+        assert_eq!(quoted("a \"b\" c\\d\n"), "a 'b' c'd'");
+    }
+}

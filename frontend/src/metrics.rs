@@ -1,0 +1,153 @@
+//! Prometheus metrics, served as text at `/metrics` in HTTP mode. Every
+//! metric name and label lives here. Label values are bounded: tool names are
+//! built-ins or dynamic tools (capped by the registry's MCP_DYNAMIC_MAX_TOOLS),
+//! the rest are fixed words.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::Service;
+use crate::guard::Scope;
+
+const TOOL_CALLS: &str = "mcp_tool_calls_total";
+const TOOL_CALL_SECONDS: &str = "mcp_tool_call_duration_seconds";
+const GUARD_REJECTIONS: &str = "mcp_guard_rejections_total";
+const GUARD_ACTIVE: &str = "mcp_guard_active_executions";
+const CONTAINERS_STARTED: &str = "mcp_containers_started_total";
+const BACKEND_ERRORS: &str = "mcp_backend_errors_total";
+const AUTH_REJECTIONS: &str = "mcp_auth_rejections_total";
+const AUDIT_WRITE_FAILURES: &str = "mcp_audit_write_failures_total";
+const AUDIT_DROPPED: &str = "mcp_audit_events_dropped_total";
+
+const DURATION_BUCKETS: &[f64] = &[0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    /// The tool ran and returned an error result.
+    Error,
+    /// Refused by access rules (admin token, read-only).
+    Denied,
+    /// Refused by the guard.
+    Rejected,
+}
+
+impl CallOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Denied => "denied",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// The process-wide recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(TOOL_CALL_SECONDS.to_owned()), DURATION_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+        };
+        let handle = builder().install_recorder().unwrap_or_else(|e| {
+            tracing::warn!("cannot install the metrics recorder ({e}); /metrics will be empty");
+            builder().build_recorder().handle()
+        });
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        TOOL_CALLS,
+        "Tool calls by tool, guard scope and outcome (ok, error, denied, rejected)."
+    );
+    describe_histogram!(
+        TOOL_CALL_SECONDS,
+        metrics::Unit::Seconds,
+        "How long tool calls took, by guard scope."
+    );
+    describe_counter!(
+        GUARD_REJECTIONS,
+        "Tool calls the guard refused, by scope and reason (concurrency, rate)."
+    );
+    describe_gauge!(GUARD_ACTIVE, "Tool calls holding a concurrency slot.");
+    describe_counter!(
+        CONTAINERS_STARTED,
+        "Containers the executor started for dynamic tool runs."
+    );
+    describe_counter!(
+        BACKEND_ERRORS,
+        "Failed calls to the registry or executor, by service and gRPC code."
+    );
+    describe_counter!(
+        AUTH_REJECTIONS,
+        "HTTP requests refused by bearer-token checks, by reason."
+    );
+    describe_counter!(
+        AUDIT_WRITE_FAILURES,
+        "Audit lines that could not be written (e.g. disk full)."
+    );
+    describe_counter!(AUDIT_DROPPED, "Audit events dropped because the writer fell behind.");
+}
+
+/// The Prometheus text exposition.
+pub fn render() -> String {
+    handle().render()
+}
+
+/// Drains histogram buckets now and then, as the exporter requires.
+pub fn spawn_upkeep(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(UPKEEP_EVERY) => handle().run_upkeep(),
+            }
+        }
+    })
+}
+
+pub fn tool_call(tool: &str, scope: Scope, outcome: CallOutcome, took: Duration) {
+    counter!(TOOL_CALLS, "tool" => tool.to_owned(), "scope" => scope.as_str(), "outcome" => outcome.as_str())
+        .increment(1);
+    histogram!(TOOL_CALL_SECONDS, "scope" => scope.as_str()).record(took.as_secs_f64());
+}
+
+pub fn guard_rejected(scope: Scope, reason: &'static str) {
+    counter!(GUARD_REJECTIONS, "scope" => scope.as_str(), "reason" => reason).increment(1);
+}
+
+pub fn guard_active(active: u64) {
+    gauge!(GUARD_ACTIVE).set(active as f64);
+}
+
+pub fn container_started() {
+    counter!(CONTAINERS_STARTED).increment(1);
+}
+
+pub fn backend_error(service: Service, code: tonic::Code) {
+    counter!(BACKEND_ERRORS, "service" => service.to_string(), "code" => format!("{code:?}")).increment(1);
+}
+
+pub fn auth_rejected(reason: &'static str) {
+    counter!(AUTH_REJECTIONS, "reason" => reason).increment(1);
+}
+
+pub fn audit_write_failed() {
+    counter!(AUDIT_WRITE_FAILURES).increment(1);
+}
+
+pub fn audit_dropped() {
+    counter!(AUDIT_DROPPED).increment(1);
+}
