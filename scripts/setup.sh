@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what dynamic-mcp needs on a Debian machine: a running
-# Docker engine and the sandbox image. Idempotent; safe to run every time.
+# Docker engine, the sandbox image and (for the Postgres backend's tests) the
+# PostgreSQL 15 server binaries. Idempotent; safe to run every time.
 # All output goes to stderr, because run.sh may be an MCP client's stdio command.
 set -euo pipefail
 exec 3>&1 1>&2
@@ -49,5 +50,19 @@ ensure_sandbox_image() {
   "$repo_root/sandbox/build-offline.sh" "$sandbox_image"
 }
 
+# Tests start their own throwaway clusters, so only the binaries are needed;
+# no default cluster is created.
+ensure_postgres_binaries() {
+  if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && id postgres >/dev/null 2>&1; then
+    return
+  fi
+  as_root mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' | as_root tee /etc/postgresql-common/createcluster.d/dynamic-mcp.conf >/dev/null
+  apt_install postgresql-15
+}
+
 ensure_docker_engine
 ensure_sandbox_image
+if [ "${DYNAMIC_MCP_SETUP_POSTGRES:-0}" = 1 ]; then
+  ensure_postgres_binaries
+fi
