@@ -193,6 +193,7 @@ mod tests {
             admin_header: header.map(str::to_owned),
             request_id: None,
             cancel: CancellationToken::new(),
+            progress: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! What happens to every `tools/call`, in order: find the tool; ask the
 //! guard for a slot and rate budget; check access (admin rights, read-only);
-//! run it; then count it (guard, Prometheus), log it and audit it.
+//! run it (until done, or until the client cancels); then count it (guard,
+//! Prometheus), log it and audit it.
 //!
 //! The guard comes before the access check so that guessing the admin token
 //! is rate-limited too. Audit lines never contain arguments or code.
@@ -12,7 +13,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObjec
 use serde_json::{Map, Value, json};
 
 use crate::audit::{AuditEvent, AuditResult};
-use crate::error::{ToolError, unknown_tool};
+use crate::error::unknown_tool;
 use crate::guard::{Rejection, Scope};
 use crate::metrics::{self, CallOutcome};
 use crate::server::ServerState;
@@ -65,13 +66,21 @@ pub async fn call_tool(
     }
 
     let mut facts = run_dynamic::RunFacts::default();
-    let outcome = match &listed {
-        Some(listed) => run_dynamic::run(state, listed, Some(args), &call.cancel, &mut facts).await,
-        None => tools::call_builtin(state, &name, args)
-            .await
-            .ok_or_else(|| unknown_tool(&name))?,
+    let work = async {
+        match &listed {
+            Some(listed) => Some(run_dynamic::run(state, listed, Some(args), &mut facts).await),
+            None => tools::call_builtin(state, &name, args, &call).await,
+        }
     };
-    let result = outcome.unwrap_or_else(ToolError::into_result);
+    // Dropping the work drops its executor call, which stops what it started.
+    let outcome = tokio::select! {
+        outcome = work => outcome.ok_or_else(|| unknown_tool(&name))?,
+        () = call.cancel.cancelled() => {
+            tracing::info!(tool = %name, caller = %call.caller, "call cancelled by the client; its work was stopped");
+            Ok(cancelled(&name))
+        }
+    };
+    let result = outcome.unwrap_or_else(|e| e.into_result(&state.services.addresses));
     let failed = result.is_error == Some(true);
     pass.finish(failed);
     metrics::guard_active(state.guard.active_executions());
@@ -128,6 +137,14 @@ fn rejected(rejection: &Rejection, scope: Scope) -> CallToolResult {
         "retryAfterMs": rejection.retry_after_ms(),
     }));
     result.content.insert(0, ContentBlock::text(rejection.message(scope)));
+    result
+}
+
+/// The answer to a call the client cancelled (it may never read it).
+fn cancelled(tool: &str) -> CallToolResult {
+    let message = format!("the call of '{tool}' was cancelled by the client and its work stopped");
+    let mut result = CallToolResult::structured_error(json!({"ok": false, "reason": "cancelled", "error": message}));
+    result.content.insert(0, ContentBlock::text(message));
     result
 }
 
@@ -215,6 +232,7 @@ mod tests {
             admin_header: None,
             request_id: Some("req-1".into()),
             cancel: CancellationToken::new(),
+            progress: None,
         }
     }
 

@@ -63,11 +63,28 @@ impl ServiceLink {
     }
 }
 
+/// Where each service is, for messages that tell a caller what failed where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAddresses {
+    pub registry: String,
+    pub executor: String,
+}
+
+impl ServiceAddresses {
+    pub fn of(&self, service: Service) -> &str {
+        match service {
+            Service::Registry => &self.registry,
+            Service::Executor => &self.executor,
+        }
+    }
+}
+
 /// Connections to both services. Cheap to clone; channels reconnect by themselves.
 #[derive(Clone)]
 pub struct Services {
     pub registry: RegistryClient<InternalChannel>,
     pub executor: ExecutorClient<InternalChannel>,
+    pub addresses: ServiceAddresses,
     registry_health: HealthClient<InternalChannel>,
     executor_health: HealthClient<InternalChannel>,
 }
@@ -78,9 +95,14 @@ impl Services {
         executor: &ServiceLink,
         server_name: Option<&str>,
     ) -> Result<Self, InternalAuthError> {
+        let addresses = ServiceAddresses {
+            registry: registry.url.to_string(),
+            executor: executor.url.to_string(),
+        };
         let registry = registry.channel(server_name)?;
         let executor = executor.channel(server_name)?;
         Ok(Self {
+            addresses,
             registry: RegistryClient::new(registry.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -92,24 +114,38 @@ impl Services {
         })
     }
 
-    /// Whether `service` says it is serving, within `within`.
+    /// Whether `service` says it can do its work (for the executor: that it
+    /// reaches Docker), within `within`.
     pub async fn check(&self, service: Service, within: Duration) -> Result<(), String> {
         let client = match service {
             Service::Registry => self.registry_health.clone(),
             Service::Executor => self.executor_health.clone(),
         };
-        check_health(client, service, within).await
+        check_health(client, HealthOf::Service(service), within).await
     }
 }
 
-/// One gRPC health check of `service` over `client`.
+/// What a health check asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthOf {
+    /// That the process is up and serving gRPC (the overall status, "").
+    Process,
+    /// That the named service can do its work (readiness).
+    Service(Service),
+}
+
+/// One gRPC health check over `client`.
 pub async fn check_health(
     mut client: HealthClient<InternalChannel>,
-    service: Service,
+    of: HealthOf,
     within: Duration,
 ) -> Result<(), String> {
+    let service = match of {
+        HealthOf::Process => "",
+        HealthOf::Service(service) => service.grpc_name(),
+    };
     let request = HealthCheckRequest {
-        service: service.grpc_name().to_owned(),
+        service: service.to_owned(),
     };
     match tokio::time::timeout(within, client.check(request)).await {
         Err(_) => Err(format!("no answer within {} ms", within.as_millis())),

@@ -85,9 +85,10 @@ pub struct FrontendConfig {
 
     /// File holding the admin token (one line). When an admin token is set
     /// (here, or in the environment variable MCP_ADMIN_TOKEN — never as a flag,
-    /// so it stays out of the process list), the `dynamic.tool.*` and
-    /// `sandbox.*` tools require it: in the X-MCP-Admin-Token HTTP header or
-    /// the `adminToken` argument. Set only one of the two.
+    /// so it stays out of the process list), the `dynamic.tool.*`,
+    /// `sandbox.*` and `run_js_ephemeral` tools require it: in the
+    /// X-MCP-Admin-Token HTTP header or the `adminToken` argument. Set only
+    /// one of the two.
     #[arg(long, env = "MCP_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
@@ -151,7 +152,7 @@ pub struct JwtArgs {
     pub required_scopes: ScopeList,
 
     /// jwt mode: the scope that grants the admin tools (`dynamic.tool.*`,
-    /// `sandbox.*`) without the admin token. In jwt mode those tools always
+    /// `sandbox.*`, `run_js_ephemeral`) without the admin token. In jwt mode those tools always
     /// need this scope or the admin token; empty leaves them to any
     /// authenticated caller unless MCP_ADMIN_TOKEN is set.
     #[arg(long = "auth-admin-scope", env = "MCP_AUTH_ADMIN_SCOPE", default_value = "mcp:admin")]

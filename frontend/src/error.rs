@@ -8,7 +8,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, ContentBlock};
 use tonic::{Code, Status};
 
-use crate::clients::Service;
+use crate::clients::{Service, ServiceAddresses};
 use crate::metrics;
 
 /// Why a tool call failed.
@@ -18,7 +18,7 @@ pub enum ToolError {
     #[error("{0}")]
     Input(String),
     /// The registry or the executor refused or failed.
-    #[error("{}", describe_status(*service, status))]
+    #[error("the {service} answered {}: {}", status.code(), status.message())]
     Service { service: Service, status: Status },
 }
 
@@ -41,15 +41,20 @@ impl ToolError {
         }
     }
 
-    /// The tool result the caller sees.
-    pub fn into_result(self) -> CallToolResult {
-        if let Self::Service { service, status } = &self {
-            metrics::backend_error(*service, status.code());
-            if !is_client_fixable(status.code()) {
-                tracing::warn!(%service, code = ?status.code(), message = status.message(), "backing service call failed");
+    /// The tool result the caller sees; `addresses` say where a service
+    /// that cannot be reached was looked for.
+    pub fn into_result(self, addresses: &ServiceAddresses) -> CallToolResult {
+        let text = match &self {
+            Self::Input(message) => message.clone(),
+            Self::Service { service, status } => {
+                metrics::backend_error(*service, status.code());
+                if !is_client_fixable(status.code()) {
+                    tracing::warn!(%service, code = ?status.code(), message = status.message(), "backing service call failed");
+                }
+                describe_status(*service, addresses.of(*service), status)
             }
-        }
-        CallToolResult::error(vec![ContentBlock::text(self.to_string())])
+        };
+        CallToolResult::error(vec![ContentBlock::text(text)])
     }
 }
 
@@ -67,17 +72,43 @@ fn is_client_fixable(code: Code) -> bool {
     )
 }
 
-fn describe_status(service: Service, status: &Status) -> String {
+fn describe_status(service: Service, address: &str, status: &Status) -> String {
     let message = status.message();
+    if let Some(cause) = unreachable_cause(status) {
+        return format!(
+            "the {service} is unavailable: it cannot be reached at {address} ({cause}); try again in a few seconds"
+        );
+    }
     match status.code() {
         code if is_client_fixable(code) => message.to_owned(),
-        Code::Unavailable => format!("the {service} is unavailable: {message}; try again"),
+        Code::Unavailable => {
+            format!("the {service} at {address} is unavailable: {message}; try again in a few seconds")
+        }
         Code::DeadlineExceeded | Code::Cancelled => {
             format!("the {service} did not answer in time ({message}); try again")
         }
         Code::PermissionDenied | Code::Unauthenticated => format!("the {service} refused the request: {message}"),
         _ => format!("the {service} failed: {message}"),
     }
+}
+
+/// Why the service could not be reached at all, when that is what happened:
+/// tonic reports a failed connection as UNAVAILABLE when it dialled itself,
+/// but as UNKNOWN "transport error" when a custom connector (our Unix
+/// sockets) failed; the innermost cause says what went wrong.
+fn unreachable_cause(status: &Status) -> Option<String> {
+    if !matches!(status.code(), Code::Unknown | Code::Unavailable) {
+        return None;
+    }
+    let mut source = std::error::Error::source(status);
+    let mut through_transport = false;
+    let mut innermost = None;
+    while let Some(error) = source {
+        through_transport |= error.is::<tonic::transport::Error>();
+        innermost = Some(error.to_string());
+        source = error.source();
+    }
+    through_transport.then(|| innermost.unwrap_or_else(|| status.message().to_owned()))
 }
 
 /// `tools/call` for a name that is not in `tools/list`.
@@ -93,6 +124,13 @@ mod tests {
         &result.content[0].as_text().unwrap().text
     }
 
+    fn addresses() -> ServiceAddresses {
+        ServiceAddresses {
+            registry: "unix:/run/registry.sock".into(),
+            executor: "http://executor:50052".into(),
+        }
+    }
+
     #[test]
     fn client_fixable_statuses_show_the_service_message() {
         for code in [
@@ -101,7 +139,7 @@ mod tests {
             Code::NotFound,
             Code::Aborted,
         ] {
-            let result = ToolError::registry(Status::new(code, "tool 'x' already exists")).into_result();
+            let result = ToolError::registry(Status::new(code, "tool 'x' already exists")).into_result(&addresses());
             assert_eq!(result.is_error, Some(true));
             assert_eq!(text(&result), "tool 'x' already exists");
         }
@@ -109,19 +147,47 @@ mod tests {
 
     #[test]
     fn unavailable_says_which_service_and_to_retry() {
-        let result = ToolError::executor(Status::unavailable("connection refused")).into_result();
+        let result = ToolError::executor(Status::unavailable("connection refused")).into_result(&addresses());
         assert_eq!(result.is_error, Some(true));
         assert_eq!(
             text(&result),
-            "the executor is unavailable: connection refused; try again"
+            "the executor at http://executor:50052 is unavailable: connection refused; try again in a few seconds"
         );
-        let result = ToolError::registry(Status::internal("disk full")).into_result();
+        let result = ToolError::registry(Status::internal("disk full")).into_result(&addresses());
         assert_eq!(text(&result), "the registry failed: disk full");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_cannot_be_reached_is_named_with_its_address() {
+        use dynamic_mcp_common::addr::ServiceUrl;
+        use dynamic_mcp_proto::v1::registry_client::RegistryClient;
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("absent.sock");
+        let mut registry = RegistryClient::new(ServiceUrl::Unix(socket.clone()).channel());
+        let status = registry
+            .get(dynamic_mcp_proto::v1::GetToolRequest { name: "x".into() })
+            .await
+            .unwrap_err();
+        let addresses = ServiceAddresses {
+            registry: format!("unix:{}", socket.display()),
+            executor: String::new(),
+        };
+        let message = text(&ToolError::registry(status).into_result(&addresses)).to_owned();
+        assert!(
+            message.starts_with(&format!(
+                "the registry is unavailable: it cannot be reached at unix:{} (",
+                socket.display()
+            )),
+            "{message}"
+        );
+        assert!(message.ends_with("); try again in a few seconds"), "{message}");
+        assert!(!message.contains("failed"), "{message}");
     }
 
     #[test]
     fn input_errors_are_tool_results() {
-        let result = ToolError::input("`name` is required").into_result();
+        let result = ToolError::input("`name` is required").into_result(&addresses());
         assert_eq!((result.is_error, text(&result)), (Some(true), "`name` is required"));
     }
 

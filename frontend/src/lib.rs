@@ -19,6 +19,7 @@ pub mod http;
 pub mod local_services;
 pub mod metrics;
 pub mod notify;
+pub mod progress;
 pub mod server;
 pub mod tools;
 

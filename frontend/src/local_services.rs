@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::admin_token;
-use crate::clients::{Service, ServiceLink, check_health, health_client};
+use crate::clients::{HealthOf, Service, ServiceLink, check_health, health_client};
 
 /// How long a starting service may take to answer its health check.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -309,7 +309,9 @@ async fn wait_ready(spec: &ChildSpec, child: &mut RunningChild) -> Result<(), Lo
             }
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-        match check_health(health.clone(), spec.service, Duration::from_secs(1)).await {
+        // The process, not its readiness: an executor without Docker still
+        // starts (and says NOT_SERVING for its service until Docker is back).
+        match check_health(health.clone(), HealthOf::Process, Duration::from_secs(1)).await {
             Ok(()) => return Ok(()),
             Err(last) if started.elapsed() >= READY_WITHIN => {
                 return Err(LocalServiceError::NotReady { binary, last });

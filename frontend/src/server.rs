@@ -25,7 +25,9 @@ use crate::tools::{self, CallContext, run_dynamic};
 
 const INSTRUCTIONS: &str = "Tools can be created at run time with dynamic.tool.create: each is JavaScript that runs in an \
      isolated container. Every enabled dynamic tool is listed in tools/list under its name and is called with \
-     {\"args\": {...}}. Use dynamic.tool.list/get/update/enable/delete to manage them.";
+     {\"args\": {...}}. Use dynamic.tool.list/get/update/enable/delete to manage them. To run code without \
+     storing a tool use run_js_ephemeral, or start a sandbox session (sandbox.initialize) to run shell commands \
+     (sandbox.exec) and JavaScript (sandbox.run_js) in one isolated container, then sandbox.stop it.";
 
 /// The resource that mirrors `system.guard_metrics`.
 pub const GUARD_METRICS_URI: &str = "dynamic://metrics/guard";

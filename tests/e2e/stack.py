@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx2
 from mcp import Client, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 from processes import ManagedProcess, free_tcp_port, http_ok, unix_socket_accepts, wait_until
 
@@ -29,6 +31,8 @@ ERA_MODERN = "2026-07-28"
 
 STARTUP_TIMEOUT = 30.0
 CALL_TIMEOUT = 30.0
+# How long an HTTP response stream may stay quiet (a long call sends nothing until it ends).
+HTTP_READ_TIMEOUT = 300.0
 
 
 def frontend_binary() -> Path:
@@ -68,8 +72,17 @@ class Services:
 
 
 @asynccontextmanager
-async def open_client(server: Any, era: str, message_handler: Any = None) -> AsyncIterator[Client]:
-    """An MCP client speaking `era`: the initialize handshake, or 2026-07-28 via server/discover."""
+async def open_client(
+    server: Any, era: str, message_handler: Any = None, headers: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """An MCP client speaking `era`: the initialize handshake, or 2026-07-28 via server/discover.
+    `headers` (for an HTTP URL) go with every request, e.g. the admin token or a bearer token."""
+    if headers:
+        timeout = httpx2.Timeout(CALL_TIMEOUT, read=HTTP_READ_TIMEOUT)
+        async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
+            async with open_client(streamable_http_client(server, http_client=http), era, message_handler) as client:
+                yield client
+        return
     mode = "legacy" if era == ERA_LEGACY else "auto"
     async with Client(
         server,
@@ -97,13 +110,16 @@ class Frontend(Protocol):
 class HttpFrontend:
     transport = "http"
 
-    def __init__(self, port: int, executor_id: str | None):
+    def __init__(self, port: int, executor_id: str | None, headers: dict[str, str] | None = None):
+        self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.url = f"{self.base_url}/mcp"
         self.executor_id = executor_id
+        self.headers = headers or {}
 
-    def connect(self, era: str, message_handler: Any = None):
-        return open_client(self.url, era, message_handler)
+    def connect(self, era: str, message_handler: Any = None, headers: dict[str, str] | None = None):
+        """A client; `headers` add to (or override) the frontend's own, e.g. another caller's bearer token."""
+        return open_client(self.url, era, message_handler, {**self.headers, **(headers or {})})
 
 
 class StdioFrontend:
@@ -181,15 +197,31 @@ class Launcher:
         executor_id = self.new_executor_id()
         return {"MCP_DYNAMIC_STORE": str(self.new_store()), "MCP_EXECUTOR_ID": executor_id}, executor_id
 
-    def http_frontend(self, services: Services | None = None) -> HttpFrontend:
-        settings, executor_id = self._frontend_settings(services)
+    def http_frontend(
+        self,
+        services: Services | None = None,
+        settings: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        ready_path: str = "/readyz",
+    ) -> HttpFrontend:
+        """An HTTP frontend; `settings` are extra variables for it (and the services it starts),
+        `headers` go with every request its clients send. It counts as started once `ready_path`
+        answers 200 (/healthz for a frontend whose services are expected to be unready)."""
+        services_settings, executor_id = self._frontend_settings(services)
         port = free_tcp_port()
-        env = product_env(MCP_TRANSPORT="http", MCP_HOST="127.0.0.1", MCP_PORT=str(port), MCP_PATH="/mcp", **settings)
+        env = product_env(
+            MCP_TRANSPORT="http",
+            MCP_HOST="127.0.0.1",
+            MCP_PORT=str(port),
+            MCP_PATH="/mcp",
+            **services_settings,
+            **(settings or {}),
+        )
         process = self.spawn("frontend-http", frontend_binary(), env)
-        frontend = HttpFrontend(port, executor_id)
+        frontend = HttpFrontend(port, executor_id, headers)
         wait_until(
-            f"{frontend.base_url}/readyz to answer 200",
-            lambda: http_ok(f"{frontend.base_url}/readyz"),
+            f"{frontend.base_url}{ready_path} to answer 200",
+            lambda: http_ok(f"{frontend.base_url}{ready_path}"),
             STARTUP_TIMEOUT,
             process,
         )

@@ -1,5 +1,5 @@
 //! Who is calling: the identity the guard budgets, the audit log names and
-//! (later) sandbox sessions belong to.
+//! sandbox sessions belong to.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -41,10 +41,13 @@ impl Caller {
         }
     }
 
-    /// The key the guard budgets by; the kinds never collide.
+    /// The caller's identity: what the guard budgets by and sandbox
+    /// sessions belong to. The kinds never collide. Without JWT, every HTTP
+    /// caller is the same `anonymous`; a stdio caller is the OS user that
+    /// started this process.
     pub fn key(&self) -> String {
         match self {
-            Self::Local => "local".to_owned(),
+            Self::Local => format!("local:{}", local_user()),
             Self::Anonymous => "anonymous".to_owned(),
             Self::Authenticated(principal) => format!("sub:{}", principal.subject),
         }
@@ -95,6 +98,7 @@ mod tests {
             scopes: vec![],
         });
         assert_ne!(sneaky.key(), Caller::Local.key());
+        assert!(Caller::Local.key().starts_with("local:"));
         assert_eq!(sneaky.actor(), "local");
         assert!(Caller::Local.actor().starts_with("local:"));
         assert_eq!(Caller::Anonymous.actor(), "anonymous");

@@ -3,10 +3,11 @@
 //!
 //! Layers, outermost first: request id and security headers
 //! ([`hardening`]), the Host check, then — on the MCP endpoint only — the
-//! bearer-token check ([`bearer_auth`]). rmcp itself checks Host and Origin
-//! again on the MCP endpoint and limits the request body.
+//! bearer-token check ([`bearer_auth`]) and the body limit ([`body_limit`]).
+//! rmcp itself checks Host and Origin again on the MCP endpoint.
 
 pub mod bearer_auth;
+pub mod body_limit;
 pub mod hardening;
 pub mod jwt_mode;
 pub mod resource_metadata;
@@ -33,8 +34,6 @@ use crate::config::{AuthMode, FrontendConfig};
 use crate::metrics;
 use crate::server::Frontend;
 
-/// Room for a 200000-character tool even when every character is escaped.
-const MAX_REQUEST_BODY_BYTES: usize = 4 << 20;
 /// How long /readyz waits for each service's health check.
 const READY_CHECK_WITHIN: Duration = Duration::from_secs(1);
 
@@ -84,7 +83,7 @@ pub fn router(
     let mut mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(config.http_legacy_sessions)
         .with_allowed_hosts(hosts.clone())
-        .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES)
+        .with_max_request_body_bytes(body_limit::MAX_REQUEST_BODY_BYTES)
         .with_cancellation_token(stop);
     let origins = listed(&config.allowed_origins);
     if !origins.is_empty() {
@@ -95,7 +94,9 @@ pub fn router(
         LocalSessionManager::default().into(),
         mcp_config,
     );
-    let mut mcp = Router::new().nest_service(&config.path, mcp);
+    let mut mcp = Router::new()
+        .nest_service(&config.path, mcp)
+        .layer(middleware::from_fn(body_limit::limit));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -5,17 +5,18 @@
 //! arguments and answers; their refusals come back with messages to show.
 
 use dynamic_mcp_proto::v1::{
-    CreateToolRequest, DeleteToolRequest, Dependency, DependencyList, GetToolRequest, ListToolsRequest,
-    PrepareToolRequest, PrepareToolResponse, SetEnabledRequest, ToolPatch, ToolRecord, ToolSpec, ToolWriteResponse,
-    UpdateToolRequest,
+    CreateToolRequest, DeleteToolRequest, Dependency, DependencyList, DependencySetup, GetToolRequest,
+    ListToolsRequest, PrepareToolRequest, PrepareToolResponse, SetEnabledRequest, ToolPatch, ToolRecord, ToolSpec,
+    ToolWriteResponse, UpdateToolRequest,
 };
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use tonic::Code;
 
-use super::{parse_args, schema};
+use super::{CallContext, parse_args, schema};
 use crate::error::ToolError;
+use crate::progress::Progress;
 use crate::server::ServerState;
 
 pub const CREATE: &str = "dynamic.tool.create";
@@ -53,9 +54,10 @@ struct NewTool {
     enabled: Option<bool>,
 }
 
+/// One npm dependency as callers write it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct DependencyInput {
+pub(super) struct DependencyInput {
     name: String,
     version: String,
 }
@@ -127,7 +129,7 @@ struct GetInput {
     _admin_token: Option<String>,
 }
 
-fn to_proto(dependencies: Vec<DependencyInput>) -> Vec<Dependency> {
+pub(super) fn to_proto(dependencies: Vec<DependencyInput>) -> Vec<Dependency> {
     dependencies
         .into_iter()
         .map(|d| Dependency {
@@ -191,10 +193,11 @@ fn view_json(record: Option<ToolRecord>, with_code: bool) -> serde_json::Value {
 
 // ---- handlers ---------------------------------------------------------------
 
-pub async fn create(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
+pub async fn create(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let CreateInput { tool, .. } = parse_args(CREATE, args)?;
     let dependencies = to_proto(tool.dependencies);
-    let prepared = prepare(state, tool.image, tool.timeout_ms, &dependencies).await?;
+    let prepared = prepare(state, call, tool.image, tool.timeout_ms, &dependencies).await?;
+    let setup = prepared.dependency_setup;
     let spec = ToolSpec {
         name: tool.name,
         title: tool.title,
@@ -214,12 +217,10 @@ pub async fn create(state: &ServerState, args: JsonObject) -> Result<CallToolRes
         .await
         .map_err(ToolError::registry)?;
     let written = settle(state, written.into_inner()).await;
-    Ok(CallToolResult::structured(
-        json!({ "tool": view_json(written.tool, false) }),
-    ))
+    Ok(written_result(written, setup))
 }
 
-pub async fn update(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
+pub async fn update(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: UpdateInput = parse_args(UPDATE, args)?;
     if input.patch.name.is_some() {
         return Err(ToolError::input(
@@ -232,6 +233,7 @@ pub async fn update(state: &ServerState, args: JsonObject) -> Result<CallToolRes
     let mut attempt = 1;
     loop {
         let mut patch = patch_to_proto(&input.patch);
+        let mut setup = None;
         let mut expected_revision = input.expected_revision;
         if touches_policy {
             let current = get_record(state, &input.name).await?;
@@ -242,7 +244,8 @@ pub async fn update(state: &ServerState, args: JsonObject) -> Result<CallToolRes
             };
             let image = input.patch.image.clone().unwrap_or(current.image);
             let timeout_ms = input.patch.timeout_ms.unwrap_or(current.timeout_ms);
-            let prepared = prepare(state, Some(image), Some(timeout_ms), &dependencies).await?;
+            let prepared = prepare(state, call, Some(image), Some(timeout_ms), &dependencies).await?;
+            setup = prepared.dependency_setup;
             if input.patch.image.is_some() {
                 patch.image = Some(prepared.image);
             }
@@ -269,9 +272,7 @@ pub async fn update(state: &ServerState, args: JsonObject) -> Result<CallToolRes
             Err(status) => return Err(ToolError::registry(status)),
             Ok(written) => {
                 let written = settle(state, written.into_inner()).await;
-                return Ok(CallToolResult::structured(
-                    json!({ "tool": view_json(written.tool, false) }),
-                ));
+                return Ok(written_result(written, setup));
             }
         }
     }
@@ -371,10 +372,12 @@ async fn get_record(state: &ServerState, name: &str) -> Result<ToolRecord, ToolE
     Ok(record.into_inner())
 }
 
-/// Asks the executor whether the run settings are allowed, and for the
-/// defaults of those left out.
+/// Asks the executor whether the run settings are allowed, for the
+/// defaults of those left out, and to install the npm dependencies (once per
+/// set: it may take seconds, so the client hears progress meanwhile).
 async fn prepare(
     state: &ServerState,
+    call: &CallContext,
     image: Option<String>,
     timeout_ms: Option<u32>,
     dependencies: &[Dependency],
@@ -384,14 +387,30 @@ async fn prepare(
         timeout_ms,
         dependencies: dependencies.to_vec(),
     };
-    let prepared = state
-        .services
-        .executor
-        .clone()
-        .prepare_tool(request)
-        .await
-        .map_err(ToolError::executor)?;
-    Ok(prepared.into_inner())
+    let mut executor = state.services.executor.clone();
+    let prepared = if dependencies.is_empty() {
+        executor.prepare_tool(request).await
+    } else {
+        let message = installing_message(dependencies.len());
+        Progress::while_running(call.progress.as_ref(), &message, executor.prepare_tool(request)).await
+    };
+    Ok(prepared.map_err(ToolError::executor)?.into_inner())
+}
+
+/// What a client hears while dependencies are made ready.
+pub(super) fn installing_message(count: usize) -> String {
+    let plural = if count == 1 { "dependency" } else { "dependencies" };
+    format!("installing {count} npm {plural} (once per set; later runs reuse them)…")
+}
+
+/// The answer to a create or update: the tool, and how its dependencies
+/// were made ready when it has any.
+fn written_result(written: ToolWriteResponse, setup: Option<DependencySetup>) -> CallToolResult {
+    let mut body = json!({ "tool": view_json(written.tool, false) });
+    if let Some(setup) = setup {
+        body["dependencySetup"] = json!({"cached": setup.cached, "durationMs": setup.duration_ms});
+    }
+    CallToolResult::structured(body)
 }
 
 /// Waits until our own catalog shows the write, so tools/list reflects it.
@@ -407,7 +426,7 @@ const CODE_CONTRACT: &str = "JavaScript: the body of `export async function run(
      `args` and return any JSON-serialisable value; `await` works. Example: \
      `const { text } = args; return { upper: String(text).toUpperCase() };`. 1-200000 characters.";
 
-fn admin_token_field() -> serde_json::Value {
+pub(super) fn admin_token_field() -> serde_json::Value {
     json!({"type": "string", "description": "The admin token, when the server requires one (MCP_ADMIN_TOKEN) and the \
         client cannot send it in the X-MCP-Admin-Token HTTP header (which keeps it out of the conversation)."})
 }
@@ -424,7 +443,7 @@ fn name_field(what: &str) -> serde_json::Value {
     json!({"type": "string", "description": format!("Name of the dynamic tool {what}.")})
 }
 
-fn dependencies_field(what: &str) -> serde_json::Value {
+pub(super) fn dependencies_field(what: &str) -> serde_json::Value {
     json!({
         "type": "array", "maxItems": 64,
         "description": format!("npm packages the code imports (at most 64){what}."),
@@ -562,7 +581,9 @@ pub fn definitions() -> Vec<Tool> {
             CREATE,
             "Create a dynamic tool: JavaScript that runs in an isolated container each time the tool is called. \
              The tool appears in tools/list right away (clients get notifications/tools/list_changed) and is called \
-             with `{\"args\": {...}}`. Returns `{tool}`.",
+             with `{\"args\": {...}}`. npm dependencies are installed now, once per set (with progress \
+             notifications), so install errors show here. Returns `{tool}`, plus `dependencySetup: {cached, durationMs}` \
+             when it has dependencies.",
             create,
         )
         .with_title("Create dynamic tool")
@@ -570,7 +591,8 @@ pub fn definitions() -> Vec<Tool> {
         Tool::new(
             UPDATE,
             "Change fields of a dynamic tool (code, description, image, timeout, dependencies, title, enabled). \
-             The name cannot change. Returns `{tool}` with the new revision.",
+             The name cannot change. New dependencies are installed now, as at create. Returns `{tool}` with the new \
+             revision.",
             update,
         )
         .with_title("Update dynamic tool")

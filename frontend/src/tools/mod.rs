@@ -2,6 +2,8 @@
 
 pub mod dynamic_tool;
 pub mod run_dynamic;
+pub mod run_js_ephemeral;
+pub mod sandbox;
 pub mod system;
 
 use std::sync::OnceLock;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::ADMIN_TOKEN_HEADER;
 use crate::auth::{Caller, Principal};
 use crate::error::ToolError;
+use crate::progress::Progress;
 use crate::server::ServerState;
 
 /// Every built-in tool this server offers, sorted by name.
@@ -22,6 +25,8 @@ pub fn builtin_definitions() -> &'static [Tool] {
     static DEFINITIONS: OnceLock<Vec<Tool>> = OnceLock::new();
     DEFINITIONS.get_or_init(|| {
         let mut tools = dynamic_tool::definitions();
+        tools.extend(sandbox::definitions());
+        tools.push(run_js_ephemeral::definition());
         tools.extend(system::definitions());
         tools.sort_by(|a, b| a.name.cmp(&b.name));
         tools
@@ -37,14 +42,21 @@ pub async fn call_builtin(
     state: &ServerState,
     name: &str,
     args: JsonObject,
+    call: &CallContext,
 ) -> Option<Result<CallToolResult, ToolError>> {
     let result = match name {
-        dynamic_tool::CREATE => dynamic_tool::create(state, args).await,
-        dynamic_tool::UPDATE => dynamic_tool::update(state, args).await,
+        dynamic_tool::CREATE => dynamic_tool::create(state, call, args).await,
+        dynamic_tool::UPDATE => dynamic_tool::update(state, call, args).await,
         dynamic_tool::DELETE => dynamic_tool::delete(state, args).await,
         dynamic_tool::ENABLE => dynamic_tool::enable(state, args).await,
         dynamic_tool::LIST => dynamic_tool::list(state, args).await,
         dynamic_tool::GET => dynamic_tool::get(state, args).await,
+        sandbox::INITIALIZE => sandbox::initialize(state, call, args).await,
+        sandbox::EXEC => sandbox::exec(state, call, args).await,
+        sandbox::RUN_JS => sandbox::run_js(state, call, args).await,
+        sandbox::STOP => sandbox::stop(state, call, args).await,
+        sandbox::SESSION_LIST => sandbox::list(state, call, args).await,
+        run_js_ephemeral::NAME => run_js_ephemeral::run(state, call, args).await,
         system::HEALTH => system::health(state, args),
         system::GUARD_METRICS => system::guard_metrics(state, args),
         _ => return None,
@@ -64,6 +76,8 @@ pub struct CallContext {
     pub request_id: Option<String>,
     /// Fires when the client cancels the call or goes away.
     pub cancel: CancellationToken,
+    /// Where progress notifications go, if the client asked for them.
+    pub progress: Option<Progress>,
 }
 
 impl CallContext {
@@ -89,6 +103,7 @@ impl CallContext {
             admin_header: header(ADMIN_TOKEN_HEADER),
             request_id: header("x-request-id"),
             cancel: request.ct.clone(),
+            progress: Progress::of(request),
         }
     }
 }
@@ -129,7 +144,7 @@ mod tests {
                 tool.name
             );
         }
-        assert_eq!(builtin_definitions().len(), 8);
+        assert_eq!(builtin_definitions().len(), BUILTIN_TOOL_NAMES.len());
     }
 
     #[test]

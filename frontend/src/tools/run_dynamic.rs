@@ -1,5 +1,7 @@
 //! Calling a dynamic tool: `{"args": {...}}` in, one run in the executor,
 //! and its outcome as a tool result that says what happened and what to fix.
+//! The run and the outcome mapping are shared with the built-ins that run
+//! JavaScript (`run_js_ephemeral`, `sandbox.run_js`).
 
 use std::sync::Arc;
 
@@ -7,12 +9,15 @@ use dynamic_mcp_proto::v1::run_event::Event;
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus, RunToolRequest, ToolRecord};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::schema;
 use crate::error::ToolError;
 use crate::metrics;
 use crate::server::ServerState;
+
+/// The most JSON text `args` may have: with the largest code it must still
+/// fit the executor's 4 MiB gRPC messages.
+pub const MAX_ARGS_BYTES: usize = 3 << 20;
 
 /// How a dynamic tool appears in tools/list.
 pub fn definition(tool: &ToolRecord) -> Tool {
@@ -50,12 +55,35 @@ pub fn args_json(tool: &str, arguments: Option<JsonObject>) -> Result<String, To
     }
     match arguments.remove("args") {
         None | Some(Value::Null) => Ok("{}".to_owned()),
-        Some(args @ Value::Object(_)) => Ok(args.to_string()),
+        Some(args @ Value::Object(_)) => sized(args.to_string()),
         Some(other) => Err(ToolError::input(format!(
             "Tool '{tool}' takes its input as {{\"args\": {{...}}}}, with an object; `args` is {}",
             json_kind(&other)
         ))),
     }
+}
+
+/// The JSON text of the `args` field of a built-in that runs code.
+pub fn code_args_json(args: Option<Value>) -> Result<String, ToolError> {
+    match args {
+        None | Some(Value::Null) => Ok("{}".to_owned()),
+        Some(args @ Value::Object(_)) => sized(args.to_string()),
+        Some(other) => Err(ToolError::input(format!(
+            "`args` must be an object (the code receives it as `args`); it is {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn sized(args_json: String) -> Result<String, ToolError> {
+    if args_json.len() > MAX_ARGS_BYTES {
+        return Err(ToolError::input(format!(
+            "`args` is {} bytes of JSON; at most {MAX_ARGS_BYTES} bytes (3 MiB) are accepted per call: \
+             pass large data in smaller pieces",
+            args_json.len()
+        )));
+    }
+    Ok(args_json)
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -79,41 +107,28 @@ pub struct RunFacts {
 }
 
 /// Runs `tool` (as listed, without code) once, noting what happened in
-/// `facts`. Cancelling `cancel` drops the executor stream, which stops the
+/// `facts`. Dropping the future drops the executor stream, which stops the
 /// container.
 pub async fn run(
     state: &ServerState,
     listed: &ToolRecord,
     arguments: Option<JsonObject>,
-    cancel: &CancellationToken,
     facts: &mut RunFacts,
 ) -> Result<CallToolResult, ToolError> {
     facts.revision = Some(listed.revision);
     let args_json = args_json(&listed.name, arguments)?;
-    let run = async {
-        let tool = state.catalog.with_code(listed).await.map_err(ToolError::registry)?;
-        if !tool.enabled {
-            return Err(ToolError::input(format!("Tool '{}' has just been disabled", tool.name)));
-        }
-        facts.revision = Some(tool.revision);
-        run_once(state, &tool, args_json, &mut facts.exit_code).await
-    };
-    tokio::select! {
-        result = run => result,
-        () = cancel.cancelled() => {
-            tracing::info!(tool = %listed.name, "call cancelled by the client; run stopped");
-            Ok(CallToolResult::error(vec![ContentBlock::text(format!("Tool '{}' was cancelled", listed.name))]))
-        }
+    let tool = state.catalog.with_code(listed).await.map_err(ToolError::registry)?;
+    if !tool.enabled {
+        return Err(ToolError::input(format!("Tool '{}' has just been disabled", tool.name)));
     }
+    facts.revision = Some(tool.revision);
+    let outcome = execute(state, request_for(&tool, args_json)).await?;
+    facts.exit_code = outcome.exit_code;
+    Ok(outcome_result(Ran::Tool(&tool.name), outcome))
 }
 
-async fn run_once(
-    state: &ServerState,
-    tool: &Arc<ToolRecord>,
-    args_json: String,
-    exit_code: &mut Option<i64>,
-) -> Result<CallToolResult, ToolError> {
-    let request = RunToolRequest {
+fn request_for(tool: &Arc<ToolRecord>, args_json: String) -> RunToolRequest {
+    RunToolRequest {
         tool_name: tool.name.clone(),
         revision: tool.revision,
         image: Some(tool.image.clone()),
@@ -121,7 +136,13 @@ async fn run_once(
         dependencies: tool.dependencies.clone(),
         code: tool.code.clone(),
         args_json,
-    };
+    }
+}
+
+/// One RunTool call, to its single outcome. Dropping the future drops the
+/// stream, and the executor kills the container.
+pub async fn execute(state: &ServerState, request: RunToolRequest) -> Result<RunOutcome, ToolError> {
+    let tool_name = request.tool_name.clone();
     let mut events = state
         .services
         .executor
@@ -132,25 +153,59 @@ async fn run_once(
         .into_inner();
     while let Some(event) = events.message().await.map_err(ToolError::executor)? {
         match event.event {
-            Some(Event::Finished(outcome)) => {
-                *exit_code = outcome.exit_code;
-                return Ok(outcome_result(&tool.name, outcome));
-            }
+            Some(Event::Finished(outcome)) => return Ok(outcome),
             Some(Event::Started(started)) => {
                 metrics::container_started();
-                tracing::debug!(tool = %tool.name, container = %started.container_id, "run started");
+                tracing::debug!(tool = %tool_name, container = %started.container_id, "run started");
             }
             None => {}
         }
     }
     Err(ToolError::executor(tonic::Status::internal(format!(
-        "the run of tool '{}' ended without an outcome; try again",
-        tool.name
+        "the run of '{tool_name}' ended without an outcome; try again"
     ))))
 }
 
+/// What ran, for the wording of its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ran<'a> {
+    /// A stored dynamic tool: fixes go through dynamic.tool.update.
+    Tool(&'a str),
+    /// Code passed to the built-in tool named here: fixes go into the next call.
+    Code(&'a str),
+}
+
+impl Ran<'_> {
+    fn subject(self) -> String {
+        match self {
+            Self::Tool(name) => format!("Tool '{name}'"),
+            Self::Code(builtin) => format!("The code run by {builtin}"),
+        }
+    }
+
+    fn timeout_fix(self) -> &'static str {
+        match self {
+            Self::Tool(_) => {
+                "make it finish sooner or raise its timeoutMs with dynamic.tool.update (the server's maximum is at \
+                 most 120000 ms)"
+            }
+            Self::Code(_) => {
+                "make it finish sooner or pass a larger timeoutMs (the server's maximum is at most 120000 ms)"
+            }
+        }
+    }
+
+    fn syntax_fix(self) -> &'static str {
+        match self {
+            Self::Tool(_) => "fix its code with dynamic.tool.update",
+            Self::Code(_) => "fix the code and call again",
+        }
+    }
+}
+
 /// The tool result for one run's outcome.
-pub fn outcome_result(tool: &str, outcome: RunOutcome) -> CallToolResult {
+pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
+    let subject = ran.subject();
     let with_detail = |what: String, detail: &str| {
         if detail.is_empty() {
             what
@@ -168,7 +223,7 @@ pub fn outcome_result(tool: &str, outcome: RunOutcome) -> CallToolResult {
             }
             Err(e) => (
                 "badResult",
-                format!("Tool '{tool}' returned a result the server could not read ({e})"),
+                format!("{subject} returned a result the server could not read ({e})"),
             ),
         },
         RunStatus::Threw => {
@@ -177,7 +232,7 @@ pub fn outcome_result(tool: &str, outcome: RunOutcome) -> CallToolResult {
             } else {
                 outcome.error_name.as_str()
             };
-            ("threw", with_detail(format!("Tool '{tool}' threw {thrown}"), message))
+            ("threw", with_detail(format!("{subject} threw {thrown}"), message))
         }
         RunStatus::TimedOut => {
             let after = if outcome.timeout_ms > 0 {
@@ -188,33 +243,34 @@ pub fn outcome_result(tool: &str, outcome: RunOutcome) -> CallToolResult {
             (
                 "timedOut",
                 format!(
-                    "Tool '{tool}' timed out after {after} ms and was stopped; make it finish sooner or raise its \
-                     timeoutMs with dynamic.tool.update (the server's maximum is at most 120000 ms)"
+                    "{subject} timed out after {after} ms and was stopped; {}",
+                    ran.timeout_fix()
                 ),
             )
         }
         RunStatus::SyntaxError => (
             "syntaxError",
             format!(
-                "{}; fix its code with dynamic.tool.update",
-                with_detail(format!("Tool '{tool}' has a syntax error"), message)
+                "{}; {}",
+                with_detail(format!("{subject} has a syntax error"), message),
+                ran.syntax_fix()
             ),
         ),
         RunStatus::BadResult => (
             "badResult",
-            with_detail(format!("Tool '{tool}' returned an unusable result"), message),
+            with_detail(format!("{subject} returned an unusable result"), message),
         ),
         RunStatus::ResourceLimit => (
             "resourceLimit",
-            with_detail(format!("Tool '{tool}' hit a resource limit"), message),
+            with_detail(format!("{subject} hit a resource limit"), message),
         ),
         RunStatus::Exited => (
             "exited",
-            with_detail(format!("Tool '{tool}' ended without returning a result"), message),
+            with_detail(format!("{subject} ended without returning a result"), message),
         ),
         RunStatus::Unspecified => (
             "unknown",
-            format!("the executor reported no outcome for tool '{tool}'; try again"),
+            format!("{subject} got no outcome from the executor; try again"),
         ),
     };
     // A thrown error keeps its own message in `error`, as older clients expect.
@@ -296,7 +352,7 @@ mod tests {
     fn success_carries_result_duration_and_only_nonempty_output() {
         let mut ok = outcome(RunStatus::Ok);
         ok.result_json = r#"{"upper":"HELLO"}"#.into();
-        let result = outcome_result("t", ok.clone());
+        let result = outcome_result(Ran::Tool("t"), ok.clone());
         assert_eq!(result.is_error, Some(false));
         assert_eq!(
             result.structured_content,
@@ -304,7 +360,7 @@ mod tests {
         );
         ok.stderr = "warn\n".into();
         ok.stderr_truncated = true;
-        let body = outcome_result("t", ok).structured_content.unwrap();
+        let body = outcome_result(Ran::Tool("t"), ok).structured_content.unwrap();
         assert_eq!(
             (body["stderr"].as_str(), body["stderrTruncated"].as_bool()),
             (Some("warn\n"), Some(true))
@@ -318,7 +374,7 @@ mod tests {
         threw.error_message = "x is not a function".into();
         threw.error_name = "TypeError".into();
         threw.stdout = "before\n".into();
-        let result = outcome_result("t", threw);
+        let result = outcome_result(Ran::Tool("t"), threw);
         assert_eq!(result.is_error, Some(true));
         assert_eq!(first_text(&result), "Tool 't' threw TypeError: x is not a function");
         assert_eq!(
@@ -332,13 +388,13 @@ mod tests {
 
     #[test]
     fn failures_say_what_to_fix() {
-        let timed_out = outcome_result("t", outcome(RunStatus::TimedOut));
+        let timed_out = outcome_result(Ran::Tool("t"), outcome(RunStatus::TimedOut));
         assert!(
             first_text(&timed_out).starts_with("Tool 't' timed out after 30000 ms and was stopped; make it finish")
         );
         let mut syntax = outcome(RunStatus::SyntaxError);
         syntax.error_message = "Unexpected token '}'".into();
-        let syntax = outcome_result("t", syntax);
+        let syntax = outcome_result(Ran::Tool("t"), syntax);
         assert_eq!(
             first_text(&syntax),
             "Tool 't' has a syntax error: Unexpected token '}'; fix its code with dynamic.tool.update"
@@ -351,13 +407,48 @@ mod tests {
         ] {
             let mut failed = outcome(status);
             failed.error_message = "detail".into();
-            let result = outcome_result("t", failed);
+            let result = outcome_result(Ran::Tool("t"), failed);
             assert_eq!(result.is_error, Some(true), "{status:?}");
             assert_eq!(result.structured_content.as_ref().unwrap()["ok"], false);
         }
         let mut unreadable = outcome(RunStatus::Ok);
         unreadable.result_json = "{".into();
-        assert_eq!(outcome_result("t", unreadable).is_error, Some(true));
+        assert_eq!(outcome_result(Ran::Tool("t"), unreadable).is_error, Some(true));
+    }
+
+    #[test]
+    fn code_passed_with_a_call_is_told_to_fix_the_next_call() {
+        let ran = Ran::Code("run_js_ephemeral");
+        let timed_out = outcome_result(ran, outcome(RunStatus::TimedOut));
+        assert_eq!(
+            first_text(&timed_out),
+            "The code run by run_js_ephemeral timed out after 30000 ms and was stopped; make it finish sooner or \
+             pass a larger timeoutMs (the server's maximum is at most 120000 ms)"
+        );
+        let mut syntax = outcome(RunStatus::SyntaxError);
+        syntax.error_message = "Unexpected end of input".into();
+        assert_eq!(
+            first_text(&outcome_result(ran, syntax)),
+            "The code run by run_js_ephemeral has a syntax error: Unexpected end of input; fix the code and call again"
+        );
+    }
+
+    #[test]
+    fn args_beyond_the_limit_are_refused_with_the_limit() {
+        let big = json!({"blob": "x".repeat(MAX_ARGS_BYTES)});
+        let err = args_json("t", args(json!({"args": big.clone()})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 3145728 bytes (3 MiB)"), "{err}");
+        let err = code_args_json(Some(big)).unwrap_err().to_string();
+        assert!(err.starts_with("`args` is 3145739 bytes of JSON"), "{err}");
+        assert_eq!(code_args_json(None).unwrap(), "{}");
+        assert!(
+            code_args_json(Some(json!([1])))
+                .unwrap_err()
+                .to_string()
+                .ends_with("it is an array")
+        );
     }
 
     #[test]

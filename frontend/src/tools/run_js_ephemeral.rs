@@ -1,0 +1,91 @@
+//! `run_js_ephemeral`: run JavaScript once, without storing a tool. It takes
+//! what `dynamic.tool.create` takes to run code (`code`, `image`,
+//! `timeoutMs`, `dependencies`) plus the `args` of one call, and answers as a
+//! dynamic tool does: same run in a fresh hardened container, same outcomes.
+
+use dynamic_mcp_proto::v1::RunToolRequest;
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
+use super::run_dynamic::{Ran, code_args_json, execute, outcome_result};
+use super::{CallContext, parse_args, schema};
+use crate::error::ToolError;
+use crate::progress::Progress;
+use crate::server::ServerState;
+
+pub const NAME: &str = "run_js_ephemeral";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Input {
+    code: String,
+    image: Option<String>,
+    timeout_ms: Option<u32>,
+    #[serde(default)]
+    dependencies: Vec<DependencyInput>,
+    args: Option<Value>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: Input = parse_args(NAME, args)?;
+    if input.code.trim().is_empty() {
+        return Err(ToolError::input(
+            "`code` is empty; pass the body of `export async function run(args)`",
+        ));
+    }
+    let request = RunToolRequest {
+        tool_name: NAME.to_owned(),
+        revision: 0,
+        image: input.image,
+        timeout_ms: input.timeout_ms,
+        dependencies: to_proto(input.dependencies),
+        code: input.code,
+        args_json: code_args_json(input.args)?,
+    };
+    let outcome = if request.dependencies.is_empty() {
+        execute(state, request).await
+    } else {
+        let message = installing_message(request.dependencies.len());
+        Progress::while_running(call.progress.as_ref(), &message, execute(state, request)).await
+    }?;
+    Ok(outcome_result(Ran::Code(NAME), outcome))
+}
+
+pub fn definition() -> Tool {
+    let input = schema(json!({
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "minLength": 1, "maxLength": 200000,
+                "description": "JavaScript: the body of `export async function run(args) { ... }`. Read the input from \
+                    `args` and return any JSON-serialisable value; `await` works."},
+            "args": {"type": "object", "description": "The object the code receives as `args`. Default: {}."},
+            "image": {"type": "string",
+                "description": "Docker image to run the code in; must be on the server's allow-list. Default: the first allowed image."},
+            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
+                "description": "Time limit of the run in milliseconds; a run over it is stopped. Default: 30000."},
+            "dependencies": dependencies_field("; installed once per set, then reused"),
+            "adminToken": admin_token_field()
+        },
+        "required": ["code"],
+        "additionalProperties": false
+    }));
+    Tool::new(
+        NAME,
+        "Run JavaScript once in an isolated container, without creating a tool: the body of `export async function \
+         run(args)`, and the `args` it receives. Returns what a dynamic tool returns: `{ok: true, result, durationMs}`, \
+         or an error saying what went wrong.",
+        input,
+    )
+    .with_title("Run JavaScript once")
+    .with_annotations(
+        ToolAnnotations::new()
+            .read_only(false)
+            .destructive(false)
+            .idempotent(false)
+            .open_world(false),
+    )
+}

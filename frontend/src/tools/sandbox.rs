@@ -1,0 +1,415 @@
+//! `sandbox.*`: long-lived hardened containers (sessions) to run shell
+//! commands and JavaScript in, relayed to the executor, which owns them.
+//!
+//! Every session belongs to its caller: the owner sent to the executor is
+//! the caller's identity ([`Caller::key`]), never anything from the
+//! arguments, so nobody can see, use or stop another caller's sessions.
+
+use dynamic_mcp_proto::v1::{
+    CommandResult, ExecInSessionRequest, ListSessionsRequest, RunJsInSessionRequest, SessionInfo, StartSessionRequest,
+    StopSessionRequest,
+};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
+use super::run_dynamic::{Ran, code_args_json, outcome_result};
+use super::{CallContext, parse_args, schema};
+use crate::auth::Caller;
+use crate::error::ToolError;
+use crate::progress::Progress;
+use crate::server::ServerState;
+
+pub const INITIALIZE: &str = "sandbox.initialize";
+pub const EXEC: &str = "sandbox.exec";
+pub const RUN_JS: &str = "sandbox.run_js";
+pub const STOP: &str = "sandbox.stop";
+pub const SESSION_LIST: &str = "sandbox.session.list";
+
+// ---- inputs -----------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InitializeInput {
+    image: Option<String>,
+    timeout_ms: Option<u32>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExecInput {
+    session_id: String,
+    commands: Vec<String>,
+    timeout_ms: Option<u32>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RunJsInput {
+    session_id: String,
+    code: String,
+    args: Option<Value>,
+    #[serde(default)]
+    dependencies: Vec<DependencyInput>,
+    timeout_ms: Option<u32>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StopInput {
+    session_id: String,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListInput {
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+/// The session owner: who is calling, as the caller cannot choose it.
+fn owner(caller: &Caller) -> String {
+    caller.key()
+}
+
+// ---- handlers ---------------------------------------------------------------
+
+pub async fn initialize(
+    state: &ServerState,
+    call: &CallContext,
+    args: JsonObject,
+) -> Result<CallToolResult, ToolError> {
+    let input: InitializeInput = parse_args(INITIALIZE, args)?;
+    let request = StartSessionRequest {
+        owner: owner(&call.caller),
+        image: input.image,
+        timeout_ms: input.timeout_ms,
+    };
+    let started = state
+        .services
+        .executor
+        .clone()
+        .start_session(request)
+        .await
+        .map_err(ToolError::executor)?
+        .into_inner();
+    let session = started.session.ok_or_else(|| {
+        ToolError::executor(tonic::Status::internal(
+            "the executor started a session but did not describe it",
+        ))
+    })?;
+    Ok(CallToolResult::structured(session_json(&session, "sessionId")))
+}
+
+pub async fn exec(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: ExecInput = parse_args(EXEC, args)?;
+    let request = ExecInSessionRequest {
+        owner: owner(&call.caller),
+        session_id: input.session_id.clone(),
+        commands: input.commands,
+        timeout_ms: input.timeout_ms,
+    };
+    let response = state
+        .services
+        .executor
+        .clone()
+        .exec_in_session(request)
+        .await
+        .map_err(ToolError::executor)?
+        .into_inner();
+    let results: Vec<Value> = response.results.iter().map(command_json).collect();
+    let body = json!({"sessionId": input.session_id, "results": results, "skipped": response.skipped});
+    // A failing command is a normal answer; a command killed at the timeout is not.
+    let Some(killed) = response.results.iter().position(|r| r.timed_out) else {
+        return Ok(CallToolResult::structured(body));
+    };
+    let mut result = CallToolResult::structured_error(body);
+    let skipped = match response.skipped {
+        0 => String::new(),
+        n => format!(", and the {n} after it did not run"),
+    };
+    result.content.insert(
+        0,
+        ContentBlock::text(format!(
+            "commands[{killed}] did not finish within the call's timeout and was killed{skipped}; the results \
+             of the commands before it are below. Pass a larger timeoutMs (for the whole call) or split the work"
+        )),
+    );
+    Ok(result)
+}
+
+pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: RunJsInput = parse_args(RUN_JS, args)?;
+    let dependencies = to_proto(input.dependencies);
+    let request = RunJsInSessionRequest {
+        owner: owner(&call.caller),
+        session_id: input.session_id,
+        code: input.code,
+        args_json: code_args_json(input.args)?,
+        dependencies,
+        timeout_ms: input.timeout_ms,
+    };
+    let mut executor = state.services.executor.clone();
+    let answer = if request.dependencies.is_empty() {
+        executor.run_js_in_session(request).await
+    } else {
+        let message = installing_message(request.dependencies.len());
+        Progress::while_running(call.progress.as_ref(), &message, executor.run_js_in_session(request)).await
+    };
+    let outcome = answer
+        .map_err(ToolError::executor)?
+        .into_inner()
+        .outcome
+        .ok_or_else(|| {
+            ToolError::executor(tonic::Status::internal(
+                "the executor ran the code but reported no outcome",
+            ))
+        })?;
+    Ok(outcome_result(Ran::Code(RUN_JS), outcome))
+}
+
+pub async fn stop(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: StopInput = parse_args(STOP, args)?;
+    let request = StopSessionRequest {
+        owner: owner(&call.caller),
+        session_id: input.session_id.clone(),
+    };
+    state
+        .services
+        .executor
+        .clone()
+        .stop_session(request)
+        .await
+        .map_err(ToolError::executor)?;
+    Ok(CallToolResult::structured(
+        json!({"stopped": true, "sessionId": input.session_id}),
+    ))
+}
+
+pub async fn list(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let ListInput { .. } = parse_args(SESSION_LIST, args)?;
+    let request = ListSessionsRequest {
+        owner: owner(&call.caller),
+    };
+    let sessions = state
+        .services
+        .executor
+        .clone()
+        .list_sessions(request)
+        .await
+        .map_err(ToolError::executor)?
+        .into_inner()
+        .sessions;
+    let sessions: Vec<Value> = sessions.iter().map(|s| session_json(s, "id")).collect();
+    Ok(CallToolResult::structured(json!({ "sessions": sessions })))
+}
+
+// ---- the views callers see --------------------------------------------------
+
+/// A session as callers see it, its id under `id_key` (`sessionId` when
+/// started, `id` in a listing, as older clients expect).
+fn session_json(session: &SessionInfo, id_key: &str) -> Value {
+    let mut body = json!({
+        "image": session.image,
+        "createdAt": session.created_at,
+        "lastUsedAt": session.last_used_at,
+        "expiresAt": session.expires_at,
+        "timeoutMs": session.timeout_ms,
+    });
+    body[id_key] = json!(session.session_id);
+    body
+}
+
+fn command_json(result: &CommandResult) -> Value {
+    json!({
+        "command": result.command,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "exitCode": result.exit_code,
+        "durationMs": result.duration_ms,
+        "timedOut": result.timed_out,
+        "stdoutTruncated": result.stdout_truncated,
+        "stderrTruncated": result.stderr_truncated,
+    })
+}
+
+// ---- definitions ------------------------------------------------------------
+
+fn session_id_field() -> Value {
+    json!({"type": "string", "description": "The session's id, from sandbox.initialize or sandbox.session.list."})
+}
+
+pub fn definitions() -> Vec<Tool> {
+    let initialize = schema(json!({
+        "type": "object",
+        "properties": {
+            "image": {"type": "string",
+                "description": "Docker image of the session; must be on the server's allow-list. Default: the first allowed image."},
+            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
+                "description": "Default time limit of each exec or run_js call in this session, in milliseconds. Default: 30000."},
+            "adminToken": admin_token_field()
+        },
+        "additionalProperties": false
+    }));
+    let exec = schema(json!({
+        "type": "object",
+        "properties": {
+            "sessionId": session_id_field(),
+            "commands": {
+                "type": "array", "minItems": 1, "maxItems": 20,
+                "description": "1-20 shell commands (each run with `sh -c` in /work as an unprivileged user), one after \
+                    another; a failing command does not stop the next.",
+                "items": {"type": "string", "minLength": 1}
+            },
+            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
+                "description": "Time limit of the whole call in milliseconds; the command running when it is reached is \
+                    killed and the rest are skipped. Default: the session's."},
+            "adminToken": admin_token_field()
+        },
+        "required": ["sessionId", "commands"],
+        "additionalProperties": false
+    }));
+    let run_js = schema(json!({
+        "type": "object",
+        "properties": {
+            "sessionId": session_id_field(),
+            "code": {"type": "string", "minLength": 1,
+                "description": "JavaScript: the body of `export async function run(args) { ... }`; return any \
+                    JSON-serialisable value. It runs in /work, where files from sandbox.exec are."},
+            "args": {"type": "object", "description": "The object the code receives as `args`. Default: {}."},
+            "dependencies": dependencies_field("; installed once per set, then reused"),
+            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
+                "description": "Time limit of the run in milliseconds. Default: the session's."},
+            "adminToken": admin_token_field()
+        },
+        "required": ["sessionId", "code"],
+        "additionalProperties": false
+    }));
+    let stop = schema(json!({
+        "type": "object",
+        "properties": {"sessionId": session_id_field(), "adminToken": admin_token_field()},
+        "required": ["sessionId"],
+        "additionalProperties": false
+    }));
+    let list = schema(json!({
+        "type": "object",
+        "properties": {"adminToken": admin_token_field()},
+        "additionalProperties": false
+    }));
+    let annotations = |read_only: bool, destructive: bool| {
+        ToolAnnotations::new()
+            .read_only(read_only)
+            .destructive(destructive)
+            .idempotent(read_only)
+            .open_world(false)
+    };
+    vec![
+        Tool::new(
+            INITIALIZE,
+            "Start a sandbox session: a long-lived, isolated container (no network, read-only system, a writable /work \
+             kept between calls) for sandbox.exec and sandbox.run_js. Only you can see and use it; it is removed by \
+             sandbox.stop or after being idle for a while. Returns `{sessionId, image, createdAt, lastUsedAt, \
+             expiresAt, timeoutMs}`.",
+            initialize,
+        )
+        .with_title("Start sandbox session")
+        .with_annotations(annotations(false, false)),
+        Tool::new(
+            EXEC,
+            "Run shell commands in a sandbox session, one after another. Returns `{sessionId, results: [{command, \
+             stdout, stderr, exitCode, durationMs, timedOut, stdoutTruncated, stderrTruncated}], skipped}`; a \
+             non-zero exitCode is a normal result.",
+            exec,
+        )
+        .with_title("Run commands in sandbox session")
+        .with_annotations(annotations(false, true)),
+        Tool::new(
+            RUN_JS,
+            "Run JavaScript in a sandbox session (the body of `export async function run(args)`). Returns what a \
+             dynamic tool returns: `{ok: true, result, durationMs}`, or an error saying what went wrong.",
+            run_js,
+        )
+        .with_title("Run JavaScript in sandbox session")
+        .with_annotations(annotations(false, true)),
+        Tool::new(
+            STOP,
+            "Stop one of your sandbox sessions and remove its container and files. Returns `{stopped: true, sessionId}`.",
+            stop,
+        )
+        .with_title("Stop sandbox session")
+        .with_annotations(annotations(false, true)),
+        Tool::new(
+            SESSION_LIST,
+            "List your sandbox sessions, oldest first: `{sessions: [{id, image, createdAt, lastUsedAt, expiresAt, \
+             timeoutMs}]}`.",
+            list,
+        )
+        .with_title("List sandbox sessions")
+        .with_annotations(annotations(true, false)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+
+    #[test]
+    fn the_owner_is_the_caller_never_an_argument() {
+        let alice = Caller::Authenticated(Principal {
+            subject: "alice".into(),
+            scopes: vec![],
+        });
+        assert_eq!(owner(&alice), "sub:alice");
+        assert_ne!(owner(&Caller::Anonymous), owner(&alice));
+        let err = parse_args::<ExecInput>(
+            EXEC,
+            schema(json!({"sessionId": "s", "commands": ["id"], "owner": "bob"})),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `owner`"), "{err}");
+    }
+
+    #[test]
+    fn commands_keep_every_field_even_when_empty() {
+        let killed = CommandResult {
+            command: "sleep 9".into(),
+            timed_out: true,
+            duration_ms: 1000,
+            ..Default::default()
+        };
+        assert_eq!(
+            command_json(&killed),
+            json!({"command": "sleep 9", "stdout": "", "stderr": "", "exitCode": null, "durationMs": 1000,
+                "timedOut": true, "stdoutTruncated": false, "stderrTruncated": false})
+        );
+    }
+
+    #[test]
+    fn sessions_are_listed_with_their_times() {
+        let info = SessionInfo {
+            session_id: "s-1".into(),
+            image: "img".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            last_used_at: "2026-01-01T00:00:01.000Z".into(),
+            expires_at: "2026-01-01T00:30:01.000Z".into(),
+            timeout_ms: 30000,
+        };
+        assert_eq!(session_json(&info, "sessionId")["sessionId"], "s-1");
+        assert_eq!(
+            session_json(&info, "id"),
+            json!({"id": "s-1", "image": "img", "createdAt": "2026-01-01T00:00:00.000Z",
+                "lastUsedAt": "2026-01-01T00:00:01.000Z", "expiresAt": "2026-01-01T00:30:01.000Z", "timeoutMs": 30000})
+        );
+    }
+}

@@ -1,0 +1,54 @@
+"""When a backing service cannot do its work, the frontend still starts and answers, and its
+errors say what is missing, where, and to retry."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from mcp_calls import admin, create_tool, run_tool_error, unique_name
+from stack import ERA_MODERN
+
+pytestmark = pytest.mark.anyio
+
+
+def readiness(base_url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_without_docker_the_frontend_starts_and_runs_say_why_they_fail(launcher, tmp_path):
+    # The executor this frontend starts inherits DOCKER_HOST and finds no engine there.
+    no_docker = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    frontend = launcher.http_frontend(settings=no_docker, ready_path="/healthz")
+    status, body = readiness(frontend.base_url)
+    assert status == 503 and "executor" in body["failed"] and "registry" not in body["failed"], body
+
+    name = unique_name("nodocker")
+    async with frontend.connect(ERA_MODERN) as client:
+        assert (await admin(client, "system.health", {}))["status"] == "ok"
+        await create_tool(client, name)  # policy checks need no Docker
+        message = await run_tool_error(client, name, {})
+    assert "cannot reach the Docker engine" in message and "try again" in message, message
+
+
+async def test_a_registry_that_is_down_is_named_with_its_address(launcher):
+    services = launcher.start_services()
+    frontend = launcher.http_frontend(services)
+    async with frontend.connect(ERA_MODERN) as client:
+        await create_tool(client, unique_name("before"))
+        services.registry.kill_hard()
+        spec = {"name": unique_name("after"), "description": "created while the registry is down", "code": "return 1;"}
+        result = await client.call_tool("dynamic.tool.create", {"tool": spec})
+    assert result.is_error
+    message = result.content[0].text
+    where = re.escape(f"unix:{services.registry_socket}")
+    expected = rf"the registry is unavailable: it cannot be reached at {where} \(.+\); try again in a few seconds$"
+    assert re.match(expected, message), message
