@@ -31,8 +31,13 @@ pub async fn call_tool(
     let listed = if tools::is_builtin(&name) {
         None
     } else {
-        let listed = state.catalog.read(|c| c.enabled_tool(&name).cloned());
-        Some(listed.ok_or_else(|| unknown_tool(&name))?)
+        Some(
+            state
+                .catalog
+                .find_enabled(&name)
+                .await
+                .ok_or_else(|| unknown_tool(&name))?,
+        )
     };
     let scope = Scope::of_tool(&name, listed.is_some());
     let args = request.arguments.unwrap_or_default();

@@ -26,6 +26,8 @@ const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(200);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 /// Tools whose code we keep; beyond this, an arbitrary entry makes room.
 const CODE_CACHE_ENTRIES: usize = 256;
+/// How long a call waits for the registry to confirm a tool the feed has not shown yet.
+const REGISTRY_LOOKUP_WITHIN: Duration = Duration::from_secs(2);
 
 /// What the frontend knows of the registry's catalog.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -210,6 +212,29 @@ impl Catalog {
         )
     }
 
+    /// The enabled tool called `name`. A name this replica's feed has not
+    /// delivered yet (a tool just created through another replica) is looked
+    /// up in the registry, so create-then-call works behind a load balancer.
+    pub async fn find_enabled(&self, name: &str) -> Option<Arc<ToolRecord>> {
+        if let Some(listed) = self.read(|c| c.enabled_tool(name).cloned()) {
+            return Some(listed);
+        }
+        let request = GetToolRequest { name: name.to_owned() };
+        let mut registry = self.inner.registry.clone();
+        match tokio::time::timeout(REGISTRY_LOOKUP_WITHIN, registry.get(request)).await {
+            Ok(Ok(found)) => Some(self.remember(found.into_inner())).filter(|tool| tool.enabled),
+            Ok(Err(status)) if status.code() == tonic::Code::NotFound => None,
+            Ok(Err(status)) => {
+                tracing::warn!(tool = %name, code = ?status.code(), "registry look-up of an unlisted tool failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(tool = %name, "registry look-up of an unlisted tool timed out");
+                None
+            }
+        }
+    }
+
     /// `listed` with its code. Fetched from the registry on first use and
     /// cached until the tool changes.
     pub async fn with_code(&self, listed: &ToolRecord) -> Result<Arc<ToolRecord>, Status> {
@@ -224,15 +249,20 @@ impl Catalog {
             name: listed.name.clone(),
         };
         // If the tool changed meanwhile this is a newer version; run that one.
-        let tool = Arc::new(registry.get(request).await?.into_inner());
+        Ok(self.remember(registry.get(request).await?.into_inner()))
+    }
+
+    /// Caches a full record (with code) for `with_code`.
+    fn remember(&self, tool: ToolRecord) -> Arc<ToolRecord> {
+        let tool = Arc::new(tool);
         let mut cache = lock(&self.inner.code);
         if cache.len() >= CODE_CACHE_ENTRIES
             && let Some(evicted) = cache.keys().next().cloned()
         {
             cache.remove(&evicted);
         }
-        cache.insert(listed.name.clone(), tool.clone());
-        Ok(tool)
+        cache.insert(tool.name.clone(), tool.clone());
+        tool
     }
 }
 
