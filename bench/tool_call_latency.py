@@ -8,6 +8,12 @@ as a hardened `docker run --rm` for the baseline. Prints figures; asserts
 nothing about them (speed goals live here, not in tests).
 
     python3 bench/tool_call_latency.py [--calls 30] [--mode 2026-07-28|legacy]
+        [--warm-pool N] [--pause-ms MS] [--skip-docker-run]
+
+--warm-pool sets MCP_EXECUTOR_WARM_POOL_SIZE for the executor (0 = off).
+--pause-ms waits between calls, as an agent does between tool calls; with
+the pool on it gives the background refill time to replace the container
+just used (back to back, calls outrun the refill and start cold).
 """
 
 import argparse
@@ -57,7 +63,7 @@ def summarize(label: str, samples_ms: list[float]) -> None:
     )
 
 
-async def bench_mcp(url: str, calls: int, mode: str) -> list[float]:
+async def bench_mcp(url: str, calls: int, mode: str, pause_s: float) -> list[float]:
     async with Client(url, mode=mode) as client:
         name = f"bench.upper{os.getpid()}"
         created = await client.call_tool(
@@ -67,6 +73,7 @@ async def bench_mcp(url: str, calls: int, mode: str) -> list[float]:
             sys.exit(f"create failed: {created.content}")
         samples = []
         for i in range(calls + 2):
+            await asyncio.sleep(pause_s)
             start = time.perf_counter()
             res = await client.call_tool(name, {"args": {"text": "hello"}})
             elapsed = (time.perf_counter() - start) * 1000
@@ -100,6 +107,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--mode", default="2026-07-28", choices=["2026-07-28", "legacy"])
     parser.add_argument("--binary", default=str(REPO / "target/release/dynamic-mcp"))
+    parser.add_argument("--warm-pool", type=int, default=0, help="MCP_EXECUTOR_WARM_POOL_SIZE (0 = off)")
+    parser.add_argument("--pause-ms", type=int, default=0, help="pause before each call")
+    parser.add_argument("--skip-docker-run", action="store_true", help="skip the `docker run --rm` baseline")
     args = parser.parse_args()
 
     port = free_port()
@@ -111,16 +121,22 @@ def main() -> None:
             MCP_DYNAMIC_STORE=f"{tmp}/tools.json",
             MCP_EXECUTOR_ID=f"bench-{os.getpid()}",
             MCP_LOG_LEVEL="warn",
+            MCP_EXECUTOR_WARM_POOL_SIZE=str(args.warm_pool),
         )
         server = subprocess.Popen([args.binary], env=env, stdin=subprocess.DEVNULL)
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz")
-            mcp_samples = asyncio.run(bench_mcp(f"http://127.0.0.1:{port}/mcp", args.calls, args.mode))
+            if args.warm_pool:
+                time.sleep(3)  # let the pool warm up before the first call
+            url = f"http://127.0.0.1:{port}/mcp"
+            mcp_samples = asyncio.run(bench_mcp(url, args.calls, args.mode, args.pause_ms / 1000))
         finally:
             server.terminate()
             server.wait(timeout=20)
-    summarize(f"dynamic tool call ({args.mode}, HTTP)", mcp_samples)
-    summarize("docker run --rm (hardened)", bench_docker_run(min(args.calls, 15)))
+    label = f"dynamic tool call ({args.mode}, HTTP, pool {args.warm_pool}, pause {args.pause_ms} ms)"
+    summarize(label, mcp_samples)
+    if not args.skip_docker_run:
+        summarize("docker run --rm (hardened)", bench_docker_run(min(args.calls, 15)))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ use dynamic_mcp_common::internal_auth::InternalAuthArgs;
 use dynamic_mcp_common::telemetry::LogArgs;
 
 use crate::container::hardening::SandboxLimits;
+use crate::container::pool::PoolSettings;
 use crate::deps::InstallSettings;
 use crate::policy::Policy;
 use crate::session::SessionSettings;
@@ -92,6 +93,19 @@ pub struct ExecutorConfig {
     /// refused at once with "executor busy" instead of queueing.
     #[arg(long, env = "MCP_EXECUTOR_MAX_CONTAINERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_containers: u32,
+
+    /// Run containers kept started ahead of time, per image and dependency
+    /// setup that has been used (the default image is warmed at start), so
+    /// a run skips container start-up. Each is used once, then removed, and
+    /// holds one of MCP_EXECUTOR_MAX_CONTAINERS while it waits. 0 (the
+    /// default): every run starts its own container.
+    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_SIZE", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub warm_pool_size: u32,
+
+    /// Seconds a warm container may wait unused before it is replaced by a
+    /// fresh one.
+    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_MAX_AGE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub warm_pool_max_age_seconds: u64,
 
     /// The most sandbox sessions open at once, across all callers. Each also
     /// holds one of MCP_EXECUTOR_MAX_CONTAINERS while it lives.
@@ -178,6 +192,14 @@ impl ExecutorConfig {
             extra_ca_file: self.extra_ca_file.clone(),
             timeout: Duration::from_secs(self.install_timeout_seconds),
         }
+    }
+
+    /// `None` when the warm pool is off.
+    pub fn pool_settings(&self) -> Option<PoolSettings> {
+        (self.warm_pool_size > 0).then(|| PoolSettings {
+            size: self.warm_pool_size as usize,
+            max_age: Duration::from_secs(self.warm_pool_max_age_seconds),
+        })
     }
 
     pub fn session_settings(&self) -> SessionSettings {
@@ -370,6 +392,7 @@ mod tests {
         assert_eq!(config.blocked_packages.0, ["child_process", "node-pty", "npm", "pm2"]);
         assert_eq!(config.policy().default_timeout_ms, 30_000);
         assert!(!config.exit_with_parent);
+        assert_eq!(config.pool_settings(), None, "the warm pool is off by default");
         let sessions = config.session_settings();
         assert_eq!(sessions.max_sessions, 20);
         assert_eq!(sessions.idle_timeout, Duration::from_secs(1800));
@@ -438,5 +461,19 @@ mod tests {
         assert!(parse(&["--max-timeout-ms", "10"]).is_err());
         assert!(parse(&["--executor-id", "a b"]).is_err());
         assert!(parse(&["--max-containers", "0"]).is_err());
+        assert!(parse(&["--warm-pool-size", "65"]).is_err());
+        assert!(parse(&["--warm-pool-max-age-seconds", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_warm_pool_is_opt_in() {
+        let config = parse(&["--warm-pool-size", "2"]).unwrap();
+        assert_eq!(
+            config.pool_settings(),
+            Some(PoolSettings {
+                size: 2,
+                max_age: Duration::from_secs(300)
+            })
+        );
     }
 }

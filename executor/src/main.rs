@@ -1,6 +1,7 @@
-//! `dynamic-mcp-executor`: settings → Docker → clean up leftovers → serve
-//! gRPC (with a health status that follows Docker, and idle sessions
-//! expiring) until asked to stop → remove sessions and leftovers.
+//! `dynamic-mcp-executor`: settings → Docker → clean up leftovers → warm
+//! the pool (if on) → serve gRPC (with a health status that follows Docker,
+//! and idle sessions expiring) until asked to stop → remove the pool,
+//! sessions and leftovers.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,11 +11,12 @@ use clap::Parser;
 use dynamic_mcp_common::{shutdown, telemetry};
 use dynamic_mcp_executor::config::ExecutorConfig;
 use dynamic_mcp_executor::container::cap::ContainerCap;
+use dynamic_mcp_executor::container::pool::WarmPool;
 use dynamic_mcp_executor::container::source::{ColdStart, ContainerSource};
 use dynamic_mcp_executor::deps::DepsCache;
 use dynamic_mcp_executor::docker::{self, Engine};
 use dynamic_mcp_executor::outcome::Judge;
-use dynamic_mcp_executor::run::Runner;
+use dynamic_mcp_executor::run::{self, Runner};
 use dynamic_mcp_executor::service::ExecutorService;
 use dynamic_mcp_executor::session::{self, Sessions};
 use dynamic_mcp_executor::{health, reaper};
@@ -49,12 +51,26 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
 
     let limits = config.limits();
     // One source, one cap: runs, sessions and installs all count against it.
-    let source: Arc<dyn ContainerSource> = Arc::new(ColdStart::new(
+    let cold = Arc::new(ColdStart::new(
         Arc::clone(&engine),
         ContainerCap::new(config.max_containers),
         limits.clone(),
         id.clone(),
     ));
+    let pool = config
+        .pool_settings()
+        .map(|settings| Arc::new(WarmPool::new(Arc::clone(&cold), settings)));
+    let source: Arc<dyn ContainerSource> = match &pool {
+        Some(pool) => Arc::clone(pool) as Arc<dyn ContainerSource>,
+        None => cold,
+    };
+    let pool_keeper = pool.as_ref().map(|pool| {
+        if let Some(default_image) = config.allowed_images.0.first() {
+            pool.warm(&run::container_spec(default_image, None));
+        }
+        let pool = Arc::clone(pool);
+        tokio::spawn(async move { pool.keep_warm().await })
+    });
     let deps = Arc::new(DepsCache::new(
         Arc::clone(&engine),
         Arc::clone(&source),
@@ -92,6 +108,12 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     let stop = async {
         shutdown::requested(config.exit_with_parent).await;
         sweeper.abort();
+        if let Some(keeper) = &pool_keeper {
+            keeper.abort();
+        }
+        if let Some(pool) = &pool {
+            pool.close().await;
+        }
         sessions.stop_all().await;
         if let Some(docker) = engine.connected() {
             reaper::remove_ours(docker, &id, "still running at shutdown").await;

@@ -94,11 +94,8 @@ impl Runner {
         // Normally cached by PrepareTool; installed here if not (e.g. the cache was cleared).
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
         let began = Instant::now();
-        let mut spec =
-            ContainerSpec::new(Role::Run, plan.image.as_str(), harness::command()).label(labels::TOOL, &plan.tool_name);
-        if prepared.is_some() {
-            spec.deps_volume = Some(self.deps.volume().to_owned());
-        }
+        let deps_volume = prepared.is_some().then(|| self.deps.volume());
+        let spec = container_spec(&plan.image, deps_volume).label(labels::TOOL, &plan.tool_name);
         let Lease {
             container,
             stdin,
@@ -110,6 +107,7 @@ impl Runner {
         let node_modules = prepared.map(|p| p.key.node_modules());
         let envelope = harness::envelope(&plan.code, &plan.args, &marker, node_modules.as_deref());
         let mut captured = self.judge.output(&marker);
+        // From hand-out: how long a warm container waited does not count.
         let timeout = Duration::from_millis(plan.timeout_ms.into());
         let finished = tokio::time::timeout(timeout, async {
             tokio::join!(
@@ -134,6 +132,14 @@ impl Runner {
         };
         Ok(self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed()))
     }
+}
+
+/// The container a run of `image` needs, before its tool label: the same
+/// for every tool with no dependencies, and for every tool with some.
+pub fn container_spec(image: &str, deps_volume: Option<&str>) -> ContainerSpec {
+    let mut spec = ContainerSpec::new(Role::Run, image, harness::command());
+    spec.deps_volume = deps_volume.map(str::to_owned);
+    spec
 }
 
 /// Empty means `{}`; anything else must be JSON.

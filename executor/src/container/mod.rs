@@ -1,11 +1,13 @@
 //! Containers: how one is hardened, how many may exist, how a caller gets one
-//! (the `ContainerSource` seam), how it is always removed afterwards, and
-//! how commands run inside a running one (`exec`).
+//! (the `ContainerSource` seam: cold, or from the warm `pool`), how it is
+//! always removed afterwards, and how commands run inside a running one
+//! (`exec`).
 
 pub mod cap;
 pub mod exec;
 pub mod hardening;
 pub mod lease;
+pub mod pool;
 pub mod source;
 
 /// Every container we create carries these labels, so that leftovers can be
@@ -26,7 +28,7 @@ pub mod labels {
 /// decides what the hardened profile lets the container have (see
 /// `hardening.rs`): only installs reach a network by default and write to
 /// the dependency cache, and only the cache setup runs as root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// One tool run, then removed.
     Run,
@@ -52,7 +54,7 @@ impl Role {
 /// What a caller needs from a container. Every field is chosen by the
 /// executor; nothing here comes from a tool's code or a caller's input
 /// except the (allow-listed) image and label values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerSpec {
     pub role: Role,
     pub image: String,

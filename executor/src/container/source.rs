@@ -1,7 +1,7 @@
 //! THE seam for "get a container". A run, a session or an install asks a
 //! `ContainerSource` for a started, attached container; `ColdStart` creates
-//! a fresh one per call. A warm pool of pre-started single-use containers
-//! implements the same trait.
+//! a fresh one per call; `WarmPool` (pool.rs) hands out pre-started
+//! single-use ones and falls back to `ColdStart`.
 
 use std::sync::Arc;
 

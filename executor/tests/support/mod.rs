@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
@@ -46,6 +46,11 @@ pub struct TestExecutor {
     pub client: ExecutorClient<Channel>,
     pub channel: Channel,
     pub docker: Docker,
+    /// Runs with MCP_EXECUTOR_WARM_POOL_SIZE above 0: idle warm containers
+    /// stay until shutdown.
+    pub warm_pool: bool,
+    /// The containers `run` saw, which must all be gone by `stop`.
+    pub ran: Vec<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -123,11 +128,16 @@ impl TestExecutor {
             child,
             dir,
         } = spawn(id, env).await;
+        let warm_pool = env
+            .iter()
+            .any(|(key, value)| *key == "MCP_EXECUTOR_WARM_POOL_SIZE" && *value != "0");
         Some(Self {
             id: id.to_owned(),
             client,
             channel,
             docker,
+            warm_pool,
+            ran: Vec::new(),
             child,
             _dir: dir,
         })
@@ -148,8 +158,10 @@ impl TestExecutor {
                 run_event::Event::Started(started) => container_id = Some(started.container_id),
                 run_event::Event::Finished(outcome) => {
                     assert!(stream.message().await.unwrap().is_none(), "nothing follows `finished`");
+                    let container_id = container_id.expect("`started` comes before `finished`");
+                    self.ran.push(container_id.clone());
                     return Ran {
-                        container_id: container_id.expect("`started` comes before `finished`"),
+                        container_id,
                         outcome,
                         wall: began.elapsed(),
                     };
@@ -159,13 +171,22 @@ impl TestExecutor {
         panic!("the run stream ended without `finished`");
     }
 
-    /// Checks that every container of this executor but its sessions goes
-    /// away on its own (removal after each run), then stops the executor
-    /// gracefully and checks that nothing is left, sessions included.
+    /// Checks that every container of this executor but its sessions (and
+    /// idle warm ones) goes away on its own (removal after each run), then
+    /// stops the executor gracefully and checks that nothing is left,
+    /// sessions and warm pool included.
     pub async fn stop(mut self) {
-        let only_sessions = || async { self.containers().await.iter().all(|c| role_of(c) == Some("session")) };
+        let settled = || async {
+            let left = self.containers().await;
+            if self.warm_pool {
+                left.iter()
+                    .all(|c| c.id.as_ref().is_none_or(|id| !self.ran.contains(id)))
+            } else {
+                left.iter().all(|c| role_of(c) == Some("session"))
+            }
+        };
         assert!(
-            wait_for(Duration::from_secs(10), only_sessions).await,
+            wait_for(Duration::from_secs(10), settled).await,
             "containers left after the runs: {:?}",
             self.containers().await
         );
@@ -195,6 +216,30 @@ impl TestExecutor {
             .into_iter()
             .filter(|c| role_of(c) == Some(role))
             .collect()
+    }
+
+    /// Waits until `count` warm containers (running, never handed to a run
+    /// that `run` saw) are ready; returns their ids.
+    pub async fn warm_containers(&self, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready: Vec<String> = self
+                .containers_of("run")
+                .await
+                .into_iter()
+                .filter(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+                .filter_map(|c| c.id)
+                .filter(|id| !self.ran.contains(id))
+                .collect();
+            if ready.len() >= count {
+                return ready;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the warm pool did not fill to {count} within 30 s: {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Counts this executor's container creations, by role, from now on.

@@ -1,0 +1,325 @@
+//! The warm pool (MCP_EXECUTOR_WARM_POOL_SIZE): a pre-started container
+//! gives exactly the outcomes of a cold one, is hardened the same, is used
+//! once, counts against the cap, is recycled when old, and is removed at
+//! shutdown (`stop` checks that nothing is left).
+
+mod support;
+
+use std::time::Duration;
+
+use bollard::query_parameters::InspectContainerOptions;
+use dynamic_mcp_proto::v1::{RunStatus, StartSessionRequest, run_event};
+use support::{Ran, TestExecutor, request, wait_for};
+use tonic::Code;
+
+const POOL: (&str, &str) = ("MCP_EXECUTOR_WARM_POOL_SIZE", "2");
+const UPPER: &str = "const { text } = args; return { upper: String(text).toUpperCase() };";
+
+/// Runs `code` once the pool is full, and checks it ran in a warm container.
+async fn run_warm(executor: &mut TestExecutor, code: &str, args_json: &str, timeout_ms: Option<u32>) -> Ran {
+    let warm = executor.warm_containers(2).await;
+    let ran = executor.run(code, args_json, timeout_ms).await;
+    assert!(
+        warm.contains(&ran.container_id),
+        "the run did not get a warm container: {} not in {warm:?}",
+        ran.container_id
+    );
+    ran
+}
+
+#[tokio::test]
+async fn warm_runs_have_the_outcomes_of_cold_ones() {
+    let Some(mut executor) = TestExecutor::start(&[POOL]).await else {
+        return;
+    };
+    let mut walls = Vec::new();
+    for _ in 0..3 {
+        let ran = run_warm(&mut executor, UPPER, r#"{"text":"hello"}"#, None).await;
+        assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+        assert_eq!(ran.outcome.result_json, r#"{"upper":"HELLO"}"#);
+        assert_eq!((ran.outcome.exit_code, ran.outcome.timeout_ms), (Some(0), 30_000));
+        walls.push(ran.wall);
+    }
+    walls.sort();
+    eprintln!("median RunTool wall time (warm pool): {:?}", walls[walls.len() / 2]);
+    let mut ran_in = executor.ran.clone();
+    ran_in.sort();
+    ran_in.dedup();
+    assert_eq!(ran_in.len(), 3, "a warm container was used twice: {ran_in:?}");
+
+    let ran = run_warm(
+        &mut executor,
+        r#"throw new TypeError("bad input: " + args.n);"#,
+        r#"{"n":7}"#,
+        None,
+    )
+    .await;
+    assert_eq!(ran.outcome.status(), RunStatus::Threw, "{:?}", ran.outcome);
+    assert_eq!(
+        (ran.outcome.error_name.as_str(), ran.outcome.error_message.as_str()),
+        ("TypeError", "bad input: 7")
+    );
+    assert!(
+        ran.outcome.stderr.contains("at Module.run (tool.mjs:1:"),
+        "{}",
+        ran.outcome.stderr
+    );
+
+    let ran = run_warm(&mut executor, "return { a: ;", "{}", None).await;
+    assert_eq!(ran.outcome.status(), RunStatus::SyntaxError, "{:?}", ran.outcome);
+
+    let ran = run_warm(&mut executor, "while (true) {}", "{}", Some(1000)).await;
+    assert_eq!(ran.outcome.status(), RunStatus::TimedOut, "{:?}", ran.outcome);
+    assert!(ran.wall < Duration::from_secs(3), "took {:?}", ran.wall);
+
+    let flood = r#"
+        console.log("hello from the tool");
+        console.error("a warning");
+        process.stdout.write("x".repeat(1024 * 1024));
+        return { ok: true };
+    "#;
+    let ran = run_warm(&mut executor, flood, "{}", None).await;
+    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{}", ran.outcome.error_message);
+    assert_eq!(ran.outcome.result_json, r#"{"ok":true}"#);
+    assert!(ran.outcome.stdout.starts_with("hello from the tool\nxxx"));
+    assert_eq!(
+        (ran.outcome.stdout.len(), ran.outcome.stdout_truncated),
+        (200_000, true)
+    );
+    assert_eq!(ran.outcome.stderr, "a warning\n");
+
+    let ran = run_warm(&mut executor, "console.log('bye'); process.exit(3);", "{}", None).await;
+    assert_eq!(ran.outcome.status(), RunStatus::Exited, "{:?}", ran.outcome);
+    assert_eq!((ran.outcome.exit_code, ran.outcome.stdout.as_str()), (Some(3), "bye\n"));
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_warm_memory_balloon_hits_the_resource_limit() {
+    let Some(mut executor) = TestExecutor::start(&[POOL, ("MCP_SANDBOX_MEMORY_LIMIT", "128m")]).await else {
+        return;
+    };
+    let code = "const kept = []; while (true) { kept.push(Buffer.alloc(8 * 1024 * 1024, 1)); }";
+    let ran = run_warm(&mut executor, code, "{}", Some(20_000)).await;
+    assert_eq!(ran.outcome.status(), RunStatus::ResourceLimit, "{:?}", ran.outcome);
+    assert!(
+        ran.outcome.error_message.contains("(128m memory, 128 processes)"),
+        "{}",
+        ran.outcome.error_message
+    );
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn warm_containers_are_hardened_like_cold_ones_and_carry_no_tool() {
+    let Some(mut executor) = TestExecutor::start(&[POOL]).await else {
+        return;
+    };
+    let warm = executor.warm_containers(2).await;
+    let inspected = executor
+        .docker
+        .inspect_container(&warm[0], None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let host = inspected.host_config.unwrap();
+    let config = inspected.config.unwrap();
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+    assert_eq!(
+        (host.pids_limit, host.memory, host.memory_swap),
+        (Some(128), Some(512 << 20), Some(512 << 20))
+    );
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!((host.init, host.auto_remove), (Some(true), Some(false)));
+    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    assert_eq!(config.network_disabled, Some(true));
+    let labels = config.labels.unwrap();
+    assert_eq!(labels["dynamic-mcp.managed"], "true");
+    assert_eq!(labels["dynamic-mcp.executor"], executor.id);
+    assert_eq!(labels["dynamic-mcp.role"], "run");
+    assert!(!labels.contains_key("dynamic-mcp.tool"), "{labels:?}");
+
+    let probe = r#"
+        const fs = await import("node:fs");
+        const os = await import("node:os");
+        const attempt = (f) => { try { f(); return "allowed"; } catch (e) { return e.code || e.message; } };
+        const status = fs.readFileSync("/proc/self/status", "utf8");
+        return {
+            uid: process.getuid(),
+            writeRoot: attempt(() => fs.writeFileSync("/x", "1")),
+            capEff: /CapEff:\s*(\w+)/.exec(status)[1],
+            interfaces: Object.keys(os.networkInterfaces()),
+        };
+    "#;
+    let ran = run_warm(&mut executor, probe, "{}", None).await;
+    let seen: serde_json::Value = serde_json::from_str(&ran.outcome.result_json).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"uid": 65534, "writeRoot": "EROFS", "capEff": "0000000000000000", "interfaces": ["lo"]})
+    );
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn dropping_a_warm_run_removes_its_container_and_the_pool_refills() {
+    let Some(mut executor) = TestExecutor::start(&[POOL]).await else {
+        return;
+    };
+    let warm = executor.warm_containers(2).await;
+    let mut stream = executor
+        .client
+        .run_tool(request(
+            "await new Promise((r) => setTimeout(r, 60000));",
+            "{}",
+            Some(60_000),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(run_event::Event::Started(started)) = stream.message().await.unwrap().and_then(|e| e.event) else {
+        panic!("the first event is `started`");
+    };
+    assert!(
+        warm.contains(&started.container_id),
+        "{} not in {warm:?}",
+        started.container_id
+    );
+    executor.ran.push(started.container_id.clone());
+    drop(stream);
+
+    let docker = executor.docker.clone();
+    let gone = wait_for(Duration::from_secs(5), || {
+        let docker = docker.clone();
+        let id = started.container_id.clone();
+        async move {
+            docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .is_err()
+        }
+    })
+    .await;
+    assert!(gone, "the container outlived its cancelled run by 5 s");
+    executor.warm_containers(2).await;
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn warm_containers_hold_container_cap_slots() {
+    let Some(mut executor) = TestExecutor::start(&[POOL, ("MCP_EXECUTOR_MAX_CONTAINERS", "2")]).await else {
+        return;
+    };
+    executor.warm_containers(2).await;
+    let refused = executor
+        .client
+        .start_session(StartSessionRequest {
+            owner: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{}", refused.message());
+    // A run still gets one of them, and the cap still bounds the total.
+    let ran = executor.run(UPPER, r#"{"text":"a"}"#, None).await;
+    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+    assert!(executor.containers().await.len() <= 2);
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn idle_warm_containers_are_recycled_and_the_timeout_counts_from_hand_out() {
+    let Some(mut executor) = TestExecutor::start(&[
+        ("MCP_EXECUTOR_WARM_POOL_SIZE", "1"),
+        ("MCP_EXECUTOR_WARM_POOL_MAX_AGE_SECONDS", "2"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let first = executor.warm_containers(1).await;
+    let docker = executor.docker.clone();
+    let recycled = wait_for(Duration::from_secs(10), || {
+        let docker = docker.clone();
+        let id = first[0].clone();
+        async move {
+            docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .is_err()
+        }
+    })
+    .await;
+    assert!(recycled, "a warm container outlived its max age (2 s) by 8 s");
+    let replacement = executor.warm_containers(1).await;
+    assert!(!replacement.contains(&first[0]));
+
+    // Waiting in the pool does not eat into the run's timeout.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let ran = executor
+        .run(
+            "await new Promise((r) => setTimeout(r, 600)); return 1;",
+            "{}",
+            Some(1000),
+        )
+        .await;
+    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_pool_used_up_runs_start_cold_at_once() {
+    let Some(mut executor) = TestExecutor::start(&[("MCP_EXECUTOR_WARM_POOL_SIZE", "1")]).await else {
+        return;
+    };
+    let warm = executor.warm_containers(1).await;
+    let runs = (0..3).map(|i| {
+        let mut client = executor.client.clone();
+        async move {
+            let mut stream = client
+                .run_tool(request(UPPER, &format!(r#"{{"text":"run {i}"}}"#), None))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut started = None;
+            while let Some(event) = stream.message().await.unwrap().and_then(|e| e.event) {
+                match event {
+                    run_event::Event::Started(s) => started = Some(s.container_id),
+                    run_event::Event::Finished(outcome) => return (started.unwrap(), outcome),
+                }
+            }
+            panic!("the run stream ended without `finished`");
+        }
+    });
+    let ran = futures::future::join_all(runs).await;
+    for (i, (_, outcome)) in ran.iter().enumerate() {
+        assert_eq!(outcome.status(), RunStatus::Ok, "{outcome:?}");
+        assert_eq!(outcome.result_json, format!(r#"{{"upper":"RUN {i}"}}"#));
+    }
+    let cold = ran.iter().filter(|(id, _)| !warm.contains(id)).count();
+    assert!(
+        cold >= 1,
+        "three runs at once cannot all be warm with one warm container"
+    );
+    executor.ran.extend(ran.into_iter().map(|(id, _)| id));
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_warm_container_that_died_is_never_handed_out() {
+    let Some(mut executor) = TestExecutor::start(&[("MCP_EXECUTOR_WARM_POOL_SIZE", "1")]).await else {
+        return;
+    };
+    let warm = executor.warm_containers(1).await;
+    executor
+        .docker
+        .kill_container(&warm[0], None::<bollard::query_parameters::KillContainerOptions>)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ran = executor.run(UPPER, r#"{"text":"x"}"#, None).await;
+    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+    assert_ne!(ran.container_id, warm[0], "a dead warm container was handed out");
+    executor.ran.push(warm[0].clone());
+    executor.stop().await;
+}
