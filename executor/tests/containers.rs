@@ -11,7 +11,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
 };
 use dynamic_mcp_proto::v1::{RunStatus, run_event};
-use support::{IMAGE, TestExecutor, request, unique_id, wait_for};
+use support::{IMAGE, TestExecutor, removed_within, request, unique_id};
 
 #[tokio::test]
 async fn docker_inspect_shows_every_hardening_setting() {
@@ -144,18 +144,7 @@ async fn dropping_the_stream_removes_the_container() {
     assert_eq!(executor.containers().await.len(), 1);
     drop(stream);
 
-    let docker = executor.docker.clone();
-    let gone = wait_for(Duration::from_secs(5), || {
-        let docker = docker.clone();
-        let id = started.container_id.clone();
-        async move {
-            docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await
-                .is_err()
-        }
-    })
-    .await;
+    let gone = removed_within(&executor.docker, &started.container_id, Duration::from_secs(5)).await;
     assert!(gone, "the container outlived its cancelled run by 5 s");
     executor.stop().await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
 use dynamic_mcp_proto::v1::{RunStatus, StartSessionRequest, run_event};
-use support::{Ran, TestExecutor, request, wait_for};
+use support::{Ran, TestExecutor, removed_within, request};
 use tonic::Code;
 
 const POOL: (&str, &str) = ("MCP_EXECUTOR_WARM_POOL_SIZE", "2");
@@ -188,18 +188,7 @@ async fn dropping_a_warm_run_removes_its_container_and_the_pool_refills() {
     executor.ran.push(started.container_id.clone());
     drop(stream);
 
-    let docker = executor.docker.clone();
-    let gone = wait_for(Duration::from_secs(5), || {
-        let docker = docker.clone();
-        let id = started.container_id.clone();
-        async move {
-            docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await
-                .is_err()
-        }
-    })
-    .await;
+    let gone = removed_within(&executor.docker, &started.container_id, Duration::from_secs(5)).await;
     assert!(gone, "the container outlived its cancelled run by 5 s");
     executor.warm_containers(2).await;
     executor.stop().await;
@@ -238,18 +227,7 @@ async fn idle_warm_containers_are_recycled_and_the_timeout_counts_from_hand_out(
         return;
     };
     let first = executor.warm_containers(1).await;
-    let docker = executor.docker.clone();
-    let recycled = wait_for(Duration::from_secs(10), || {
-        let docker = docker.clone();
-        let id = first[0].clone();
-        async move {
-            docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await
-                .is_err()
-        }
-    })
-    .await;
+    let recycled = removed_within(&executor.docker, &first[0], Duration::from_secs(10)).await;
     assert!(recycled, "a warm container outlived its max age (2 s) by 8 s");
     let replacement = executor.warm_containers(1).await;
     assert!(!replacement.contains(&first[0]));

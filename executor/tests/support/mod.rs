@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder};
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
@@ -427,6 +427,17 @@ pub async fn labelled_containers(docker: &Docker, executor_id: &str) -> Vec<Cont
         .list_containers(Some(options))
         .await
         .expect("containers can be listed")
+}
+
+/// Whether the container `id` is gone within `within`.
+pub async fn removed_within(docker: &Docker, id: &str, within: Duration) -> bool {
+    wait_for(within, || async {
+        docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .is_err()
+    })
+    .await
 }
 
 /// Polls `check` until it holds or `within` passes.
