@@ -1,5 +1,6 @@
 //! Turns what a harness process left behind — its result frame, its output,
-//! its exit code, or a timeout — into exactly one `RunOutcome`. The same for
+//! its exit code, or a timeout — into exactly one `RunOutcome`. A complete
+//! frame settles the outcome without waiting for the process to exit. The same for
 //! a tool run in its own container and for run_js in a session.
 
 use std::time::Duration;
@@ -7,8 +8,9 @@ use std::time::Duration;
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus};
 
 use crate::container::hardening::SandboxLimits;
-use crate::harness::Frame;
-use crate::output::{CappedBuffer, StdoutSplitter};
+use crate::harness::{Frame, Markers};
+use crate::output::{CappedBuffer, MarkerSplitter};
+use crate::streams::Sink;
 
 /// Exit codes that mean the kernel or V8 killed the run for its limits:
 /// 137 SIGKILL (OOM killer), 134 abort and 139 segfault (V8 out of heap).
@@ -24,6 +26,9 @@ const FRAME_CAP_FACTOR: usize = 4;
 /// How a harness process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
+    /// It wrote its whole frame and then its end marker; it exits 0 right
+    /// after, which is not waited for.
+    Framed,
     /// It outlived its timeout and was killed.
     TimedOut,
     Exited {
@@ -34,8 +39,27 @@ pub enum Ended {
 
 /// The capture buffers of one harness run.
 pub struct HarnessOutput {
-    pub stdout: StdoutSplitter,
-    pub stderr: CappedBuffer,
+    pub stdout: MarkerSplitter,
+    /// Only the output before the end marker is kept.
+    pub stderr: MarkerSplitter,
+}
+
+impl Sink for HarnessOutput {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.stdout.push(bytes);
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.stderr.push(bytes);
+    }
+
+    /// The frame ends with its newline (its JSON has none), and the end
+    /// marker, written after it, has come: nothing the run printed before
+    /// its frame is still on the way.
+    fn complete(&self) -> bool {
+        let frame_whole = self.stdout.frame().is_some_and(|f| f.bytes().ends_with(b"\n"));
+        frame_whole && self.stderr.frame().is_some()
+    }
 }
 
 impl HarnessOutput {
@@ -62,32 +86,41 @@ impl Judge {
         }
     }
 
-    /// Fresh buffers for a run whose frame follows `marker`.
-    pub fn output(&self, marker: &str) -> HarnessOutput {
+    /// Fresh buffers for a run with these markers.
+    pub fn output(&self, markers: &Markers) -> HarnessOutput {
         HarnessOutput {
-            stdout: StdoutSplitter::new(
-                marker.as_bytes(),
+            stdout: MarkerSplitter::new(
+                markers.frame.as_bytes(),
                 self.max_output_bytes,
                 self.max_output_bytes * FRAME_CAP_FACTOR,
             ),
-            stderr: CappedBuffer::new(self.max_output_bytes),
+            // Whatever follows the end marker is dropped.
+            stderr: MarkerSplitter::new(markers.end.as_bytes(), self.max_output_bytes, 0),
         }
     }
 
     pub fn outcome(&self, output: HarnessOutput, ended: Ended, timeout_ms: u32, took: Duration) -> RunOutcome {
         let HarnessOutput { mut stdout, mut stderr } = output;
         stdout.finish();
+        stderr.finish();
+        let mut stderr = stderr.into_user_output();
         let mut outcome = RunOutcome {
             timeout_ms,
             ..RunOutcome::default()
         };
-        match ended {
-            Ended::TimedOut => {
+        // A framed run exits 0 straight after its end marker.
+        let exited = match ended {
+            Ended::Framed => Some((0, false)),
+            Ended::Exited { code, oom_killed } => Some((code, oom_killed)),
+            Ended::TimedOut => None,
+        };
+        match exited {
+            None => {
                 outcome.set_status(RunStatus::TimedOut);
                 outcome.error_message =
                     format!("the run did not finish within its timeout of {timeout_ms} ms and was killed");
             }
-            Ended::Exited { code, oom_killed } => {
+            Some((code, oom_killed)) => {
                 outcome.exit_code = Some(code);
                 match stdout.frame() {
                     Some(frame) => self.judge_frame(frame, &mut outcome, &mut stderr),
@@ -178,9 +211,16 @@ mod tests {
         Judge::new(100, &limits)
     }
 
+    fn markers() -> Markers {
+        Markers {
+            frame: "|M|".into(),
+            end: "|E|".into(),
+        }
+    }
+
     fn judged(stdout: &[u8], ended: Ended) -> RunOutcome {
         let judge = judge();
-        let mut output = judge.output("|M|");
+        let mut output = judge.output(&markers());
         output.stdout.push(stdout);
         judge.outcome(output, ended, 1000, Duration::from_millis(5))
     }
@@ -197,6 +237,34 @@ mod tests {
         assert_eq!(outcome.status(), RunStatus::Ok);
         assert_eq!((outcome.result_json.as_str(), outcome.stdout.as_str()), ("[1]", "hi"));
         assert_eq!(outcome.duration_ms, 5);
+    }
+
+    #[test]
+    fn a_run_is_complete_with_the_whole_frame_and_the_end_marker() {
+        let judge = judge();
+        let mut output = judge.output(&markers());
+        output.stderr(b"warn|E");
+        output.stdout(b"hi|M|{\"status\":\"ok\",");
+        assert!(!output.complete());
+        output.stdout(b"\"result\":2}\n");
+        assert!(!output.complete(), "the end marker is still cut");
+        output.stderr(b"|after");
+        assert!(output.complete());
+        let outcome = judge.outcome(output, Ended::Framed, 1000, Duration::from_millis(5));
+        assert_eq!(outcome.status(), RunStatus::Ok);
+        assert_eq!(outcome.exit_code, Some(0));
+        assert_eq!(outcome.result_json, "2");
+        assert_eq!((outcome.stdout.as_str(), outcome.stderr.as_str()), ("hi", "warn"));
+    }
+
+    #[test]
+    fn the_end_marker_alone_does_not_complete_a_run() {
+        let judge = judge();
+        let mut output = judge.output(&markers());
+        output.stderr(b"|E|");
+        assert!(!output.complete());
+        output.stdout(b"|M|{\"status\":\"ok\",\"result\":1}");
+        assert!(!output.complete(), "the frame has no newline yet");
     }
 
     #[test]
@@ -235,7 +303,7 @@ mod tests {
     #[test]
     fn the_oom_question_is_asked_only_when_open() {
         let judge = judge();
-        let mut output = judge.output("|M|");
+        let mut output = judge.output(&markers());
         assert!(output.needs_oom_check(1));
         assert!(!output.needs_oom_check(137));
         output.stdout.push(br#"|M|{"status":"ok","result":1}"#);

@@ -1,6 +1,7 @@
 //! Output capture with fixed memory: however much a run prints, we keep at
 //! most a cap per stream and only count the rest. Stdout also carries the
-//! harness's result frame after a per-run marker, which is split off here.
+//! harness's result frame after a per-run marker, and stderr its end marker;
+//! both are split off here.
 
 /// Somewhere a stream's bytes go as they arrive.
 pub trait Capture: Send {
@@ -83,11 +84,11 @@ impl Capture for TailBuffer {
     }
 }
 
-/// Splits a run's stdout into the user's output (before the marker) and the
-/// result frame (after it), as chunks arrive. The marker may be cut across
+/// Splits a stream into the user's output (before the marker) and what
+/// follows it (the result frame on stdout), as chunks arrive. The marker may be cut across
 /// chunk boundaries; up to `marker.len() - 1` bytes are held back meanwhile.
 #[derive(Debug)]
-pub struct StdoutSplitter {
+pub struct MarkerSplitter {
     marker: Vec<u8>,
     user: CappedBuffer,
     /// A tail of what arrived so far that could be the start of the marker.
@@ -96,7 +97,7 @@ pub struct StdoutSplitter {
     frame_cap: usize,
 }
 
-impl StdoutSplitter {
+impl MarkerSplitter {
     pub fn new(marker: &[u8], user_cap: usize, frame_cap: usize) -> Self {
         Self {
             marker: marker.to_vec(),
@@ -147,6 +148,10 @@ impl StdoutSplitter {
         &self.user
     }
 
+    pub fn into_user_output(self) -> CappedBuffer {
+        self.user
+    }
+
     /// The bytes after the marker, or `None` when no marker was seen.
     pub fn frame(&self) -> Option<&CappedBuffer> {
         self.frame.as_ref()
@@ -166,9 +171,9 @@ impl StdoutSplitter {
     }
 }
 
-impl Capture for StdoutSplitter {
+impl Capture for MarkerSplitter {
     fn push(&mut self, bytes: &[u8]) {
-        StdoutSplitter::push(self, bytes);
+        MarkerSplitter::push(self, bytes);
     }
 }
 
@@ -190,8 +195,8 @@ mod tests {
 
     const MARKER: &[u8] = b"\x1eMARK\x1e";
 
-    fn split(chunks: &[&[u8]], user_cap: usize, frame_cap: usize) -> StdoutSplitter {
-        let mut splitter = StdoutSplitter::new(MARKER, user_cap, frame_cap);
+    fn split(chunks: &[&[u8]], user_cap: usize, frame_cap: usize) -> MarkerSplitter {
+        let mut splitter = MarkerSplitter::new(MARKER, user_cap, frame_cap);
         for chunk in chunks {
             splitter.push(chunk);
         }
@@ -274,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_flood_is_counted_not_kept() {
-        let mut splitter = StdoutSplitter::new(MARKER, 1000, 1000);
+        let mut splitter = MarkerSplitter::new(MARKER, 1000, 1000);
         let chunk = vec![b'x'; 64 * 1024];
         for _ in 0..1600 {
             splitter.push(&chunk);

@@ -1,7 +1,8 @@
 //! One tool run: policy check → its dependencies from the cache → a
 //! container from the source → the stdin envelope → capped stdout/stderr
-//! under the run's timeout → exactly one outcome. The container goes away
-//! with the lease, whatever happens here.
+//! under the run's timeout → exactly one outcome, as soon as the harness's
+//! frame is complete. The container goes away with the lease (in the
+//! background), whatever happens here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::{Ended, Judge};
 use crate::policy::Policy;
-use crate::streams::{collect, feed};
+use crate::streams::{collect_into, feed};
 
 /// A run that passed policy, ready to start.
 #[derive(Debug)]
@@ -103,18 +104,20 @@ impl Runner {
         } = self.source.acquire(&spec).await?;
         on_started(container.id());
 
-        let marker = harness::new_marker();
+        let markers = harness::Markers::fresh();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let envelope = harness::envelope(&plan.code, &plan.args, &marker, node_modules.as_deref());
-        let mut captured = self.judge.output(&marker);
+        let envelope = harness::envelope(&plan.code, &plan.args, &markers, node_modules.as_deref());
+        let mut captured = self.judge.output(&markers);
         // From hand-out: how long a warm container waited does not count.
         let timeout = Duration::from_millis(plan.timeout_ms.into());
         let finished = tokio::time::timeout(timeout, async {
-            tokio::join!(
-                feed(stdin, envelope),
-                collect(output, &mut captured.stdout, &mut captured.stderr)
-            );
-            container.wait_exit().await
+            let (_, complete) = tokio::join!(feed(stdin, envelope), collect_into(output, &mut captured));
+            // Without a complete frame only the exit code can tell.
+            if complete {
+                Ok(None)
+            } else {
+                container.wait_exit().await.map(Some)
+            }
         })
         .await;
         let ended = match finished {
@@ -124,11 +127,12 @@ impl Runner {
                 }
                 Ended::TimedOut
             }
-            Ok(exit) => {
-                let code = exit?;
+            Ok(Ok(None)) => Ended::Framed,
+            Ok(Ok(Some(code))) => {
                 let oom_killed = captured.needs_oom_check(code) && container.oom_killed().await.unwrap_or(false);
                 Ended::Exited { code, oom_killed }
             }
+            Ok(Err(e)) => return Err(e),
         };
         Ok(self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed()))
     }

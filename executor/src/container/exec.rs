@@ -115,6 +115,12 @@ impl ExecProcess {
         }
     }
 
+    /// The process is known to end on its own: dropping it must not kill
+    /// what it may have left running, as a process that ended would not.
+    pub fn ends_by_itself(&mut self) {
+        self.settled = true;
+    }
+
     /// SIGKILLs every process this exec started, and waits for that.
     pub async fn kill(&mut self) {
         self.settled = true;

@@ -1,10 +1,12 @@
 // Runs one tool call inside the sandbox: `node --input-type=module -e <this>`.
 // Input comes on stdin only, as one JSON envelope {code, args, marker,
-// nodeModules?}, so code and args never show up in `docker inspect`. The
-// outcome is ONE frame on stdout: the marker followed by JSON. The marker is
-// random per run and never visible to the tool's code, so the code's own
-// output cannot forge a frame. Written for any stock Node >= 18; it needs
-// nothing from the image.
+// endMarker, nodeModules?}, so code and args never show up in `docker inspect`.
+// The outcome is ONE frame on stdout: the marker followed by JSON and a
+// newline. Once it is flushed, the end marker goes to stderr: the executor
+// then has all output written before the frame (Docker does not order the two
+// pipes), and need not wait for the exit. Both markers are random per run and
+// never visible to the tool's code, so its own output cannot forge either.
+// Written for any stock Node >= 18; it needs nothing from the image.
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,10 +15,12 @@ import { pathToFileURL } from "node:url";
 // Bound before user code runs, so patching process.stdout or JSON cannot
 // redirect or reshape the frame.
 const writeStdout = process.stdout.write.bind(process.stdout);
+const writeStderr = process.stderr.write.bind(process.stderr);
 const stringify = JSON.stringify;
 const exit = process.exit.bind(process);
 
 let marker = null;
+let endMarker = null;
 let frameSent = false;
 let moduleDir = null;
 
@@ -29,9 +33,9 @@ function sendFrame(frame) {
       rmSync(moduleDir, { recursive: true, force: true });
     } catch {}
   }
-  // Exit only once the frame is flushed, and exit at once so stray timers
-  // in the tool's code cannot print after it.
-  writeStdout(marker + frame + "\n", () => exit(0));
+  // Exit only once the frame and the end marker are flushed, and exit at
+  // once so stray timers in the tool's code cannot print after them.
+  writeStdout(marker + frame + "\n", () => writeStderr(endMarker, () => exit(0)));
 }
 
 function describe(value) {
@@ -96,6 +100,7 @@ const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
 const envelope = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 marker = envelope.marker;
+endMarker = envelope.endMarker;
 
 // The module is a real file, so bare imports resolve: through `node_modules`
 // next to it, a link to the read-only dependency cache. The wrapper shares

@@ -1,6 +1,6 @@
 //! The protocol between the executor and `harness.mjs`, the JavaScript that
 //! wraps a tool's code inside the container: the command that starts it, the
-//! stdin envelope, the per-run marker and the result frame.
+//! stdin envelope, the per-run markers and the result frame.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -15,8 +15,25 @@ pub fn command() -> Vec<String> {
 
 /// A fresh, unguessable marker for one run: 32 hex digits between
 /// record-separator bytes. Only the harness sees it, never the tool's code.
-pub fn new_marker() -> String {
+fn new_marker() -> String {
     format!("\u{1e}{:032x}\u{1e}", rand::random::<u128>())
+}
+
+/// The two markers of one run: `frame` opens the result frame on stdout,
+/// `end` follows it on stderr once the frame is flushed.
+#[derive(Debug, Clone)]
+pub struct Markers {
+    pub frame: String,
+    pub end: String,
+}
+
+impl Markers {
+    pub fn fresh() -> Self {
+        Self {
+            frame: new_marker(),
+            end: new_marker(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -25,17 +42,19 @@ struct Envelope<'a> {
     code: &'a str,
     args: &'a RawValue,
     marker: &'a str,
+    end_marker: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     node_modules: Option<&'a str>,
 }
 
 /// The single JSON document written to the harness's stdin. `node_modules`
 /// is the installed dependency set the code may import from, if any.
-pub fn envelope(code: &str, args: &RawValue, marker: &str, node_modules: Option<&str>) -> Vec<u8> {
+pub fn envelope(code: &str, args: &RawValue, markers: &Markers, node_modules: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&Envelope {
         code,
         args,
-        marker,
+        marker: &markers.frame,
+        end_marker: &markers.end,
         node_modules,
     })
     .unwrap_or_default()
@@ -109,17 +128,23 @@ mod tests {
         assert_eq!(a.len(), 34);
         assert!(a.starts_with('\u{1e}') && a.ends_with('\u{1e}'));
         assert!(a[1..33].chars().all(|c| c.is_ascii_hexdigit()));
+        let markers = Markers::fresh();
+        assert_ne!(markers.frame, markers.end);
     }
 
     #[test]
-    fn the_envelope_carries_code_args_and_marker() {
+    fn the_envelope_carries_code_args_and_markers() {
         let args = RawValue::from_string(r#"{"b":1,"a":2}"#.into()).unwrap();
-        let bytes = envelope("return 1;", &args, "\u{1e}m\u{1e}", None);
+        let markers = Markers {
+            frame: "\u{1e}m\u{1e}".into(),
+            end: "e".into(),
+        };
+        let bytes = envelope("return 1;", &args, &markers, None);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
-            r#"{"code":"return 1;","args":{"b":1,"a":2},"marker":"\u001em\u001e"}"#
+            r#"{"code":"return 1;","args":{"b":1,"a":2},"marker":"\u001em\u001e","endMarker":"e"}"#
         );
-        let bytes = envelope("", &args, "m", Some("/deps/k/node_modules"));
+        let bytes = envelope("", &args, &markers, Some("/deps/k/node_modules"));
         assert!(
             String::from_utf8(bytes)
                 .unwrap()

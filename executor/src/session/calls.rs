@@ -16,7 +16,7 @@ use crate::harness;
 use crate::outcome::Ended;
 use crate::output::CappedBuffer;
 use crate::run::{millis, parse_args};
-use crate::streams::{collect, feed};
+use crate::streams::{collect, collect_into, feed};
 
 const MAX_COMMANDS: usize = 20;
 
@@ -64,35 +64,42 @@ impl Sessions {
 
         let began = Instant::now();
         let deadline = began + Duration::from_millis(timeout_ms.into());
-        let marker = harness::new_marker();
+        let markers = harness::Markers::fresh();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let envelope = harness::envelope(&request.code, &args, &marker, node_modules.as_deref());
+        let envelope = harness::envelope(&request.code, &args, &markers, node_modules.as_deref());
         let RunningExec {
             stdin,
             output,
             mut process,
         } = self.start_exec(&call, harness::command(), true).await?;
-        let mut captured = self.judge.output(&marker);
-        let closed = tokio::time::timeout_at(deadline, async {
+        let mut captured = self.judge.output(&markers);
+        let collected = tokio::time::timeout_at(deadline, async {
             let feeding = async {
                 if let Some(stdin) = stdin {
                     feed(stdin, envelope).await;
                 }
             };
-            tokio::join!(feeding, collect(output, &mut captured.stdout, &mut captured.stderr));
+            tokio::join!(feeding, collect_into(output, &mut captured)).1
         })
-        .await
-        .is_ok();
-        let exit_code = if closed {
-            process.wait(deadline).await.map_err(|e| self.ended(session, e))?
-        } else {
-            None
+        .await;
+        let settled = match collected {
+            // The harness exits by itself right after its end marker.
+            Ok(true) => {
+                process.ends_by_itself();
+                Some(Ended::Framed)
+            }
+            Ok(false) => process
+                .wait(deadline)
+                .await
+                .map_err(|e| self.ended(session, e))?
+                .map(|code| Ended::Exited {
+                    code,
+                    oom_killed: false,
+                }),
+            Err(_elapsed) => None,
         };
-        let ended = match exit_code {
-            Some(code) => Ended::Exited {
-                code,
-                oom_killed: false,
-            },
+        let ended = match settled {
+            Some(ended) => ended,
             None => {
                 process.kill().await;
                 Ended::TimedOut
