@@ -174,15 +174,18 @@ async fn a_database_restart_is_survived_without_restarting_the_registries() {
         "one version per create"
     );
 
-    // B's listener came back on its own and published what it had missed.
+    // B's listener lost the database and came back on its own; its watcher
+    // (checked above) got every change as an event. Whether a write landed
+    // while it was away depends on timing, so that is not asserted here.
     let log = b.log();
     assert!(log.contains("the change listener lost the tool database"), "{log}");
-    let caught_up_after_reconnect = log
-        .lines()
-        .filter(|line| line.contains("change listener connected"))
-        .skip(1)
-        .any(|line| !line.contains("caught_up=0"));
-    assert!(caught_up_after_reconnect, "B missed no change while away?\n{log}");
+    assert!(
+        log.lines()
+            .filter(|line| line.contains("change listener connected"))
+            .count()
+            >= 2,
+        "B's listener did not reconnect by itself\n{log}"
+    );
     assert_eq!(watching_b.snapshots, 1, "B's watcher got every change as an event");
 }
 
