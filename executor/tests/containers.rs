@@ -11,26 +11,18 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
 };
 use dynamic_mcp_proto::v1::{RunStatus, run_event};
-use support::{IMAGE, TestExecutor, removed_within, request, unique_id};
+use support::{IMAGE, SLEEP_A_MINUTE, TestExecutor, removed_within, request, start_run, unique_id};
 
 #[tokio::test]
 async fn docker_inspect_shows_every_hardening_setting() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
+    let Some(executor) = TestExecutor::start(&[]).await else {
         return;
     };
-    let mut stream = executor
-        .client
-        .run_tool(request(
-            "await new Promise((r) => setTimeout(r, 3000)); return 1;",
-            "{}",
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(run_event::Event::Started(started)) = stream.message().await.unwrap().and_then(|e| e.event) else {
-        panic!("the first event is `started`");
-    };
+    let (mut stream, started) = start_run(
+        &executor.client,
+        request("await new Promise((r) => setTimeout(r, 3000)); return 1;", "{}", None),
+    )
+    .await;
 
     let labelled = executor.containers().await;
     assert_eq!(labelled.len(), 1);
@@ -125,22 +117,10 @@ async fn the_sandbox_is_locked_down_from_the_inside() {
 
 #[tokio::test]
 async fn dropping_the_stream_removes_the_container() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
+    let Some(executor) = TestExecutor::start(&[]).await else {
         return;
     };
-    let mut stream = executor
-        .client
-        .run_tool(request(
-            "await new Promise((r) => setTimeout(r, 60000));",
-            "{}",
-            Some(60_000),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(run_event::Event::Started(started)) = stream.message().await.unwrap().and_then(|e| e.event) else {
-        panic!("the first event is `started`");
-    };
+    let (stream, started) = start_run(&executor.client, request(SLEEP_A_MINUTE, "{}", Some(60_000))).await;
     assert_eq!(executor.containers().await.len(), 1);
     drop(stream);
 

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use dynamic_mcp_proto::v1::{
     Dependency, PrepareToolRequest, RunJsInSessionRequest, RunStatus, StartSessionRequest, run_event,
 };
-use support::{TestExecutor, request, wait_for};
+use support::{TestExecutor, request, start_run, wait_for};
 use tonic::Code;
 
 const IS_NUMBER: &str = "const { default: isNumber } = await import('is-number'); return isNumber(args.x);";
@@ -144,10 +144,7 @@ async fn a_dependency_is_installed_once_and_imported_by_tools_and_sessions() {
         None,
     );
     run.dependencies = deps.clone();
-    let mut stream = executor.client.run_tool(run).await.unwrap().into_inner();
-    let Some(run_event::Event::Started(started)) = stream.message().await.unwrap().and_then(|e| e.event) else {
-        panic!("the first event is `started`");
-    };
+    let (mut stream, started) = start_run(&executor.client, run).await;
     let inspected = executor
         .docker
         .inspect_container(&started.container_id, None::<InspectContainerOptions>)

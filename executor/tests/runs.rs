@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use dynamic_mcp_proto::v1::{Dependency, PrepareToolRequest, RunStatus};
-use support::{TestExecutor, request};
+use support::{SLEEP_A_MINUTE, TestExecutor, request};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -314,11 +314,7 @@ async fn past_the_container_cap_a_run_is_refused_at_once() {
     };
     let mut sleeping = executor
         .client
-        .run_tool(request(
-            "await new Promise((r) => setTimeout(r, 60000));",
-            "{}",
-            Some(60_000),
-        ))
+        .run_tool(request(SLEEP_A_MINUTE, "{}", Some(60_000)))
         .await
         .unwrap()
         .into_inner();

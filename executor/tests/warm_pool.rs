@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
 use dynamic_mcp_proto::v1::{RunStatus, StartSessionRequest, run_event};
-use support::{Ran, TestExecutor, removed_within, request};
+use support::{Ran, SLEEP_A_MINUTE, TestExecutor, removed_within, request, start_run};
 use tonic::Code;
 
 const POOL: (&str, &str) = ("MCP_EXECUTOR_WARM_POOL_SIZE", "2");
@@ -167,19 +167,7 @@ async fn dropping_a_warm_run_removes_its_container_and_the_pool_refills() {
         return;
     };
     let warm = executor.warm_containers(2).await;
-    let mut stream = executor
-        .client
-        .run_tool(request(
-            "await new Promise((r) => setTimeout(r, 60000));",
-            "{}",
-            Some(60_000),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(run_event::Event::Started(started)) = stream.message().await.unwrap().and_then(|e| e.event) else {
-        panic!("the first event is `started`");
-    };
+    let (stream, started) = start_run(&executor.client, request(SLEEP_A_MINUTE, "{}", Some(60_000))).await;
     assert!(
         warm.contains(&started.container_id),
         "{} not in {warm:?}",

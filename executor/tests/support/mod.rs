@@ -18,8 +18,8 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, L
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
-    CommandResult, ExecInSessionRequest, RunJsInSessionRequest, RunOutcome, RunToolRequest, SessionInfo,
-    StartSessionRequest, run_event,
+    CommandResult, ExecInSessionRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted, RunToolRequest,
+    SessionInfo, StartSessionRequest, run_event,
 };
 use futures::StreamExt;
 use tokio::process::{Child, Command};
@@ -397,6 +397,21 @@ pub async fn spawn(id: &str, env: &[(&str, &str)]) -> Spawned {
         child,
         dir,
     }
+}
+
+/// Tool code that sleeps for a minute: a run that is still going when a test looks.
+pub const SLEEP_A_MINUTE: &str = "await new Promise((r) => setTimeout(r, 60000));";
+
+/// Starts `run` and returns its event stream once the container has started.
+pub async fn start_run(
+    client: &ExecutorClient<Channel>,
+    run: RunToolRequest,
+) -> (tonic::Streaming<RunEvent>, RunStarted) {
+    let mut stream = client.clone().run_tool(run).await.unwrap().into_inner();
+    let Some(run_event::Event::Started(started)) = stream.message().await.unwrap().and_then(|e| e.event) else {
+        panic!("the first event is `started`");
+    };
+    (stream, started)
 }
 
 pub fn request(code: &str, args_json: &str, timeout_ms: Option<u32>) -> RunToolRequest {
