@@ -6,6 +6,8 @@
 # nothing but `node`, `npm` and `/bin/sh` (with the usual tools) being present.
 #
 # Usage: sandbox/build-offline.sh [IMAGE]   (default dynamic-mcp-sandbox:latest)
+#   SANDBOX_BUSYBOX  a static busybox binary to use instead of Debian's
+#                    busybox-static package (fetched with apt-get download)
 # Safe to run again: it replaces the tag and removes the image it replaced.
 set -euo pipefail
 
@@ -49,24 +51,45 @@ else
 fi
 
 # A static busybox gives /bin/sh and the usual tools without more libraries.
-busybox=""
-if [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1; then
-  busybox=/bin/busybox
+# It comes from SANDBOX_BUSYBOX when set, else from Debian's busybox-static
+# package; never from whatever this host happens to have installed.
+busybox="${SANDBOX_BUSYBOX:-}"
+if [[ -n "$busybox" ]]; then
+  [[ -f "$busybox" && -x "$busybox" ]] || die "SANDBOX_BUSYBOX=$busybox is not an executable file"
+  say "using the busybox at $busybox (SANDBOX_BUSYBOX)"
 else
   command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
-    || die "no static busybox found and apt-get/dpkg-deb are missing to fetch Debian's busybox-static"
+    || die "apt-get and dpkg-deb are needed to fetch Debian's busybox-static (or set SANDBOX_BUSYBOX to a static busybox)"
   say "fetching Debian's busybox-static package"
-  (cd "$work" && apt-get download busybox-static >/dev/null) \
-    || die "'apt-get download busybox-static' failed (run 'apt-get update' first?)"
+  fetch_busybox() { (cd "$work" && apt-get download busybox-static 2>&1 | grep -v 'unsandboxed as root' >&2; exit "${PIPESTATUS[0]}"); }
+  if ! fetch_busybox; then
+    # A new machine may have no package lists yet.
+    [[ "$(id -u)" -eq 0 ]] || die "'apt-get download busybox-static' failed; run 'apt-get update' as root, or set SANDBOX_BUSYBOX"
+    apt-get update -qq
+    fetch_busybox || die "'apt-get download busybox-static' failed even after 'apt-get update'"
+  fi
   mkdir -p "$work/busybox"
   dpkg-deb --fsys-tarfile "$work"/busybox-static_*.deb | tar -x -C "$work/busybox" ./bin/busybox
   busybox="$work/busybox/bin/busybox"
 fi
+ldd "$busybox" >/dev/null 2>&1 && die "$busybox is dynamically linked; the image needs a static busybox"
 cp "$busybox" "$rootfs/bin/busybox"
+chmod 755 "$rootfs/bin/busybox"
+# Links are absolute inside the image, so every test below looks at the link
+# itself (-L) or at its target under the rootfs, never through it on this host.
 "$rootfs/bin/busybox" --list-full | while read -r applet; do
-  [[ -e "$rootfs/$applet" ]] || ln -s /bin/busybox "$rootfs/$applet"
+  [[ -e "$rootfs/$applet" || -L "$rootfs/$applet" ]] || ln -s /bin/busybox "$rootfs/$applet"
 done
-[[ -e "$rootfs/bin/sh" && -e "$rootfs/usr/bin/env" ]] || die "busybox did not provide /bin/sh and /usr/bin/env"
+provides_in_rootfs() {
+  local path="$rootfs$1" target
+  [[ -L "$path" ]] || { [[ -f "$path" && -x "$path" ]]; return; }
+  target="$(readlink "$path")"
+  [[ "$target" == /* ]] || target="$(dirname "$1")/$target"
+  [[ -f "$rootfs$target" && -x "$rootfs$target" ]]
+}
+for needed in /bin/sh /usr/bin/env; do
+  provides_in_rootfs "$needed" || die "busybox did not provide $needed inside the image"
+done
 
 cat >"$rootfs/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
