@@ -79,4 +79,4 @@ build dynamic-mcp-registry Dockerfile.registry . "BIN_DIR=$bin_dir"
 build dynamic-mcp-executor Dockerfile.executor . "BIN_DIR=$bin_dir"
 build dynamic-mcp-postgres deploy/postgres/Dockerfile deploy
 build dynamic-mcp-lb deploy/haproxy/Dockerfile deploy
-say "done; next: deploy/configure.sh (once), then docker compose up -d"
+say "done; next: deploy/configure.sh (once), then deploy/compose.sh up -d"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what dynamic-mcp needs on a Debian machine: a running
-# Docker engine, the sandbox image and (for the Postgres backend's tests) the
-# PostgreSQL 15 server binaries. Idempotent; safe to run every time.
+# Docker engine, Node and npm (the offline sandbox image is built from them),
+# the sandbox image and, for the tests (DYNAMIC_MCP_SETUP_TESTS=1), pip and
+# the PostgreSQL 15 server binaries. Idempotent; safe to run every time.
 # All output goes to stderr, because run.sh may be an MCP client's stdio command.
 set -euo pipefail
 exec 3>&1 1>&2
@@ -42,6 +43,22 @@ ensure_docker_engine() {
   exit 1
 }
 
+# The offline sandbox image is built from this host's Node and npm.
+ensure_node() {
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    return
+  fi
+  apt_install nodejs npm
+}
+
+# The end-to-end tests install their Python client with pip.
+ensure_pip() {
+  if python3 -m pip --version >/dev/null 2>&1; then
+    return
+  fi
+  apt_install python3-pip
+}
+
 ensure_sandbox_image() {
   if docker image inspect "$sandbox_image" >/dev/null 2>&1; then
     return
@@ -62,7 +79,9 @@ ensure_postgres_binaries() {
 }
 
 ensure_docker_engine
+ensure_node
 ensure_sandbox_image
-if [ "${DYNAMIC_MCP_SETUP_POSTGRES:-0}" = 1 ]; then
+if [ "${DYNAMIC_MCP_SETUP_TESTS:-0}" = 1 ]; then
+  ensure_pip
   ensure_postgres_binaries
 fi

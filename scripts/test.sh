@@ -5,7 +5,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-DYNAMIC_MCP_SETUP_POSTGRES=1 "$repo_root/scripts/setup.sh"
+DYNAMIC_MCP_SETUP_TESTS=1 "$repo_root/scripts/setup.sh"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 
 echo "== format and lint"

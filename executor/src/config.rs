@@ -64,9 +64,10 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_SANDBOX_DEFAULT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(i64::from(crate::policy::MIN_TIMEOUT_MS)..))]
     pub default_timeout_ms: u32,
 
-    /// The user runs execute as, uid:gid or a name; never root.
-    #[arg(long, env = "MCP_SANDBOX_USER", default_value = "65534:65534", value_parser = parse_user)]
-    pub user: String,
+    /// The user code runs as, as numeric uid:gid; never root. Numeric so
+    /// the executor can give every tmpfs to this user on any image.
+    #[arg(long, env = "MCP_SANDBOX_USER", default_value = "65534:65534")]
+    pub user: SandboxUser,
 
     /// Size of each run's writable, noexec /tmp.
     #[arg(long, env = "MCP_SANDBOX_TMPFS_SIZE", default_value = "16m")]
@@ -176,7 +177,7 @@ impl ExecutorConfig {
             memory: self.memory_limit.clone(),
             cpus: self.cpu_limit,
             pids: self.pids_limit,
-            user: self.user.clone(),
+            user: self.user,
             tmpfs: self.tmpfs_size.clone(),
             workdir: self.workdir_size.clone(),
         }
@@ -207,7 +208,7 @@ impl ExecutorConfig {
             max_sessions: self.max_sessions,
             idle_timeout: Duration::from_secs(self.session_timeout_seconds),
             network: self.session_network.clone(),
-            user: self.user.clone(),
+            user: self.user.to_string(),
             max_output_bytes: self.max_output_bytes as usize,
         }
     }
@@ -353,24 +354,38 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Runs must never be root: refuse uid 0, gid 0 and the names `root`.
-fn parse_user(s: &str) -> Result<String, String> {
-    let (user, group) = match s.split_once(':') {
-        Some((user, group)) => (user, Some(group)),
-        None => (s, None),
-    };
-    let is_root = |part: &str| part == "root" || part.parse::<u32>() == Ok(0);
-    if user.is_empty() || group.is_some_and(str::is_empty) {
-        return Err(format!(
-            "'{s}' is not a user: use uid:gid (e.g. 65534:65534) or a user name"
-        ));
+/// The numeric, non-root identity code runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl FromStr for SandboxUser {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let numeric = |part: &str| part.trim().parse::<u32>().ok();
+        let parsed = s.split_once(':').and_then(|(u, g)| Some((numeric(u)?, numeric(g)?)));
+        let Some((uid, gid)) = parsed else {
+            return Err(format!(
+                "'{s}' is not a numeric uid:gid (e.g. 65534:65534); names are not accepted because images \
+                 define them differently"
+            ));
+        };
+        if uid == 0 || gid == 0 {
+            return Err(format!(
+                "'{s}' is root; code must run as a non-root user such as 65534:65534"
+            ));
+        }
+        Ok(Self { uid, gid })
     }
-    if is_root(user) || group.is_some_and(is_root) {
-        return Err(format!(
-            "'{s}' is root; runs must use a non-root user such as 65534:65534"
-        ));
+}
+
+impl fmt::Display for SandboxUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
     }
-    Ok(s.to_owned())
 }
 
 #[cfg(test)]
@@ -388,7 +403,7 @@ mod tests {
         assert_eq!(config.allowed_images.0, ["dynamic-mcp-sandbox:latest"]);
         assert_eq!(config.memory_limit.bytes, 512 << 20);
         assert_eq!(config.pids_limit, 128);
-        assert_eq!(config.user, "65534:65534");
+        assert_eq!(config.user.to_string(), "65534:65534");
         assert_eq!(config.blocked_packages.0, ["child_process", "node-pty", "npm", "pm2"]);
         assert_eq!(config.policy().default_timeout_ms, 30_000);
         assert!(!config.exit_with_parent);
@@ -434,8 +449,12 @@ mod tests {
         for root in ["root", "0", "0:0", "65534:0", "root:65534", "1000:root"] {
             assert!(parse(&["--user", root]).is_err(), "{root} should be refused");
         }
-        assert!(parse(&["--user", "1000:1000"]).is_ok());
-        assert!(parse(&["--user", "node"]).is_ok());
+        assert_eq!(
+            parse(&["--user", "1000:1001"]).unwrap().user,
+            SandboxUser { uid: 1000, gid: 1001 }
+        );
+        let err = parse(&["--user", "node"]).unwrap_err().to_string();
+        assert!(err.contains("not a numeric uid:gid"), "{err}");
     }
 
     #[test]

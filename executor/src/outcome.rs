@@ -204,7 +204,7 @@ mod tests {
             memory: "128m".parse().unwrap(),
             cpus: 1.0,
             pids: 64,
-            user: "65534:65534".into(),
+            user: "65534:65534".parse().unwrap(),
             tmpfs: "16m".parse().unwrap(),
             workdir: "16m".parse().unwrap(),
         };

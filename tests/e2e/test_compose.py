@@ -60,10 +60,8 @@ CATALOG_SETTLE_TIMEOUT = 10.0
 
 
 def compose_command() -> list[str]:
-    """Debian's docker-compose 1.29 (deploy/build-images.sh installs it), else Compose v2."""
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return ["docker", "compose"]
+    """The wrapper the README tells users to run: Compose v2 where present, else docker-compose 1.29."""
+    return [str(REPO_ROOT / "deploy" / "compose.sh")]
 
 
 @dataclass

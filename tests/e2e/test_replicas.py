@@ -49,7 +49,7 @@ def pg_cluster():
         if os.environ.get("CI") == "true":
             pytest.fail(
                 f"{missing}, and CI=true forbids skipping: install postgresql-15 "
-                "(DYNAMIC_MCP_SETUP_POSTGRES=1 scripts/setup.sh does)"
+                "(DYNAMIC_MCP_SETUP_TESTS=1 scripts/setup.sh does)"
             )
         pytest.skip(f"{missing}; with CI=true this is a failure")
     cluster = PgCluster(bin_dir)

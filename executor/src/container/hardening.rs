@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions};
 
 use super::{ContainerSpec, Role, labels};
-use crate::config::ByteSize;
+use crate::config::{ByteSize, SandboxUser};
 
 /// Where a run starts: a small writable tmpfs, since the root is read-only.
 pub const WORKDIR: &str = "/work";
@@ -33,7 +33,7 @@ pub struct SandboxLimits {
     pub cpus: f64,
     pub pids: i64,
     /// Never root; checked when the setting is parsed.
-    pub user: String,
+    pub user: SandboxUser,
     pub tmpfs: ByteSize,
     pub workdir: ByteSize,
 }
@@ -48,7 +48,17 @@ impl SandboxLimits {
 /// the executor, never from user input; code and args go in over stdin.
 pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id: &str) -> ContainerCreateBody {
     let memory = i64::try_from(limits.memory.bytes).unwrap_or(i64::MAX);
-    let scratch = |size: &ByteSize| format!("rw,noexec,nosuid,nodev,size={}", size.bytes);
+    // Both belong to the sandbox user, so code can write to them on any
+    // image: Docker would otherwise make a root-owned 755 directory where the
+    // image has none. runc 1.1 (Debian's Docker 20.10) keeps the mode of a
+    // directory the image already has, but never its owner.
+    let scratch = |size: &ByteSize, owner: (u32, u32), mode: &str| {
+        format!(
+            "rw,noexec,nosuid,nodev,size={},uid={},gid={},mode={mode}",
+            size.bytes, owner.0, owner.1
+        )
+    };
+    let sandbox_user = (limits.user.uid, limits.user.gid);
     let network = network_of(spec);
     let host_config = HostConfig {
         readonly_rootfs: Some(true),
@@ -64,8 +74,8 @@ pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id:
         // tini as PID 1 reaps zombies and passes signals on.
         init: Some(true),
         tmpfs: Some(HashMap::from([
-            ("/tmp".to_owned(), scratch(&limits.tmpfs)),
-            (WORKDIR.to_owned(), scratch(&limits.workdir)),
+            ("/tmp".to_owned(), scratch(&limits.tmpfs, sandbox_user, "1777")),
+            (WORKDIR.to_owned(), scratch(&limits.workdir, sandbox_user, "0755")),
         ])),
         mounts: Some(mounts(spec)).filter(|m| !m.is_empty()),
         // Output is read over attach; nothing should land on the host's disk.
@@ -129,7 +139,7 @@ fn network_of(spec: &ContainerSpec) -> Option<String> {
 fn user_of(role: Role, limits: &SandboxLimits) -> String {
     match role {
         Role::DepsSetup => "0:0".into(),
-        Role::Run | Role::Session | Role::Install => limits.user.clone(),
+        Role::Run | Role::Session | Role::Install => limits.user.to_string(),
     }
 }
 
@@ -172,7 +182,7 @@ mod tests {
             memory: "512m".parse().unwrap(),
             cpus: 1.5,
             pids: 128,
-            user: "65534:65534".into(),
+            user: "65534:65534".parse().unwrap(),
             tmpfs: "16m".parse().unwrap(),
             workdir: "8m".parse().unwrap(),
         }
@@ -222,8 +232,14 @@ mod tests {
         assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
         assert!(host.privileged.is_none() && host.cap_add.is_none() && host.binds.is_none() && host.mounts.is_none());
         let tmpfs = host.tmpfs.unwrap();
-        assert_eq!(tmpfs["/tmp"], format!("rw,noexec,nosuid,nodev,size={}", 16 << 20));
-        assert_eq!(tmpfs["/work"], format!("rw,noexec,nosuid,nodev,size={}", 8 << 20));
+        assert_eq!(
+            tmpfs["/tmp"],
+            format!("rw,noexec,nosuid,nodev,size={},uid=65534,gid=65534,mode=1777", 16 << 20)
+        );
+        assert_eq!(
+            tmpfs["/work"],
+            format!("rw,noexec,nosuid,nodev,size={},uid=65534,gid=65534,mode=0755", 8 << 20)
+        );
     }
 
     #[test]
