@@ -95,13 +95,29 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_EXECUTOR_MAX_CONTAINERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_containers: u32,
 
-    /// Run containers kept started ahead of time, per image and dependency
-    /// setup that has been used (the default image is warmed at start), so
-    /// a run skips container start-up. Each is used once, then removed, and
-    /// holds one of MCP_EXECUTOR_MAX_CONTAINERS while it waits. 0 (the
-    /// default): every run starts its own container.
-    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_SIZE", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
-    pub warm_pool_size: u32,
+    /// The warm pool's smallest size: run containers kept started ahead of
+    /// time per image and dependency set in use (the default image's from
+    /// the start), so a run skips container start-up. Each is used once,
+    /// then removed, and holds one of MCP_EXECUTOR_MAX_CONTAINERS while it
+    /// waits. The pool grows with demand up to MCP_EXECUTOR_WARM_POOL_MAX.
+    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_MIN", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub warm_pool_min: u32,
+
+    /// The warm pool's largest size per image and dependency set. 0 (with
+    /// MCP_EXECUTOR_WARM_POOL_MIN=0) turns the pool off: every run starts
+    /// its own container.
+    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_MAX", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub warm_pool_max: u32,
+
+    /// A fixed warm pool size instead of MIN and MAX (both set to it); 0
+    /// turns the pool off.
+    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_SIZE", value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub warm_pool_size: Option<u32>,
+
+    /// Seconds without a run after which an image and dependency set's pool
+    /// shrinks: the default image's to MIN, any other's to nothing.
+    #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_IDLE_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub warm_pool_idle_seconds: u64,
 
     /// Seconds a warm container may wait unused before it is replaced by a
     /// fresh one.
@@ -195,12 +211,23 @@ impl ExecutorConfig {
         }
     }
 
-    /// `None` when the warm pool is off.
-    pub fn pool_settings(&self) -> Option<PoolSettings> {
-        (self.warm_pool_size > 0).then(|| PoolSettings {
-            size: self.warm_pool_size as usize,
+    /// `None` when the warm pool is off; an error when MIN is above MAX.
+    pub fn pool_settings(&self) -> Result<Option<PoolSettings>, String> {
+        let (min, max) = match self.warm_pool_size {
+            Some(size) => (size, size),
+            None => (self.warm_pool_min, self.warm_pool_max),
+        };
+        if min > max {
+            return Err(format!(
+                "MCP_EXECUTOR_WARM_POOL_MIN ({min}) is above MCP_EXECUTOR_WARM_POOL_MAX ({max})"
+            ));
+        }
+        Ok((max > 0).then(|| PoolSettings {
+            min: min as usize,
+            max: max as usize,
             max_age: Duration::from_secs(self.warm_pool_max_age_seconds),
-        })
+            idle_after: Duration::from_secs(self.warm_pool_idle_seconds),
+        }))
     }
 
     pub fn session_settings(&self) -> SessionSettings {
@@ -407,7 +434,16 @@ mod tests {
         assert_eq!(config.blocked_packages.0, ["child_process", "node-pty", "npm", "pm2"]);
         assert_eq!(config.policy().default_timeout_ms, 30_000);
         assert!(!config.exit_with_parent);
-        assert_eq!(config.pool_settings(), None, "the warm pool is off by default");
+        assert_eq!(
+            config.pool_settings(),
+            Ok(Some(PoolSettings {
+                min: 1,
+                max: 4,
+                max_age: Duration::from_secs(300),
+                idle_after: Duration::from_secs(120),
+            })),
+            "the warm pool is on by default"
+        );
         let sessions = config.session_settings();
         assert_eq!(sessions.max_sessions, 20);
         assert_eq!(sessions.idle_timeout, Duration::from_secs(1800));
@@ -485,14 +521,30 @@ mod tests {
     }
 
     #[test]
-    fn the_warm_pool_is_opt_in() {
-        let config = parse(&["--warm-pool-size", "2"]).unwrap();
+    fn the_warm_pool_takes_a_fixed_size_or_bounds() {
+        let fixed = parse(&["--warm-pool-size", "2"])
+            .unwrap()
+            .pool_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!((fixed.min, fixed.max), (2, 2));
+        let bounded = parse(&["--warm-pool-min", "0", "--warm-pool-max", "8"])
+            .unwrap()
+            .pool_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!((bounded.min, bounded.max), (0, 8));
+        assert_eq!(parse(&["--warm-pool-size", "0"]).unwrap().pool_settings(), Ok(None));
         assert_eq!(
-            config.pool_settings(),
-            Some(PoolSettings {
-                size: 2,
-                max_age: Duration::from_secs(300)
-            })
+            parse(&["--warm-pool-min", "0", "--warm-pool-max", "0"])
+                .unwrap()
+                .pool_settings(),
+            Ok(None)
         );
+        let err = parse(&["--warm-pool-min", "5", "--warm-pool-max", "2"])
+            .unwrap()
+            .pool_settings()
+            .unwrap_err();
+        assert!(err.contains("MIN (5) is above"), "{err}");
     }
 }

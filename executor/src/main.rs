@@ -1,5 +1,5 @@
 //! `dynamic-mcp-executor`: settings → Docker → clean up leftovers → warm
-//! the pool (if on) → serve gRPC (with a health status that follows Docker,
+//! the pool (unless turned off) → serve gRPC (with a health status that follows Docker,
 //! and idle sessions expiring) until asked to stop → remove the pool,
 //! sessions and leftovers.
 
@@ -59,6 +59,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     ));
     let pool = config
         .pool_settings()
+        .map_err(anyhow::Error::msg)?
         .map(|settings| Arc::new(WarmPool::new(Arc::clone(&cold), settings)));
     let source: Arc<dyn ContainerSource> = match &pool {
         Some(pool) => Arc::clone(pool) as Arc<dyn ContainerSource>,
@@ -66,7 +67,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     };
     let pool_keeper = pool.as_ref().map(|pool| {
         if let Some(default_image) = config.allowed_images.0.first() {
-            pool.warm(&run::container_spec(default_image, None));
+            pool.pin(&run::container_spec(default_image, None));
         }
         let pool = Arc::clone(pool);
         tokio::spawn(async move { pool.keep_warm().await })

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, Role, labels};
-use crate::deps::DepsCache;
+use crate::deps::{DepsCache, DepsKey};
 use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::{Ended, Judge};
@@ -95,8 +95,8 @@ impl Runner {
         // Normally cached by PrepareTool; installed here if not (e.g. the cache was cleared).
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
         let began = Instant::now();
-        let deps_volume = prepared.is_some().then(|| self.deps.volume());
-        let spec = container_spec(&plan.image, deps_volume).label(labels::TOOL, &plan.tool_name);
+        let deps = prepared.as_ref().map(|p| (self.deps.volume(), &p.key));
+        let spec = container_spec(&plan.image, deps).label(labels::TOOL, &plan.tool_name);
         let Lease {
             container,
             stdin,
@@ -139,11 +139,18 @@ impl Runner {
 }
 
 /// The container a run of `image` needs, before its tool label: the same
-/// for every tool with no dependencies, and for every tool with some.
-pub fn container_spec(image: &str, deps_volume: Option<&str>) -> ContainerSpec {
-    let mut spec = ContainerSpec::new(Role::Run, image, harness::command());
-    spec.deps_volume = deps_volume.map(str::to_owned);
-    spec
+/// for every tool with no dependencies, and for every tool with the same
+/// dependency set (in the cache `volume`), so the warm pool can serve them.
+pub fn container_spec(image: &str, deps: Option<(&str, &DepsKey)>) -> ContainerSpec {
+    let spec = ContainerSpec::new(Role::Run, image, harness::command());
+    match deps {
+        Some((volume, key)) => {
+            let mut spec = spec.label(labels::DEPS_KEY, key.as_str());
+            spec.deps_volume = Some(volume.to_owned());
+            spec
+        }
+        None => spec,
+    }
 }
 
 /// Empty means `{}`; anything else must be JSON.

@@ -13,9 +13,12 @@ use bollard::query_parameters::{
 use dynamic_mcp_proto::v1::{RunStatus, run_event};
 use support::{IMAGE, SLEEP_A_MINUTE, TestExecutor, removed_within, request, start_run, unique_id};
 
+/// A cold start: only a container made for one run carries its tool's label.
+const POOL_OFF: (&str, &str) = ("MCP_EXECUTOR_WARM_POOL_SIZE", "0");
+
 #[tokio::test]
 async fn docker_inspect_shows_every_hardening_setting() {
-    let Some(executor) = TestExecutor::start(&[]).await else {
+    let Some(executor) = TestExecutor::start(&[POOL_OFF]).await else {
         return;
     };
     let (mut stream, started) = start_run(
@@ -121,7 +124,12 @@ async fn dropping_the_stream_removes_the_container() {
         return;
     };
     let (stream, started) = start_run(&executor.client, request(SLEEP_A_MINUTE, "{}", Some(60_000))).await;
-    assert_eq!(executor.containers().await.len(), 1);
+    let ours = executor.containers_of("run").await;
+    assert!(
+        ours.iter()
+            .any(|c| c.id.as_deref() == Some(started.container_id.as_str())),
+        "{ours:?}"
+    );
     drop(stream);
 
     let gone = removed_within(&executor.docker, &started.container_id, Duration::from_secs(5)).await;

@@ -299,7 +299,10 @@ async fn idle_sessions_expire_but_busy_ones_do_not() {
     let all_gone = wait_for(Duration::from_secs(6), || {
         let docker = docker.clone();
         let id = id.clone();
-        async move { support::labelled_containers(&docker, &id).await.is_empty() }
+        async move {
+            let left = support::labelled_containers(&docker, &id).await;
+            left.iter().all(|c| support::role_of(c) != Some("session"))
+        }
     })
     .await;
     assert!(all_gone, "expired sessions left containers behind");
@@ -436,12 +439,22 @@ async fn a_restarted_executor_reaps_the_sessions_of_its_crashed_self() {
     crashed.start_session(ALICE).await;
     let docker = crashed.docker.clone();
     crashed.crash().await;
-    assert_eq!(support::labelled_containers(&docker, &id).await.len(), 1);
+    let sessions_of = |docker: bollard::Docker, id: String| async move {
+        support::labelled_containers(&docker, &id)
+            .await
+            .into_iter()
+            .filter(|c| support::role_of(c) == Some("session"))
+            .count()
+    };
+    assert_eq!(sessions_of(docker.clone(), id.clone()).await, 1);
 
     let Some(mut restarted) = TestExecutor::start_as(&id, &[]).await else {
         return;
     };
-    assert!(restarted.containers().await.is_empty(), "the stale session survived");
+    assert!(
+        restarted.containers_of("session").await.is_empty(),
+        "the stale session survived"
+    );
     let listed = restarted
         .client
         .list_sessions(ListSessionsRequest { owner: ALICE.into() })

@@ -183,24 +183,31 @@ async fn dropping_a_warm_run_removes_its_container_and_the_pool_refills() {
 }
 
 #[tokio::test]
-async fn warm_containers_hold_container_cap_slots() {
-    let Some(mut executor) = TestExecutor::start(&[POOL, ("MCP_EXECUTOR_MAX_CONTAINERS", "2")]).await else {
+async fn warm_containers_hold_cap_slots_but_give_them_up_to_callers() {
+    let Some(mut executor) = TestExecutor::start(&[POOL, ("MCP_EXECUTOR_MAX_CONTAINERS", "3")]).await else {
         return;
     };
+    let session = |owner: &str| StartSessionRequest {
+        owner: owner.into(),
+        ..Default::default()
+    };
     executor.warm_containers(2).await;
-    let refused = executor
-        .client
-        .start_session(StartSessionRequest {
-            owner: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    // Two warm containers leave one slot, which a session takes.
+    executor.client.start_session(session("alice")).await.unwrap();
+    // The cap is full now; an idle warm container makes room for the next caller.
+    executor.client.start_session(session("bob")).await.unwrap();
+    assert_eq!(executor.containers_of("session").await.len(), 2);
+    assert!(executor.containers().await.len() <= 3);
+    // No slot is spare, so the pool cannot refill; a run still gets the last warm one.
+    let warm = executor.warm_containers(1).await;
+    let (running, started) = start_run(&executor.client, request(SLEEP_A_MINUTE, "{}", Some(60_000))).await;
+    assert!(warm.contains(&started.container_id), "{warm:?}");
+    // With no warm container left and the cap full, a caller is refused at once.
+    let refused = executor.client.start_session(session("carol")).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{}", refused.message());
-    // A run still gets one of them, and the cap still bounds the total.
-    let ran = executor.run(UPPER, r#"{"text":"a"}"#, None).await;
-    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
-    assert!(executor.containers().await.len() <= 2);
+    assert!(executor.containers().await.len() <= 3);
+    drop(running);
+    executor.ran.push(started.container_id);
     executor.stop().await;
 }
 

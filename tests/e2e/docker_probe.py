@@ -14,6 +14,7 @@ LABEL_MANAGED = "dynamic-mcp.managed"
 LABEL_EXECUTOR = "dynamic-mcp.executor"
 LABEL_ROLE = "dynamic-mcp.role"
 LABEL_TOOL = "dynamic-mcp.tool"
+LABEL_DEPS_KEY = "dynamic-mcp.deps-key"
 
 
 def docker(*args: str, timeout: float = 60) -> str:
@@ -99,4 +100,77 @@ async def wait_for_no_containers(labels: dict[str, str], timeout: float) -> None
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"containers with labels {labels} still exist {timeout} s after the call: {ids}")
+        await anyio.sleep(0.1)
+
+
+def marker_code(marker: str, then: str) -> str:
+    """Tool code that first leaves `marker` in its container's /tmp (see `wait_for_call_container`)."""
+    return f"(await import('node:fs')).writeFileSync('/tmp/{marker}', '');\n{then}"
+
+
+def holds_marker(container_id: str, marker: str) -> bool:
+    try:
+        docker("exec", container_id, "test", "-e", f"/tmp/{marker}", timeout=10)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return False
+    return True
+
+
+async def wait_for_call_container(executor_id: str, marker: str, timeout: float) -> str:
+    """The run container that is running a call whose code began with `marker_code(marker, …)`.
+    Runs are found by role and by what they run, never by the tool label: a warm container is
+    started before anyone knows which tool it will run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = await anyio.to_thread.run_sync(lambda: container_ids(run_labels(executor_id), include_stopped=False))
+        for container in running:
+            if await anyio.to_thread.run_sync(holds_marker, container, marker):
+                return container
+        await anyio.sleep(0.05)
+    raise AssertionError(f"no run container of executor {executor_id} ran the call marked {marker} within {timeout} s")
+
+
+def exists(container_id: str) -> bool:
+    try:
+        docker("container", "inspect", container_id)
+    except RuntimeError:
+        return False
+    return True
+
+
+async def wait_for_gone(container_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await anyio.to_thread.run_sync(exists, container_id):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"container {container_id} still exists {timeout} s after its call")
+        await anyio.sleep(0.1)
+
+
+def warm_pool_problems(executor_id: str, per_key: int) -> list[str]:
+    """What is left of an executor that is not an idle warm container: anything but a running run
+    container, or more running run containers of one image and dependency set than its pool keeps."""
+    problems = []
+    per_pool: dict[tuple[str, str], int] = {}
+    for container in container_ids({LABEL_EXECUTOR: executor_id}):
+        try:
+            details = inspect(container)
+        except RuntimeError:
+            continue  # removed since it was listed
+        labels = details["Config"].get("Labels") or {}
+        if labels.get(LABEL_ROLE) != "run" or not details["State"].get("Running"):
+            problems.append(f"{container[:12]} ({labels.get(LABEL_ROLE)}, {details['State'].get('Status')})")
+            continue
+        pool = (details["Config"].get("Image", ""), labels.get(LABEL_DEPS_KEY, ""))
+        per_pool[pool] = per_pool.get(pool, 0) + 1
+    problems += [f"{count} idle run containers for {pool}" for pool, count in per_pool.items() if count > per_key]
+    return problems
+
+
+async def wait_for_only_warm_containers(executor_id: str, timeout: float, per_key: int = 1) -> None:
+    """Everything a call started is gone: at most `per_key` idle warm containers per pool remain
+    (the executor's MCP_EXECUTOR_WARM_POOL_SIZE)."""
+    deadline = time.monotonic() + timeout
+    while problems := await anyio.to_thread.run_sync(warm_pool_problems, executor_id, per_key):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"containers of executor {executor_id} left {timeout} s after the calls: {problems}")
         await anyio.sleep(0.1)

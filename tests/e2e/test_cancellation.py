@@ -5,13 +5,14 @@ client sends notifications/cancelled; over Streamable HTTP (2026-07-28) it drops
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 from mcp import Client
 
-from docker_probe import LABEL_TOOL, run_labels, wait_for_container, wait_for_no_containers
+from docker_probe import marker_code, wait_for_call_container, wait_for_gone
 from mcp_calls import admin, create_tool, unique_name
 from stack import ERA_LEGACY, ERA_MODERN
 
@@ -50,31 +51,39 @@ async def wait_for_count(client: Client, session: str, pattern: str, wanted: int
         await anyio.sleep(0.1)
 
 
+async def cancel_and_see_container_go(call: Callable[[], Awaitable[object]], executor_id: str, marker: str) -> None:
+    """Cancel `call` once its container runs; that container must then go away."""
+    found: list[str] = []
+
+    async def running() -> None:
+        found.append(await wait_for_call_container(executor_id, marker, APPEARS_WITHIN))
+
+    await cancel_once_running(call, running)
+    await wait_for_gone(found[0], STOPPED_WITHIN)
+
+
 async def test_cancelling_a_dynamic_tool_removes_its_container(launcher, way):
     transport, era = way
     frontend = launcher.frontend(transport)
     name = unique_name("cancel")
-    labels = run_labels(frontend.executor_id, **{LABEL_TOOL: name})
+    marker = f"cancel-{uuid.uuid4().hex}"
     async with frontend.connect(era) as client:
-        await create_tool(client, name, SLEEP_A_MINUTE, timeoutMs=90000)
-        await cancel_once_running(
-            lambda: client.call_tool(name, {"args": {}}),
-            lambda: wait_for_container(labels, APPEARS_WITHIN),
-        )
-        await wait_for_no_containers(labels, STOPPED_WITHIN)
+        await create_tool(client, name, marker_code(marker, SLEEP_A_MINUTE), timeoutMs=90000)
+        await cancel_and_see_container_go(lambda: client.call_tool(name, {"args": {}}), frontend.executor_id, marker)
         assert (await admin(client, "system.health", {}))["status"] == "ok"
 
 
 async def test_cancelling_run_js_ephemeral_removes_its_container(launcher, way):
     transport, era = way
     frontend = launcher.frontend(transport)
-    labels = run_labels(frontend.executor_id, **{LABEL_TOOL: "run_js_ephemeral"})
+    marker = f"cancel-{uuid.uuid4().hex}"
+    code = marker_code(marker, SLEEP_A_MINUTE)
     async with frontend.connect(era) as client:
-        await cancel_once_running(
-            lambda: client.call_tool("run_js_ephemeral", {"code": SLEEP_A_MINUTE, "timeoutMs": 90000}),
-            lambda: wait_for_container(labels, APPEARS_WITHIN),
+        await cancel_and_see_container_go(
+            lambda: client.call_tool("run_js_ephemeral", {"code": code, "timeoutMs": 90000}),
+            frontend.executor_id,
+            marker,
         )
-        await wait_for_no_containers(labels, STOPPED_WITHIN)
 
 
 async def test_cancelling_sandbox_exec_and_run_js_kills_their_processes(launcher, way):

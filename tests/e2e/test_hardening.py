@@ -9,7 +9,14 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from docker_probe import LABEL_MANAGED, LABEL_TOOL, inspect, run_labels, wait_for_container, wait_for_no_containers
+from docker_probe import (
+    LABEL_MANAGED,
+    inspect,
+    marker_code,
+    wait_for_call_container,
+    wait_for_gone,
+    wait_for_only_warm_containers,
+)
 from mcp_calls import create_tool, run_tool, run_tool_error, unique_name
 from stack import ERA_MODERN
 
@@ -47,9 +54,8 @@ def hardening_problems(details: dict) -> list[str]:
 
 async def test_running_tool_container_is_hardened_and_holds_no_code_or_args(http_frontend):
     code_marker, args_marker = f"code-{uuid.uuid4().hex}", f"args-{uuid.uuid4().hex}"
-    code = f'const marker = "{code_marker}";\nawait new Promise(r => setTimeout(r, 4000));\nreturn 1;'
+    code = marker_code(code_marker, "await new Promise(r => setTimeout(r, 4000));\nreturn 1;")
     name = unique_name("sleeper")
-    labels = run_labels(http_frontend.executor_id, **{LABEL_TOOL: name})
     answers = []
     async with http_frontend.connect(ERA_MODERN) as client:
         await create_tool(client, name, code)
@@ -59,7 +65,7 @@ async def test_running_tool_container_is_hardened_and_holds_no_code_or_args(http
 
         async with anyio.create_task_group() as calls:
             calls.start_soon(call)
-            container = await wait_for_container(labels, CONTAINER_APPEARS_WITHIN)
+            container = await wait_for_call_container(http_frontend.executor_id, code_marker, CONTAINER_APPEARS_WITHIN)
             details = await anyio.to_thread.run_sync(inspect, container)
 
     assert answers == [1]
@@ -67,7 +73,7 @@ async def test_running_tool_container_is_hardened_and_holds_no_code_or_args(http
     exposed = json.dumps(details)
     assert code_marker not in exposed, "the tool's code is visible in `docker inspect`"
     assert args_marker not in exposed, "the call's args are visible in `docker inspect`"
-    await wait_for_no_containers(run_labels(http_frontend.executor_id), CONTAINERS_GONE_WITHIN)
+    await wait_for_gone(container, CONTAINERS_GONE_WITHIN)
 
 
 @pytest.mark.parametrize(
@@ -79,12 +85,13 @@ async def test_running_tool_container_is_hardened_and_holds_no_code_or_args(http
     ],
     ids=["success", "throws", "timeout"],
 )
-async def test_no_container_outlives_its_call(http_frontend, code, timeout_ms, succeeds):
+async def test_no_container_outlives_its_call(launcher, code, timeout_ms, succeeds):
+    frontend = launcher.http_frontend(settings={"MCP_EXECUTOR_WARM_POOL_SIZE": "1"})
     name = unique_name("once")
-    async with http_frontend.connect(ERA_MODERN) as client:
+    async with frontend.connect(ERA_MODERN) as client:
         await create_tool(client, name, code, timeoutMs=timeout_ms)
         if succeeds:
             await run_tool(client, name, {})
         else:
             await run_tool_error(client, name, {})
-    await wait_for_no_containers(run_labels(http_frontend.executor_id), CONTAINERS_GONE_WITHIN)
+    await wait_for_only_warm_containers(frontend.executor_id, CONTAINERS_GONE_WITHIN)

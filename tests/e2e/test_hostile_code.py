@@ -26,7 +26,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from attack_targets import KINDS, SANDBOX_SESSION, SessionTarget, Target, describe, new_target, outcome_of
-from docker_probe import LABEL_EXECUTOR, SANDBOX_IMAGE, wait_for_no_containers
+from docker_probe import SANDBOX_IMAGE, wait_for_only_warm_containers
 from mcp_calls import admin, create_tool, text_of, unique_name
 from stack import ERA_MODERN, HttpFrontend
 
@@ -58,6 +58,8 @@ def server(launcher, admin_token, host_secret) -> HttpFrontend:
         HOST_SECRET_VARIABLE: host_secret,
         "MCP_SANDBOX_MEMORY_LIMIT": MEMORY_LIMIT,
         "MCP_EXECUTOR_MAX_CONTAINERS": str(MAX_CONTAINERS),
+        # A fixed pool, so that whatever is left beyond it is a leak.
+        "MCP_EXECUTOR_WARM_POOL_SIZE": "1",
         "MCP_TOOL_MAX_CONCURRENCY": "64",
         "MCP_TOOL_MAX_CALLS_PER_WINDOW": "1000",
     }
@@ -79,7 +81,7 @@ async def attacked(server: HttpFrontend, kind: str) -> AsyncIterator[Target]:
         assert health["status"] == "ok", health
         await target.harmless_call()
         await target.finish()
-    await wait_for_no_containers({LABEL_EXECUTOR: server.executor_id}, CONTAINERS_GONE_WITHIN)
+    await wait_for_only_warm_containers(server.executor_id, CONTAINERS_GONE_WITHIN)
 
 
 def reason(result) -> str:

@@ -18,6 +18,7 @@ from docker_probe import (
     container_ids,
     docker,
     wait_for_no_containers,
+    wait_for_only_warm_containers,
 )
 from jwt_issuer import JwtIssuer
 from mcp_calls import admin, create_tool, failure_message, run_tool, text_of, unique_name
@@ -151,7 +152,8 @@ def deps_volume():
 
 @pytest.fixture
 def deps_frontend(deps_volume, launcher):
-    settings = {"MCP_SANDBOX_DEPS_VOLUME": deps_volume}
+    # A fixed pool, so that whatever is left beyond it is a leak.
+    settings = {"MCP_SANDBOX_DEPS_VOLUME": deps_volume, "MCP_EXECUTOR_WARM_POOL_SIZE": "1"}
     if HOST_CA_BUNDLE.is_file():
         settings["MCP_SANDBOX_EXTRA_CA_FILE"] = str(HOST_CA_BUNDLE)
     return launcher.http_frontend(settings=settings)
@@ -202,7 +204,7 @@ async def test_an_install_error_surfaces_at_create(deps_frontend):
         message = text_of(result)
         assert "installing the npm dependencies failed" in message and "is-number@^99.0.0" in message, message
         assert (await admin(client, "dynamic.tool.list", {}))["tools"] == [], "a tool that cannot run was stored"
-    await wait_for_no_containers({LABEL_EXECUTOR: deps_frontend.executor_id}, CONTAINERS_GONE_WITHIN)
+    await wait_for_only_warm_containers(deps_frontend.executor_id, CONTAINERS_GONE_WITHIN)
 
 
 @pytest.mark.timeout(300)
@@ -221,4 +223,4 @@ async def test_run_js_in_a_session_imports_an_npm_dependency(deps_frontend):
         tamper = await admin(client, "sandbox.exec", {"sessionId": session, "commands": ["touch /deps/x"]})
         assert "Read-only file system" in tamper["results"][0]["stderr"], tamper
         await admin(client, "sandbox.stop", {"sessionId": session})
-    await wait_for_no_containers({LABEL_EXECUTOR: deps_frontend.executor_id}, CONTAINERS_GONE_WITHIN)
+    await wait_for_only_warm_containers(deps_frontend.executor_id, CONTAINERS_GONE_WITHIN)

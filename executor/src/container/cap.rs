@@ -27,6 +27,15 @@ impl ContainerCap {
         }
     }
 
+    /// A slot only if another one stays free: for containers made ahead of
+    /// demand, which must never take the last slot from a caller.
+    pub fn try_reserve_spare(&self) -> Result<ContainerSlot, ExecError> {
+        if self.slots.available_permits() < 2 {
+            return Err(ExecError::Busy { max: self.max });
+        }
+        self.try_reserve()
+    }
+
     pub fn try_reserve(&self) -> Result<ContainerSlot, ExecError> {
         self.slots
             .clone()
@@ -51,5 +60,15 @@ mod tests {
         );
         drop(slot);
         assert!(cap.try_reserve().is_ok());
+    }
+
+    #[test]
+    fn a_spare_slot_leaves_one_free() {
+        let cap = ContainerCap::new(2);
+        let spare = cap.try_reserve_spare().unwrap();
+        assert!(cap.try_reserve_spare().is_err(), "the last slot is not spare");
+        let last = cap.try_reserve().unwrap();
+        drop((spare, last));
+        assert!(ContainerCap::new(1).try_reserve_spare().is_err());
     }
 }

@@ -60,6 +60,15 @@ impl OwnedContainer {
         remove(&self.docker, &self.id).await;
     }
 
+    /// Removes the container now and frees its slot under the cap as soon
+    /// as it is gone, rather than in the background.
+    pub async fn remove_and_release(mut self) {
+        remove(&self.docker, &self.id).await;
+        // Nothing left for `drop`: no second removal, and the slot goes now.
+        self.id.clear();
+        self.slot = None;
+    }
+
     /// Waits until the container is no longer running; returns its exit code.
     pub async fn wait_exit(&self) -> Result<i64, ExecError> {
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
@@ -99,6 +108,9 @@ impl OwnedContainer {
 
 impl Drop for OwnedContainer {
     fn drop(&mut self) {
+        if self.id.is_empty() {
+            return;
+        }
         let docker = self.docker.clone();
         let id = std::mem::take(&mut self.id);
         let slot = self.slot.take();

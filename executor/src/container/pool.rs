@@ -1,28 +1,36 @@
-//! The warm pool (opt-in, MCP_EXECUTOR_WARM_POOL_SIZE): run containers
-//! started ahead of time, so a run skips create → attach → start and Node's
-//! own start-up. Each is made exactly as a cold one (`ColdStart`, hence
-//! `hardening.rs`): attached before start, then left with the harness
-//! blocked on stdin, waiting for its envelope.
+//! The warm pool: run containers started ahead of time, so a run skips
+//! create → attach → start and Node's own start-up. Each is made exactly as
+//! a cold one (`ColdStart`, hence `hardening.rs`): attached before start,
+//! then left with the harness blocked on stdin, waiting for its envelope.
 //!
 //! - Single use: a container is handed out once and never comes back.
-//! - Keyed by the whole spec but the tool label (image, deps volume or none,
-//!   command); limits are the executor's, the same for all. Only keys that
-//!   were asked for are kept warm (plus the default one, warmed at start).
-//! - A hand-out refills in the background; with none ready, the run starts
-//!   cold at once instead of waiting for the refill.
+//! - Keyed by the whole spec but the tool label: image, dependency set (or
+//!   none), command. The default key (the default image, no dependencies) is
+//!   warmed at start; any other key from its first use.
+//! - Sized by demand (see [`Demand`]): between `min` and `max` per key in
+//!   use, from the recent hand-out rate and the measured start time. A key
+//!   left unused for `idle_after` shrinks, the default one to `min`, any
+//!   other to nothing.
+//! - An empty key never races its own refill: a run waits for the next
+//!   container of its key, and starts one only when none is on its way.
+//!   A container already on its way is always ready sooner than a new one,
+//!   which would also take CPU from it.
 //! - Every pooled container holds a container-cap slot, so the cap bounds
-//!   them too; a refill that finds the cap full is retried on the next tick.
+//!   them too; when the cap is full, idle containers of other keys make room.
 //! - Idle containers older than the max age are recycled; `close` removes
 //!   the rest at shutdown, and the reaper catches anything left.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::task::TaskTracker;
 
+use super::cap::ContainerSlot;
 use super::lease::Lease;
 use super::source::{ColdStart, ContainerSource};
 use super::{ContainerSpec, Role, labels};
@@ -31,9 +39,36 @@ use crate::error::ExecError;
 /// How many containers to keep ready per key, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
-    pub size: usize,
+    /// Ready containers per key in use, however low the demand.
+    pub min: usize,
+    /// Ready containers per key, however high the demand.
+    pub max: usize,
+    /// An idle container older than this is replaced by a fresh one.
     pub max_age: Duration,
+    /// A key with no hand-out for this long is no longer "in use".
+    pub idle_after: Duration,
 }
+
+/// Hand-outs counted for the demand rate.
+const DEMAND_WINDOW: Duration = Duration::from_secs(10);
+
+/// Keep this many times the containers that the demand uses up while one
+/// is being started: room for bursts above the average rate.
+const HEADROOM: f64 = 2.0;
+
+/// Containers the pool starts at once. On 2 cores, more in parallel only
+/// makes each one slower (Docker's own work per container is CPU-bound).
+const PARALLEL_STARTS: usize = 2;
+
+/// The start time assumed before any was measured.
+const FIRST_START_ESTIMATE: Duration = Duration::from_millis(250);
+
+/// How often idle containers are checked, recycled and topped up.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How long `close` waits for starts under way before leaving what they
+/// start to the reaper.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Hands out pre-started run containers; everything else starts cold.
 pub struct WarmPool {
@@ -44,14 +79,12 @@ struct Shared {
     cold: Arc<ColdStart>,
     settings: PoolSettings,
     keys: Mutex<HashMap<PoolKey, KeyState>>,
+    /// The measured time of one container start, smoothed.
+    start_time: Mutex<Duration>,
+    starts: Semaphore,
+    tasks: TaskTracker,
     closed: AtomicBool,
-    /// Refill tasks not yet settled, across keys; `close` waits for them.
-    in_flight: AtomicUsize,
 }
-
-/// How long `close` waits for refills under way before leaving what they
-/// start to the reaper.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// A run container's spec without its tool label: what shapes the container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,11 +98,19 @@ impl PoolKey {
     }
 }
 
+/// A lease for whoever waits for a key's next container: the container,
+/// or the error its start ended with.
+type Waiter = oneshot::Sender<Result<Lease, ExecError>>;
+
 #[derive(Default)]
 struct KeyState {
     ready: VecDeque<Warm>,
-    /// Refills under way, so a burst of hand-outs does not overfill.
+    /// Starts under way; each one is owed to a waiter first.
     starting: usize,
+    waiters: VecDeque<Waiter>,
+    demand: Demand,
+    /// The default key: never shrinks below `min`.
+    pinned: bool,
 }
 
 struct Warm {
@@ -85,6 +126,53 @@ impl Warm {
     }
 }
 
+/// Recent hand-outs of one key.
+#[derive(Debug, Default)]
+struct Demand {
+    recent: VecDeque<Instant>,
+    last: Option<Instant>,
+}
+
+impl Demand {
+    fn record(&mut self, now: Instant) {
+        self.recent.push_back(now);
+        self.last = Some(now);
+        self.forget_before(now);
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > DEMAND_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Hand-outs per second over the window.
+    fn rate(&self) -> f64 {
+        self.recent.len() as f64 / DEMAND_WINDOW.as_secs_f64()
+    }
+
+    fn in_use(&self, now: Instant, idle_after: Duration) -> bool {
+        self.last.is_some_and(|t| now.duration_since(t) < idle_after)
+    }
+}
+
+/// How many ready containers a key should have: what the recent rate uses
+/// up while one is being started (Little's law), with headroom, between
+/// `min` (`0` for an unpinned key that is no longer in use) and `max`.
+fn target(settings: &PoolSettings, demand: &Demand, pinned: bool, start_time: Duration, now: Instant) -> usize {
+    let floor = if pinned || demand.in_use(now, settings.idle_after) {
+        settings.min
+    } else {
+        0
+    };
+    let needed = (demand.rate() * start_time.as_secs_f64() * HEADROOM).ceil() as usize;
+    needed.clamp(floor, settings.max.max(floor))
+}
+
 impl WarmPool {
     pub fn new(cold: Arc<ColdStart>, settings: PoolSettings) -> Self {
         Self {
@@ -92,76 +180,58 @@ impl WarmPool {
                 cold,
                 settings,
                 keys: Mutex::default(),
+                start_time: Mutex::new(FIRST_START_ESTIMATE),
+                starts: Semaphore::new(PARALLEL_STARTS),
+                tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Starts keeping `spec`'s key warm before anyone asks for it.
-    pub fn warm(&self, spec: &ContainerSpec) {
-        refill(&self.shared, PoolKey::of(spec));
+    /// Keeps `spec`'s key warm from now on, whether or not it is used.
+    pub fn pin(&self, spec: &ContainerSpec) {
+        let key = PoolKey::of(spec);
+        self.shared.lock().entry(key.clone()).or_default().pinned = true;
+        top_up(&self.shared, &key);
     }
 
-    /// Recycles containers past the max age and tops every key up again
-    /// (refills the cap refused before), until the pool is closed.
+    /// Recycles old containers, sizes every key to its demand and forgets
+    /// unused keys, until the pool is closed.
     pub async fn keep_warm(&self) {
-        let every = (self.shared.settings.max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let mut ticks = tokio::time::interval(every);
+        let mut ticks = tokio::time::interval(UPKEEP_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.shared.closed.load(Ordering::Acquire) {
             ticks.tick().await;
-            let (expired, keys) = {
-                let mut keys = self.shared.lock();
-                let max_age = self.shared.settings.max_age;
-                let mut expired = Vec::new();
-                for state in keys.values_mut() {
-                    let (old, fresh): (VecDeque<Warm>, VecDeque<Warm>) =
-                        state.ready.drain(..).partition(|w| w.started.elapsed() >= max_age);
-                    state.ready = fresh;
-                    expired.extend(old);
-                }
-                (expired, keys.keys().cloned().collect::<Vec<_>>())
-            };
-            if !expired.is_empty() {
-                tracing::debug!(count = expired.len(), "recycling idle warm containers");
+            let (surplus, keys) = self.shared.resize();
+            if !surplus.is_empty() {
+                tracing::debug!(count = surplus.len(), "removing idle warm containers");
             }
-            drop(expired);
+            drop(surplus);
             for key in keys {
-                refill(&self.shared, key);
+                top_up(&self.shared, &key);
             }
         }
     }
 
     /// Stops refilling, removes every idle container, and waits for the
-    /// refills under way (their containers are removed as they settle), so
+    /// starts under way (their containers are removed as they settle), so
     /// the reaper that follows sees everything.
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let idle: Vec<Warm> = self.shared.lock().drain().flat_map(|(_, state)| state.ready).collect();
-        // Removed before returning, not in the background: the process may exit next.
-        futures::future::join_all(idle.iter().map(|warm| warm.lease.container.remove_now())).await;
-        let settled = async {
-            while self.shared.in_flight.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let idle: Vec<Warm> = {
+            let mut keys = self.shared.lock();
+            // Waiters hear "closed" when their sender goes.
+            keys.drain().flat_map(|(_, state)| state.ready).collect()
         };
-        if tokio::time::timeout(CLOSE_WAIT, settled).await.is_err() {
-            tracing::warn!("warm pool refills still under way at shutdown; the reaper removes what they start");
+        // Removed before returning, not in the background: the process may exit next.
+        futures::future::join_all(idle.into_iter().map(|warm| warm.lease.container.remove_and_release())).await;
+        self.shared.tasks.close();
+        if tokio::time::timeout(CLOSE_WAIT, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("warm pool starts still under way at shutdown; the reaper removes what they start");
         }
-    }
-
-    /// A ready, still pristine container for `key`, if there is one.
-    fn take(&self, key: &PoolKey) -> Option<Lease> {
-        let mut keys = self.shared.lock();
-        let state = keys.entry(key.clone()).or_default();
-        while let Some(mut warm) = state.ready.pop_front() {
-            if warm.is_pristine() && warm.started.elapsed() < self.shared.settings.max_age {
-                return Some(warm.lease);
-            }
-            tracing::debug!(container = %warm.lease.container.id(), "dropping a warm container that is stale or gone");
-        }
-        None
     }
 }
 
@@ -169,18 +239,82 @@ impl WarmPool {
 impl ContainerSource for WarmPool {
     async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
         if spec.role != Role::Run || self.shared.closed.load(Ordering::Acquire) {
-            return self.shared.cold.acquire(spec).await;
+            return self.shared.start_making_room(spec).await;
         }
         let key = PoolKey::of(spec);
-        let warm = self.take(&key);
-        // On a miss the caller's cold start reserves its cap slot first, so
-        // a refill can never take the last slot from under it.
-        let lease = match warm {
-            Some(lease) => Ok(lease),
-            None => self.shared.cold.acquire(spec).await,
+        let next = {
+            let mut keys = self.shared.lock();
+            let state = keys.entry(key.clone()).or_default();
+            state.demand.record(Instant::now());
+            match state.take_pristine(self.shared.settings.max_age) {
+                Some(lease) => Ok(lease),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    state.waiters.push_back(tx);
+                    Err(rx)
+                }
+            }
         };
-        refill(&self.shared, key);
-        lease
+        top_up(&self.shared, &key);
+        match next {
+            Ok(lease) => Ok(lease),
+            Err(next) => next
+                .await
+                .unwrap_or_else(|_closed| Err(ExecError::Internal("the executor is shutting down".into()))),
+        }
+    }
+}
+
+impl KeyState {
+    /// A ready, still pristine container, if there is one.
+    fn take_pristine(&mut self, max_age: Duration) -> Option<Lease> {
+        while let Some(mut warm) = self.ready.pop_front() {
+            if warm.is_pristine() && warm.started.elapsed() < max_age {
+                return Some(warm.lease);
+            }
+            tracing::debug!(container = %warm.lease.container.id(), "dropping a warm container that is stale or gone");
+        }
+        None
+    }
+
+    /// How many starts this key lacks: its target, plus one per waiter.
+    fn missing(&mut self, target: usize) -> usize {
+        self.waiters.retain(|waiter| !waiter.is_closed());
+        (target + self.waiters.len()).saturating_sub(self.ready.len() + self.starting)
+    }
+
+    /// Hands a started container to the first waiter still waiting, or
+    /// keeps it ready.
+    fn deliver(&mut self, mut lease: Lease) {
+        while let Some(waiter) = self.waiters.pop_front() {
+            match waiter.send(Ok(lease)) {
+                Ok(()) => return,
+                Err(Ok(unclaimed)) => lease = unclaimed,
+                Err(Err(_)) => return,
+            }
+        }
+        self.ready.push_back(Warm {
+            lease,
+            started: Instant::now(),
+        });
+    }
+
+    /// A failed start leaves a waiter without a container when the starts
+    /// still under way are fewer than the waiters: the first one gets the
+    /// error, as its own cold start would have. `false` when nobody was told.
+    fn fail_waiter(&mut self, mut error: ExecError) -> bool {
+        self.waiters.retain(|waiter| !waiter.is_closed());
+        if self.waiters.len() <= self.starting {
+            return false;
+        }
+        while let Some(waiter) = self.waiters.pop_front() {
+            match waiter.send(Err(error)) {
+                Ok(()) => return true,
+                Err(Err(unheard)) => error = unheard,
+                Err(Ok(_)) => return true,
+            }
+        }
+        false
     }
 }
 
@@ -190,58 +324,187 @@ impl Shared {
         self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Books a finished refill: a started container joins the pool, unless
-    /// the pool was closed meanwhile; then it is returned, to be removed.
+    fn start_time(&self) -> Duration {
+        *self.start_time.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn measured_start(&self, took: Duration) {
+        let mut estimate = self.start_time.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *estimate = estimate.mul_f64(0.7) + took.mul_f64(0.3);
+    }
+
+    fn target_of(&self, state: &KeyState, now: Instant) -> usize {
+        target(&self.settings, &state.demand, state.pinned, self.start_time(), now)
+    }
+
+    /// Drops stale and surplus containers and unused keys; returns what to
+    /// remove (outside the lock) and the keys left.
+    fn resize(&self) -> (Vec<Warm>, Vec<PoolKey>) {
+        let now = Instant::now();
+        let max_age = self.settings.max_age;
+        let start_time = self.start_time();
+        let mut keys = self.lock();
+        let mut surplus = Vec::new();
+        for state in keys.values_mut() {
+            state.demand.forget_before(now);
+            let (stale, mut fresh): (VecDeque<Warm>, VecDeque<Warm>) = state
+                .ready
+                .drain(..)
+                .partition(|w| now.duration_since(w.started) >= max_age);
+            surplus.extend(stale);
+            let target = target(&self.settings, &state.demand, state.pinned, start_time, now);
+            // The oldest go first: they are the next to age out anyway.
+            while fresh.len() > target {
+                surplus.extend(fresh.pop_front());
+            }
+            state.ready = fresh;
+        }
+        keys.retain(|_, state| {
+            state.pinned || state.demand.in_use(now, self.settings.idle_after) || state.starting > 0
+        });
+        (surplus, keys.keys().cloned().collect())
+    }
+
+    /// Removes the oldest idle container of a key other than `except`, so
+    /// that its cap slot is free when this returns. `false` if none is idle.
+    async fn evict_idle(&self, except: Option<&PoolKey>) -> bool {
+        let oldest = {
+            let mut keys = self.lock();
+            let candidate = keys
+                .iter()
+                .filter(|(key, _)| Some(*key) != except)
+                .filter_map(|(key, state)| state.ready.front().map(|w| (w.started, key.clone())))
+                .min_by_key(|(started, _)| *started)
+                .map(|(_, key)| key);
+            candidate.and_then(|key| keys.get_mut(&key).and_then(|state| state.ready.pop_front()))
+        };
+        let Some(warm) = oldest else { return false };
+        tracing::debug!(container = %warm.lease.container.id(), "removing an idle warm container to make room under the container cap");
+        warm.lease.container.remove_and_release().await;
+        true
+    }
+
+    /// A slot under the container cap; when the cap is full, an idle warm
+    /// container of another key makes room first. With `spare`, only a slot
+    /// that leaves another one free: a start ahead of demand never takes the
+    /// last slot from a caller.
+    async fn reserve_making_room(&self, spec: &ContainerSpec, spare: bool) -> Result<ContainerSlot, ExecError> {
+        let reserve = || {
+            if spare {
+                self.cold.reserve_spare()
+            } else {
+                self.cold.reserve()
+            }
+        };
+        match reserve() {
+            Err(ExecError::Busy { .. }) if self.evict_idle(Some(&PoolKey::of(spec))).await => reserve(),
+            reserved => reserved,
+        }
+    }
+
+    /// Whether a caller waits for `key`'s next container.
+    fn awaited(&self, key: &PoolKey) -> bool {
+        self.lock()
+            .get_mut(key)
+            .is_some_and(|state| state.waiters.iter().any(|waiter| !waiter.is_closed()))
+    }
+
+    /// A cold start, making room under the cap if it must.
+    async fn start_making_room(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
+        let slot = self.reserve_making_room(spec, false).await?;
+        self.cold.start(spec, slot).await
+    }
+
+    /// Books a finished start: a waiter or the pool gets the container,
+    /// unless the pool was closed meanwhile; then it is returned, to be
+    /// removed.
     fn settle(&self, key: &PoolKey, started: Result<Lease, ExecError>) -> Option<Lease> {
         let mut keys = self.lock();
         let state = keys.get_mut(key).filter(|_| !self.closed.load(Ordering::Acquire));
         let Some(state) = state else { return started.ok() };
         state.starting = state.starting.saturating_sub(1);
         match started {
-            Ok(lease) => state.ready.push_back(Warm {
-                lease,
-                started: Instant::now(),
-            }),
-            // Routine while the cap is full, or already reported (Docker down, an
-            // image missing, both warned about at start); retried on the next tick.
-            Err(e @ (ExecError::Busy { .. } | ExecError::DockerUnreachable(_) | ExecError::ImageMissing { .. })) => {
-                tracing::debug!(error = %e, "cannot refill the warm pool now")
+            Ok(lease) => state.deliver(lease),
+            Err(e) => {
+                // Routine while the cap is full, or already reported (Docker down, an
+                // image missing, both warned about at start); retried on the next tick.
+                let routine = matches!(
+                    e,
+                    ExecError::Busy { .. } | ExecError::DockerUnreachable(_) | ExecError::ImageMissing { .. }
+                );
+                let error = e.to_string();
+                let told_a_waiter = state.fail_waiter(e);
+                if routine {
+                    tracing::debug!(%error, told_a_waiter, "cannot refill the warm pool now");
+                } else {
+                    tracing::warn!(%error, told_a_waiter, "cannot refill the warm pool");
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot refill the warm pool"),
         }
         None
     }
 }
 
 /// Starts as many containers as `key` lacks, each in the background.
-fn refill(shared: &Arc<Shared>, key: PoolKey) {
+fn top_up(shared: &Arc<Shared>, key: &PoolKey) {
     if shared.closed.load(Ordering::Acquire) {
         return;
     }
     let missing = {
+        let now = Instant::now();
         let mut keys = shared.lock();
-        let state = keys.entry(key.clone()).or_default();
-        let missing = shared.settings.size.saturating_sub(state.ready.len() + state.starting);
+        let Some(state) = keys.get_mut(key) else { return };
+        let target = shared.target_of(state, now);
+        let missing = state.missing(target);
         state.starting += missing;
         missing
     };
     for _ in 0..missing {
         let shared = Arc::clone(shared);
         let key = key.clone();
-        shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            let started = shared.cold.acquire(&key.0).await;
+        shared.tasks.clone().spawn(async move {
+            let started = start_warm(&shared, &key).await;
             if let Some(unwanted) = shared.settle(&key, started) {
-                unwanted.container.remove_now().await;
+                unwanted.container.remove_and_release().await;
             }
-            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
     }
+}
+
+/// One container for `key`: its cap slot first, so a full cap is reported
+/// at once, then a turn among the pool's parallel starts.
+async fn start_warm(shared: &Shared, key: &PoolKey) -> Result<Lease, ExecError> {
+    let spare = !shared.awaited(key);
+    let slot = shared.reserve_making_room(&key.0, spare).await?;
+    let _turn = shared
+        .starts
+        .acquire()
+        .await
+        .map_err(|_closed| ExecError::Internal("the warm pool is closed".into()))?;
+    let began = Instant::now();
+    let started = shared.cold.start(&key.0, slot).await?;
+    shared.measured_start(began.elapsed());
+    Ok(started)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SETTINGS: PoolSettings = PoolSettings {
+        min: 1,
+        max: 4,
+        max_age: Duration::from_secs(300),
+        idle_after: Duration::from_secs(60),
+    };
+
+    fn demand(handouts: usize, over: Duration, now: Instant) -> Demand {
+        let mut demand = Demand::default();
+        for i in 0..handouts {
+            demand.record(now - over + over.mul_f64(i as f64 / handouts as f64));
+        }
+        demand
+    }
 
     #[test]
     fn the_key_ignores_the_tool_but_not_what_shapes_the_container() {
@@ -252,7 +515,91 @@ mod tests {
         let mut with_deps = spec("a.tool");
         with_deps.deps_volume = Some("dynamic-mcp-deps".into());
         assert_ne!(PoolKey::of(&with_deps), PoolKey::of(&spec("a.tool")));
+        let other_set = with_deps.clone().label(labels::DEPS_KEY, "set-2");
+        let set = with_deps.label(labels::DEPS_KEY, "set-1");
+        assert_ne!(
+            PoolKey::of(&set),
+            PoolKey::of(&other_set),
+            "one pool per dependency set"
+        );
         let other_image = ContainerSpec::new(Role::Run, "img:2", vec!["node".into()]);
         assert_ne!(PoolKey::of(&other_image), PoolKey::of(&spec("a.tool")));
+    }
+
+    #[test]
+    fn the_target_follows_demand_between_min_and_max() {
+        let now = Instant::now();
+        let start = Duration::from_millis(200);
+        // An agent's pace (a call every few seconds): the minimum.
+        assert_eq!(
+            target(&SETTINGS, &demand(3, Duration::from_secs(9), now), false, start, now),
+            1
+        );
+        // 3 calls a second use 0.6 containers per start: 2 with headroom.
+        assert_eq!(
+            target(&SETTINGS, &demand(30, Duration::from_secs(10), now), false, start, now),
+            2
+        );
+        // Far more than starts can keep up with: the maximum.
+        assert_eq!(
+            target(&SETTINGS, &demand(200, Duration::from_secs(10), now), false, start, now),
+            4
+        );
+        // Slower starts need more in stock for the same rate.
+        assert_eq!(
+            target(
+                &SETTINGS,
+                &demand(30, Duration::from_secs(10), now),
+                false,
+                start * 3,
+                now
+            ),
+            4
+        );
+    }
+
+    #[test]
+    fn unused_keys_shrink_to_nothing_and_the_pinned_one_to_min() {
+        let now = Instant::now();
+        let start = Duration::from_millis(200);
+        let mut old = Demand::default();
+        old.record(now - Duration::from_secs(120));
+        old.forget_before(now);
+        assert_eq!(target(&SETTINGS, &old, false, start, now), 0);
+        assert_eq!(target(&SETTINGS, &old, true, start, now), 1);
+        assert_eq!(target(&SETTINGS, &Demand::default(), true, start, now), 1);
+        assert_eq!(target(&SETTINGS, &Demand::default(), false, start, now), 0);
+    }
+
+    #[test]
+    fn a_fixed_size_is_min_equal_to_max() {
+        let fixed = PoolSettings {
+            min: 2,
+            max: 2,
+            ..SETTINGS
+        };
+        let now = Instant::now();
+        let start = Duration::from_millis(200);
+        for handouts in [1, 30, 500] {
+            assert_eq!(
+                target(
+                    &fixed,
+                    &demand(handouts, Duration::from_secs(10), now),
+                    false,
+                    start,
+                    now
+                ),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn demand_forgets_what_left_the_window() {
+        let now = Instant::now();
+        let mut demand = demand(20, Duration::from_secs(20), now);
+        demand.forget_before(now);
+        assert_eq!(demand.recent.len(), 10, "{:?}", demand.recent.len());
+        assert!((demand.rate() - 1.0).abs() < 1e-9);
     }
 }

@@ -43,10 +43,19 @@ impl ColdStart {
     }
 }
 
-#[async_trait]
-impl ContainerSource for ColdStart {
-    async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
-        let slot = self.cap.try_reserve()?;
+impl ColdStart {
+    /// A slot under the container cap, or `Busy` at once.
+    pub fn reserve(&self) -> Result<ContainerSlot, ExecError> {
+        self.cap.try_reserve()
+    }
+
+    /// A slot that leaves another one free (see `ContainerCap::try_reserve_spare`).
+    pub fn reserve_spare(&self) -> Result<ContainerSlot, ExecError> {
+        self.cap.try_reserve_spare()
+    }
+
+    /// Creates, attaches and starts a container for `spec` in `slot`.
+    pub async fn start(&self, spec: &ContainerSpec, slot: ContainerSlot) -> Result<Lease, ExecError> {
         let docker = self.engine.docker().await?.clone();
         let body = container_body(spec, &self.limits, &self.executor_id);
         let name = format!("dynamic-mcp-{}-{}", spec.role.label(), uuid::Uuid::new_v4().simple());
@@ -56,6 +65,14 @@ impl ContainerSource for ColdStart {
         tokio::spawn(start_fresh(docker, name, body, slot))
             .await
             .map_err(|e| ExecError::Internal(format!("starting a container failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl ContainerSource for ColdStart {
+    async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
+        let slot = self.reserve()?;
+        self.start(spec, slot).await
     }
 }
 

@@ -46,8 +46,8 @@ pub struct TestExecutor {
     pub client: ExecutorClient<Channel>,
     pub channel: Channel,
     pub docker: Docker,
-    /// Runs with MCP_EXECUTOR_WARM_POOL_SIZE above 0: idle warm containers
-    /// stay until shutdown.
+    /// Runs with the warm pool on (the default): idle warm containers stay
+    /// until shutdown.
     pub warm_pool: bool,
     /// The containers `run` saw, which must all be gone by `stop`.
     pub ran: Vec<String>,
@@ -128,9 +128,10 @@ impl TestExecutor {
             child,
             dir,
         } = spawn(id, env).await;
-        let warm_pool = env
-            .iter()
-            .any(|(key, value)| *key == "MCP_EXECUTOR_WARM_POOL_SIZE" && *value != "0");
+        // The pool is on unless a test turns it off.
+        let warm_pool = !env.iter().any(|(key, value)| {
+            matches!(*key, "MCP_EXECUTOR_WARM_POOL_SIZE" | "MCP_EXECUTOR_WARM_POOL_MAX") && *value == "0"
+        });
         Some(Self {
             id: id.to_owned(),
             client,
