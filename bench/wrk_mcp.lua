@@ -1,0 +1,38 @@
+-- wrk script for bench/: POSTs one stateless MCP request (2026-07-28) over and
+-- over. The body comes from WRK_MCP_BODY, the headers from WRK_MCP_HEADERS
+-- ("Name: value" lines). A non-200 answer, a JSON-RPC error or an isError
+-- result counts as an error. `done` prints one JSON line for the driver.
+wrk.method = "POST"
+wrk.body = os.getenv("WRK_MCP_BODY")
+for line in string.gmatch(os.getenv("WRK_MCP_HEADERS") or "", "[^\n]+") do
+  local name, value = string.match(line, "^([^:]+):%s*(.*)$")
+  if name then wrk.headers[name] = value end
+end
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  failed = 0
+end
+
+function response(status, headers, body)
+  if status ~= 200
+    or string.find(body, '"isError":true', 1, true)
+    or string.find(body, '"error":{', 1, true) then
+    failed = failed + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local failures = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  for _, thread in ipairs(threads) do
+    failures = failures + thread:get("failed")
+  end
+  io.write(string.format(
+    '{"requests":%d,"errors":%d,"seconds":%.3f,"p50_us":%.1f,"p99_us":%.1f}\n',
+    summary.requests, failures, summary.duration / 1e6, latency:percentile(50), latency:percentile(99)))
+end
