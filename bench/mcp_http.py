@@ -114,7 +114,8 @@ def children(pid: int) -> list[int]:
 
 
 def process_name(pid: int) -> str:
-    return Path(f"/proc/{pid}/comm").read_text().strip()
+    """The program's file name (comm is cut at 15 characters)."""
+    return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
 
 
 @dataclass
@@ -171,9 +172,9 @@ class Product:
         found = {"frontend": self.process.pid}
         for child in children(self.process.pid):
             name = process_name(child)
-            if "registry" in name:
+            if name == "dynamic-mcp-registry":
                 found["registry"] = child
-            elif "executor" in name:
+            elif name == "dynamic-mcp-executor":
                 found["executor"] = child
         return found
 
@@ -242,15 +243,17 @@ def run_wrk(port: int, method: str, params: dict[str, Any], name: str | None, co
     threads = max(1, min(2, connections))
     started = os.times()
     done = subprocess.run(
-        [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(WRK_SCRIPT),
+        [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "120s", "-s", str(WRK_SCRIPT),
          f"http://127.0.0.1:{port}/mcp"],
         env=env, capture_output=True, text=True, timeout=seconds + 120,
     )
     ended = os.times()
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {done.stderr}")
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary = json.loads(done.stdout[done.stdout.rindex('{"requests"') :])
     client_cpu = (ended.children_user + ended.children_system - started.children_user - started.children_system) / seconds
+    if summary["errors"]:
+        print(f"wrk: {summary['errors']} failures ({summary['timeouts']} timeouts), e.g. {summary['example']}", file=sys.stderr)
     return WrkResult(
         requests=summary["requests"],
         errors=summary["errors"],
@@ -259,3 +262,4 @@ def run_wrk(port: int, method: str, params: dict[str, Any], name: str | None, co
         p99_ms=summary["p99_us"] / 1000,
         client_cpu=client_cpu,
     )
+

@@ -17,6 +17,7 @@ end
 
 function init(args)
   failed = 0
+  example = ""
 end
 
 function response(status, headers, body)
@@ -24,15 +25,22 @@ function response(status, headers, body)
     or string.find(body, '"isError":true', 1, true)
     or string.find(body, '"error":{', 1, true) then
     failed = failed + 1
+    if example == "" then
+      -- Kept JSON-safe for the driver: no quotes, backslashes or control characters.
+      example = string.gsub(status .. " " .. string.sub(body, 1, 300), '[%c"\\]', " ")
+    end
   end
 end
 
 function done(summary, latency, requests)
   local failures = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  local example = ""
   for _, thread in ipairs(threads) do
     failures = failures + thread:get("failed")
+    if example == "" then example = thread:get("example") end
   end
   io.write(string.format(
-    '{"requests":%d,"errors":%d,"seconds":%.3f,"p50_us":%.1f,"p99_us":%.1f}\n',
-    summary.requests, failures, summary.duration / 1e6, latency:percentile(50), latency:percentile(99)))
+    '{"requests":%d,"errors":%d,"timeouts":%d,"seconds":%.3f,"p50_us":%.1f,"p99_us":%.1f,"example":"%s"}\n',
+    summary.requests, failures, summary.errors.timeout, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), example))
 end
