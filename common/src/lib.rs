@@ -1,10 +1,13 @@
 //! Pieces every dynamic-mcp process needs and that must agree between them:
 //! how internal gRPC addresses are written and dialled, how internal links
-//! are authenticated, which tool names are reserved for built-ins, how logs
-//! are written, and how a process learns that it should stop.
+//! are authenticated, which tool names are reserved for built-ins, the limits
+//! every dynamic tool is held to and how its JSON Schemas are compiled, how
+//! logs are written, and how a process learns that it should stop.
 
 pub mod addr;
 pub mod internal_auth;
+pub mod limits;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tool_names;
+pub mod tool_schema;

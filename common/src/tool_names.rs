@@ -9,6 +9,10 @@ pub const BUILTIN_TOOL_NAMES: &[&str] = &[
     "dynamic.tool.list",
     "dynamic.tool.get",
     "dynamic.tool.enable",
+    "dynamic.tool.history",
+    "dynamic.tool.rollback",
+    "dynamic.tool.restore",
+    "dynamic.tool.test",
     "sandbox.initialize",
     "sandbox.exec",
     "sandbox.run_js",
@@ -18,6 +22,9 @@ pub const BUILTIN_TOOL_NAMES: &[&str] = &[
     "system.health",
     "run_js_ephemeral",
 ];
+
+/// Every prompt this server offers.
+pub const BUILTIN_PROMPT_NAMES: &[&str] = &["dynamic.tool.author"];
 
 /// Prefixes kept for present and future built-ins.
 pub const RESERVED_PREFIXES: &[&str] = &["dynamic.tool.", "sandbox.", "system."];
