@@ -1,10 +1,13 @@
 //! The registry's settings: every one is a flag and an MCP_* variable.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use dynamic_mcp_common::addr::ListenAddr;
 use dynamic_mcp_common::internal_auth::InternalAuthArgs;
 use dynamic_mcp_common::telemetry::LogArgs;
+
+use crate::history::Retention;
 
 /// Holds dynamic tool definitions and announces every change over gRPC.
 #[derive(Debug, Clone, clap::Parser)]
@@ -26,6 +29,19 @@ pub struct RegistryConfig {
     #[arg(long, env = "MCP_DYNAMIC_MAX_TOOLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tools: u32,
 
+    /// Revisions kept per tool, the current one included; older ones can no
+    /// longer be fetched or rolled back to.
+    #[arg(long, env = "MCP_DYNAMIC_HISTORY_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub history_limit: u32,
+
+    /// Seconds a deleted tool's history is kept, so dynamic.tool.restore can bring it back (default 30 days).
+    #[arg(long, env = "MCP_DYNAMIC_DELETED_RETENTION_SECONDS", default_value_t = 2_592_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub deleted_retention_seconds: u64,
+
+    /// Seconds a write's idempotency key keeps answering retries with the first answer.
+    #[arg(long, env = "MCP_DYNAMIC_IDEMPOTENCY_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idempotency_ttl_seconds: u64,
+
     #[command(flatten)]
     pub postgres: PostgresArgs,
 
@@ -38,6 +54,16 @@ pub struct RegistryConfig {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl RegistryConfig {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            revisions: self.history_limit as usize,
+            deleted_for: Duration::from_secs(self.deleted_retention_seconds),
+            idempotency_for: Duration::from_secs(self.idempotency_ttl_seconds),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -201,6 +227,7 @@ mod tests {
         assert_eq!(config.backend, Backend::File);
         assert_eq!(config.store, PathBuf::from(".dynamic-mcp/tools.json"));
         assert_eq!(config.max_tools, 256);
+        assert_eq!(config.retention(), Retention::default());
         assert!(!config.exit_with_parent);
         let postgres = config.postgres;
         assert_eq!(postgres.url, None);

@@ -22,6 +22,29 @@ pub enum RegistryError {
     )]
     RevisionConflict { name: String, expected: u64, current: u64 },
     #[error(
+        "revision {revision} of {} is not kept{}; dynamic.tool.history lists the revisions that are \
+         (MCP_DYNAMIC_HISTORY_LIMIT keeps the newest of each tool)",
+        quoted(.name),
+        .current.map(|c| format!(" (its current revision is {c})")).unwrap_or_default()
+    )]
+    RevisionNotKept {
+        name: String,
+        revision: u64,
+        current: Option<u64>,
+    },
+    #[error(
+        "{} exists (revision {revision}), so there is nothing to restore; use dynamic.tool.rollback to return to \
+         an earlier revision",
+        quoted(.name)
+    )]
+    NotDeleted { name: String, revision: u64 },
+    #[error(
+        "no deleted tool named {} is kept: it never existed, or its history was dropped after \
+         MCP_DYNAMIC_DELETED_RETENTION_SECONDS",
+        quoted(.name)
+    )]
+    NothingToRestore { name: String },
+    #[error(
         "tool limit reached: this registry holds at most {max} dynamic tools (MCP_DYNAMIC_MAX_TOOLS); delete one first"
     )]
     LimitReached { max: usize },
@@ -113,7 +136,10 @@ impl From<RegistryError> for Status {
         match err {
             RegistryError::Invalid(_) => Status::invalid_argument(message),
             RegistryError::AlreadyExists { .. } => Status::already_exists(message),
-            RegistryError::NotFound { .. } => Status::not_found(message),
+            RegistryError::NotFound { .. }
+            | RegistryError::RevisionNotKept { .. }
+            | RegistryError::NothingToRestore { .. } => Status::not_found(message),
+            RegistryError::NotDeleted { .. } => Status::already_exists(message),
             RegistryError::RevisionConflict { .. } => Status::aborted(message),
             RegistryError::LimitReached { .. } => Status::resource_exhausted(message),
             RegistryError::Storage(storage) => {

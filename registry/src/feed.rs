@@ -97,9 +97,11 @@ async fn forward(store: &dyn ToolStore, tx: &mpsc::Sender<Result<pb::CatalogEven
 mod tests {
     use super::*;
     use crate::error::RegistryError;
+    use crate::history::{History, Retention};
     use crate::rules;
     use crate::store::file::FileStore;
-    use crate::store::{Catalog, Written};
+    use crate::store::testing::Writes;
+    use crate::store::{Catalog, WriteContext, WriteOp, Written};
     use tokio_stream::StreamExt;
 
     fn spec(name: &str) -> pb::ToolSpec {
@@ -124,7 +126,8 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_gets_a_snapshot_then_each_change() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ToolStore> = Arc::new(FileStore::open(&dir.path().join("t.json"), 10).unwrap());
+        let store: Arc<dyn ToolStore> =
+            Arc::new(FileStore::open(&dir.path().join("t.json"), 10, Retention::default()).unwrap());
         store.create(spec("before.x")).await.unwrap();
         let stopping = CancellationToken::new();
         let mut events = watch(Arc::clone(&store), stopping.clone());
@@ -139,7 +142,7 @@ mod tests {
         assert_eq!(snapshot.tools[0].code_size_bytes, 9);
 
         store.create(spec("after.x")).await.unwrap();
-        store.set_enabled("after.x".into(), false, None).await.unwrap();
+        store.set_enabled("after.x", false, None).await.unwrap();
         let second = events.next().await.unwrap().unwrap();
         let third = events.next().await.unwrap().unwrap();
         assert_eq!(version_and_kind(&second), (2, "CHANGE_KIND_CREATED"));
@@ -185,20 +188,17 @@ mod tests {
         async fn catalog(&self, _: bool) -> Result<Catalog, RegistryError> {
             Ok(self.catalog.lock().unwrap().clone())
         }
-        async fn get(&self, _: &str) -> Result<Arc<ToolRecord>, RegistryError> {
+        async fn get(&self, _: &str, _: Option<u64>) -> Result<Arc<ToolRecord>, RegistryError> {
             unreachable!("the feed only reads the catalog")
         }
-        async fn create(&self, _: pb::ToolSpec) -> Result<Written, RegistryError> {
+        async fn history(&self, _: &str, _: Option<usize>) -> Result<History, RegistryError> {
+            unreachable!("the feed only reads the catalog")
+        }
+        async fn write(&self, _: WriteOp, _: WriteContext) -> Result<Written, RegistryError> {
             unreachable!("the feed never writes")
         }
-        async fn update(&self, _: String, _: pb::ToolPatch, _: Option<u64>) -> Result<Written, RegistryError> {
-            unreachable!("the feed never writes")
-        }
-        async fn delete(&self, _: String, _: Option<u64>) -> Result<Written, RegistryError> {
-            unreachable!("the feed never writes")
-        }
-        async fn set_enabled(&self, _: String, _: bool, _: Option<u64>) -> Result<Written, RegistryError> {
-            unreachable!("the feed never writes")
+        fn retention(&self) -> Retention {
+            Retention::default()
         }
         fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeEvent> {
             self.changes.subscribe()

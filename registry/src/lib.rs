@@ -1,12 +1,15 @@
 //! The dynamic-mcp registry: it stores dynamic tool definitions (in a file,
 //! or in PostgreSQL shared by several replicas), enforces their rules (names,
-//! sizes, revisions, the tool limit), writes every change durably before
+//! sizes, revisions, the tool limit), keeps every revision (for rollback and
+//! restore) and idempotency keys, writes every change durably before
 //! answering, and announces each change on a feed that frontends watch. It
 //! never runs code; that is the executor's job.
 
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod history;
+pub mod idempotency;
 pub mod readiness;
 pub mod record;
 pub mod rules;
@@ -29,12 +32,14 @@ use crate::store::postgres::PgStore;
 /// Opens the store, then serves gRPC (with health) until asked to stop.
 pub async fn serve(config: RegistryConfig) -> anyhow::Result<()> {
     let internal_auth = config.internal_auth.load()?;
+    let retention = config.retention();
     let store: Arc<dyn ToolStore> = match config.backend {
-        Backend::File => {
-            Arc::new(FileStore::open(&config.store, config.max_tools as usize).context("cannot open the tool store")?)
-        }
+        Backend::File => Arc::new(
+            FileStore::open(&config.store, config.max_tools as usize, retention)
+                .context("cannot open the tool store")?,
+        ),
         Backend::Postgres => Arc::new(
-            PgStore::open(&config.postgres, config.max_tools as usize)
+            PgStore::open(&config.postgres, config.max_tools as usize, retention)
                 .await
                 .context("cannot open the tool database")?,
         ),

@@ -3,6 +3,7 @@
 
 use dynamic_mcp_proto::v1 as pb;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::feed::{ChangeEvent, ChangeKind};
@@ -24,6 +25,90 @@ pub struct ToolRecord {
     pub created_at: String,
     pub updated_at: String,
     pub revision: u64,
+    /// Fields added after the seed; all optional, so older stores read as is.
+    #[serde(flatten)]
+    pub extensions: ToolExtensions,
+}
+
+/// The optional fields of a tool beyond the seed's: its typed contract
+/// (schemas, how arguments are passed, self-tests, hints) and run settings
+/// (isolation, network, secrets). A tool without any behaves as in the seed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolExtensions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Annotations>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<Example>,
+    #[serde(default, skip_serializing_if = "ArgumentsMode::is_default")]
+    pub arguments: ArgumentsMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkPolicy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+/// MCP tool annotations, as the tool's author set them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+/// A self-test: the `args` of one run and, if set, the result it must return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    pub args: Value,
+    /// `Some(Value::Null)` expects a null result; `None` accepts any success.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgumentsMode {
+    /// `{"args": {...}}`, the seed's contract.
+    #[default]
+    Args,
+    /// The call's arguments are the code's `args`.
+    Flat,
+}
+
+impl ArgumentsMode {
+    fn is_default(&self) -> bool {
+        *self == Self::Args
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    ContainerPerCall,
+    ContainerPerTool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    pub allow: Vec<String>,
 }
 
 /// A tool's code, or only its size where a backend left the code out
@@ -92,7 +177,102 @@ impl ToolRecord {
             updated_at: self.updated_at.clone(),
             revision: self.revision,
             code_size_bytes: self.code_size_bytes(),
+            input_schema_json: self.extensions.input_schema.as_ref().map(Value::to_string),
+            output_schema_json: self.extensions.output_schema.as_ref().map(Value::to_string),
+            annotations: self.extensions.annotations.as_ref().map(pb::ToolAnnotations::from),
+            examples: self.extensions.examples.iter().map(pb::ToolExample::from).collect(),
+            arguments: pb::ArgumentsMode::from(self.extensions.arguments).into(),
+            isolation: self
+                .extensions
+                .isolation
+                .map_or(pb::Isolation::Unspecified, pb::Isolation::from)
+                .into(),
+            network: self
+                .extensions
+                .network
+                .as_ref()
+                .map(|n| pb::NetworkPolicy { allow: n.allow.clone() }),
+            secrets: self.extensions.secrets.clone(),
         }
+    }
+
+    /// The same record without its code (what listings and events carry).
+    pub fn without_code(&self) -> Self {
+        Self {
+            code: ToolCode::LeftOut {
+                size_bytes: self.code_size_bytes(),
+            },
+            ..self.clone()
+        }
+    }
+}
+
+impl From<&Annotations> for pb::ToolAnnotations {
+    fn from(a: &Annotations) -> Self {
+        Self {
+            title: a.title.clone(),
+            read_only_hint: a.read_only_hint,
+            destructive_hint: a.destructive_hint,
+            idempotent_hint: a.idempotent_hint,
+            open_world_hint: a.open_world_hint,
+        }
+    }
+}
+
+impl From<pb::ToolAnnotations> for Annotations {
+    fn from(a: pb::ToolAnnotations) -> Self {
+        Self {
+            title: a.title,
+            read_only_hint: a.read_only_hint,
+            destructive_hint: a.destructive_hint,
+            idempotent_hint: a.idempotent_hint,
+            open_world_hint: a.open_world_hint,
+        }
+    }
+}
+
+impl From<&Example> for pb::ToolExample {
+    fn from(e: &Example) -> Self {
+        Self {
+            args_json: e.args.to_string(),
+            expect_json: e.expect.as_ref().map(Value::to_string),
+        }
+    }
+}
+
+impl From<ArgumentsMode> for pb::ArgumentsMode {
+    fn from(mode: ArgumentsMode) -> Self {
+        match mode {
+            ArgumentsMode::Args => Self::Args,
+            ArgumentsMode::Flat => Self::Flat,
+        }
+    }
+}
+
+impl From<pb::ArgumentsMode> for ArgumentsMode {
+    fn from(mode: pb::ArgumentsMode) -> Self {
+        match mode {
+            pb::ArgumentsMode::Flat => Self::Flat,
+            pb::ArgumentsMode::Args | pb::ArgumentsMode::Unspecified => Self::Args,
+        }
+    }
+}
+
+impl From<Isolation> for pb::Isolation {
+    fn from(isolation: Isolation) -> Self {
+        match isolation {
+            Isolation::ContainerPerCall => Self::ContainerPerCall,
+            Isolation::ContainerPerTool => Self::ContainerPerTool,
+        }
+    }
+}
+
+/// `None` for "the server default".
+pub fn isolation_from(isolation: pb::Isolation) -> Option<Isolation> {
+    match isolation {
+        pb::Isolation::Unspecified => None,
+        pb::Isolation::ContainerPerCall => Some(Isolation::ContainerPerCall),
+        pb::Isolation::ContainerPerTool => Some(Isolation::ContainerPerTool),
     }
 }
 
@@ -135,10 +315,15 @@ impl From<&Dependency> for pb::Dependency {
 }
 
 impl From<Written> for pb::ToolWriteResponse {
+    /// A validate-only answer carries the code the write would store, so the
+    /// caller can test exactly that; real writes never echo code.
     fn from(written: Written) -> Self {
         Self {
-            tool: Some(written.tool.to_proto(false)),
+            tool: Some(written.tool.to_proto(written.validated_only)),
             catalog_version: written.catalog_version,
+            changed: written.changed,
+            replayed: written.replayed,
+            base_revision: written.base_revision,
         }
     }
 }
@@ -216,6 +401,7 @@ mod tests {
             created_at: now(),
             updated_at: now(),
             revision: 1,
+            extensions: ToolExtensions::default(),
         };
         let view = record.to_proto(false);
         assert_eq!(view.code, "");
@@ -238,5 +424,23 @@ mod tests {
             ToolCode::Included("return 1;".into())
         );
         assert!(serde_json::to_value(ToolCode::LeftOut { size_bytes: 3 }).is_err());
+    }
+
+    #[test]
+    fn extensions_are_left_out_of_the_file_when_unset_and_round_trip_when_set() {
+        assert_eq!(
+            serde_json::to_value(ToolExtensions::default()).unwrap(),
+            serde_json::json!({})
+        );
+        let set = serde_json::json!({
+            "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true},
+            "examples": [{"args": {}, "expect": null}, {"args": {"a": 1}}],
+            "arguments": "flat", "isolation": "container-per-tool",
+            "network": {"allow": ["api.example.com:443"]}, "secrets": ["API_KEY"]
+        });
+        let extensions: ToolExtensions = serde_json::from_value(set.clone()).unwrap();
+        assert_eq!(extensions.examples[0].expect, Some(Value::Null));
+        assert_eq!(extensions.examples[1].expect, None);
+        assert_eq!(serde_json::to_value(&extensions).unwrap(), set);
     }
 }

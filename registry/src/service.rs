@@ -10,9 +10,10 @@ use tonic::{Request, Response, Status};
 
 use crate::error::RegistryError;
 use crate::feed::{self, WatchStream};
+use crate::idempotency::IdempotencyKey;
 use crate::record;
 use crate::rules::Violation;
-use crate::store::{ToolStore, Written};
+use crate::store::{ToolStore, WriteContext, WriteOp, Written};
 
 pub struct RegistryService {
     store: Arc<dyn ToolStore>,
@@ -29,42 +30,96 @@ impl RegistryService {
 #[tonic::async_trait]
 impl Registry for RegistryService {
     async fn create(&self, request: Request<pb::CreateToolRequest>) -> Result<Response<pb::ToolWriteResponse>, Status> {
-        let spec = request.into_inner().spec.ok_or_else(|| missing("spec"))?;
-        let written = self.store.create(spec).await?;
-        Ok(answer("created", written))
+        let mut request = request.into_inner();
+        let write = request.write.take();
+        let ctx = context("create", write, &request)?;
+        let spec = request.spec.ok_or_else(|| missing("spec"))?;
+        self.write(WriteOp::Create(spec), ctx, "created").await
     }
 
     async fn update(&self, request: Request<pb::UpdateToolRequest>) -> Result<Response<pb::ToolWriteResponse>, Status> {
-        let request = request.into_inner();
+        let mut request = request.into_inner();
+        let write = request.write.take();
+        let ctx = context("update", write, &request)?;
         let patch = request.patch.ok_or_else(|| missing("patch"))?;
-        let written = self
-            .store
-            .update(request.name, patch, request.expected_revision)
-            .await?;
-        Ok(answer("updated", written))
+        let op = WriteOp::Update {
+            name: request.name,
+            patch,
+            expected: request.expected_revision,
+        };
+        self.write(op, ctx, "updated").await
     }
 
     async fn delete(&self, request: Request<pb::DeleteToolRequest>) -> Result<Response<pb::ToolWriteResponse>, Status> {
-        let request = request.into_inner();
-        let written = self.store.delete(request.name, request.expected_revision).await?;
-        Ok(answer("deleted", written))
+        let mut request = request.into_inner();
+        let write = request.write.take();
+        let ctx = context("delete", write, &request)?;
+        let op = WriteOp::Delete {
+            name: request.name,
+            expected: request.expected_revision,
+        };
+        self.write(op, ctx, "deleted").await
     }
 
     async fn set_enabled(
         &self,
         request: Request<pb::SetEnabledRequest>,
     ) -> Result<Response<pb::ToolWriteResponse>, Status> {
-        let request = request.into_inner();
-        let written = self
-            .store
-            .set_enabled(request.name, request.enabled, request.expected_revision)
-            .await?;
-        Ok(answer(if request.enabled { "enabled" } else { "disabled" }, written))
+        let mut request = request.into_inner();
+        let write = request.write.take();
+        let ctx = context("set_enabled", write, &request)?;
+        let action = if request.enabled { "enabled" } else { "disabled" };
+        let op = WriteOp::SetEnabled {
+            name: request.name,
+            enabled: request.enabled,
+            expected: request.expected_revision,
+        };
+        self.write(op, ctx, action).await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackToolRequest>,
+    ) -> Result<Response<pb::ToolWriteResponse>, Status> {
+        let mut request = request.into_inner();
+        let write = request.write.take();
+        let ctx = context("rollback", write, &request)?;
+        let op = WriteOp::Rollback {
+            name: request.name,
+            revision: request.revision,
+            expected: request.expected_revision,
+        };
+        self.write(op, ctx, "rolled back").await
+    }
+
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreToolRequest>,
+    ) -> Result<Response<pb::ToolWriteResponse>, Status> {
+        let mut request = request.into_inner();
+        let write = request.write.take();
+        let ctx = context("restore", write, &request)?;
+        let op = WriteOp::Restore {
+            name: request.name,
+            revision: request.revision,
+        };
+        self.write(op, ctx, "restored").await
     }
 
     async fn get(&self, request: Request<pb::GetToolRequest>) -> Result<Response<pb::ToolRecord>, Status> {
-        let tool = self.store.get(&request.into_inner().name).await?;
+        let request = request.into_inner();
+        let tool = self.store.get(&request.name, request.revision).await?;
         Ok(Response::new(tool.to_proto(true)))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::ToolHistoryRequest>,
+    ) -> Result<Response<pb::ToolHistoryResponse>, Status> {
+        let request = request.into_inner();
+        let limit = request.limit.map(|l| l as usize);
+        let history = self.store.history(&request.name, limit).await?;
+        Ok(Response::new(history.to_proto(&self.store.retention())))
     }
 
     async fn list(&self, request: Request<pb::ListToolsRequest>) -> Result<Response<pb::ListToolsResponse>, Status> {
@@ -86,17 +141,50 @@ impl Registry for RegistryService {
     }
 }
 
+impl RegistryService {
+    async fn write(
+        &self,
+        op: WriteOp,
+        ctx: WriteContext,
+        action: &str,
+    ) -> Result<Response<pb::ToolWriteResponse>, Status> {
+        let written = self.store.write(op, ctx).await?;
+        Ok(answer(action, written))
+    }
+}
+
+/// The write's context. The key's fingerprint covers the request without its
+/// write options, so a retry from another session still matches.
+fn context<M: prost::Message>(
+    operation: &str,
+    write: Option<pb::WriteOptions>,
+    request: &M,
+) -> Result<WriteContext, RegistryError> {
+    let options = write.unwrap_or_default();
+    let idempotency = options
+        .idempotency_key
+        .map(|key| IdempotencyKey::new(key, operation, request))
+        .transpose()?;
+    Ok(WriteContext {
+        actor: options.actor,
+        idempotency,
+        validate_only: options.validate_only,
+    })
+}
+
 fn missing(field: &str) -> RegistryError {
     Violation(format!("{field} is required")).into()
 }
 
 /// Logs the write (never its code) and encodes it.
 fn answer(action: &str, written: Written) -> Response<pb::ToolWriteResponse> {
-    tracing::info!(
-        tool = %written.tool.name,
-        revision = written.tool.revision,
-        catalog_version = written.catalog_version,
-        "tool {action}"
-    );
+    if written.changed && !written.replayed && !written.validated_only {
+        tracing::info!(
+            tool = %written.tool.name,
+            revision = written.tool.revision,
+            catalog_version = written.catalog_version,
+            "tool {action}"
+        );
+    }
     Response::new(written.into())
 }

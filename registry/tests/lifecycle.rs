@@ -31,6 +31,7 @@ async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
     let fetched = client
         .get(pb::GetToolRequest {
             name: "text.upper".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -46,6 +47,7 @@ async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
             ..Default::default()
         }),
         expected_revision,
+        ..Default::default()
     };
     let updated = client.update(update(Some(1))).await.unwrap().into_inner();
     let tool = updated.tool.unwrap();
@@ -63,6 +65,7 @@ async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
         name: "text.upper".into(),
         enabled,
         expected_revision,
+        ..Default::default()
     };
     let disabled = client
         .set_enabled(set_enabled(false, Some(2)))
@@ -109,6 +112,7 @@ async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
             .delete(pb::DeleteToolRequest {
                 name: "text.upper".into(),
                 expected_revision: Some(3),
+                ..Default::default()
             })
             .await,
         Code::Aborted,
@@ -118,6 +122,7 @@ async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
         .delete(pb::DeleteToolRequest {
             name: "text.upper".into(),
             expected_revision: Some(4),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -127,6 +132,7 @@ async fn a_tool_goes_through_its_whole_life(backend: &TestBackend) {
         client
             .get(pb::GetToolRequest {
                 name: "text.upper".into(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -184,7 +190,12 @@ async fn field_rules_reach_the_caller(backend: &TestBackend) {
         &["description must be 1..4000 characters (got 0)"],
     );
     assert_status(
-        client.create(pb::CreateToolRequest { spec: None }).await,
+        client
+            .create(pb::CreateToolRequest {
+                spec: None,
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         &["spec is required"],
     );
@@ -196,6 +207,7 @@ async fn field_rules_reach_the_caller(backend: &TestBackend) {
             ..Default::default()
         }),
         expected_revision: None,
+        ..Default::default()
     };
     assert_status(
         client.update(bad_patch).await,
@@ -219,6 +231,7 @@ async fn the_tool_limit_is_enforced(backend: &TestBackend) {
         .delete(pb::DeleteToolRequest {
             name: "one.tool".into(),
             expected_revision: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -118,6 +118,7 @@ async fn concurrent_updates_with_one_expected_revision_have_one_winner() {
                     ..Default::default()
                 }),
                 expected_revision: Some(revision),
+                ..Default::default()
             };
             updates.spawn(async move { client.update(request).await });
         }
@@ -144,6 +145,7 @@ async fn concurrent_updates_with_one_expected_revision_have_one_winner() {
         .client()
         .get(pb::GetToolRequest {
             name: "contested.tool".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

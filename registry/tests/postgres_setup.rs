@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_proto::v1 as pb;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 use support::postgres::PgCluster;
 use support::{Registry, WatchedCatalog, create_request, spec};
 
@@ -105,4 +105,104 @@ async fn a_wrong_password_fails_at_once_and_is_not_logged() {
     assert!(log.contains("registry:***@127.0.0.1"), "{log}");
     assert!(!log.contains("not reachable yet"), "{log}");
     assert!(!log.contains("Wr0ng-pw-Mz4"), "the password was logged:\n{log}");
+}
+
+/// A database the previous registry (only the first migration) wrote stays
+/// usable: the new migration runs in place and every tool keeps its state,
+/// with its current revision as its first kept one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_the_first_migration_is_migrated_in_place() {
+    let Some(cluster) = PgCluster::start().await else {
+        return;
+    };
+    cluster
+        .admin_sql("CREATE SCHEMA dynamic_mcp AUTHORIZATION registry;")
+        .await;
+    let options = cluster
+        .registry_url()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .options([("search_path", "dynamic_mcp")]);
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut first = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+    first.run(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO tools (name, title, description, image, timeout_ms, dependencies, code, enabled, created_at, \
+         updated_at, revision) VALUES ('old.tool', NULL, 'From before', 'dynamic-mcp-sandbox:latest', 30000, '[]', \
+         'return 1;', true, '2026-03-01T10:00:00Z', '2026-03-02T10:00:00Z', 4); \
+         UPDATE catalog SET version = 9;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.registry_url();
+    let registry = Registry::start(
+        dir.path(),
+        &[("MCP_DYNAMIC_BACKEND", "postgres"), ("MCP_DYNAMIC_PG_URL", &url)],
+    )
+    .await;
+    let mut client = registry.client();
+    let listed = client
+        .list(pb::ListToolsRequest { include_code: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.catalog_version, 9);
+    assert_eq!(
+        listed
+            .tools
+            .iter()
+            .map(|t| (t.name.as_str(), t.revision, t.code.as_str()))
+            .collect::<Vec<_>>(),
+        [("old.tool", 4, "return 1;")]
+    );
+    let kept = client
+        .history(pb::ToolHistoryRequest {
+            name: "old.tool".into(),
+            limit: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.revisions.len(), 1);
+    assert_eq!(
+        (
+            kept.revisions[0].kind.as_str(),
+            kept.revisions[0].tool.as_ref().unwrap().revision
+        ),
+        ("migrated", 4)
+    );
+    let update = pb::UpdateToolRequest {
+        name: "old.tool".into(),
+        patch: Some(pb::ToolPatch {
+            code: Some("return 5;".into()),
+            ..Default::default()
+        }),
+        expected_revision: Some(4),
+        ..Default::default()
+    };
+    client.update(update).await.unwrap();
+    let rollback = pb::RollbackToolRequest {
+        name: "old.tool".into(),
+        revision: 4,
+        ..Default::default()
+    };
+    client.rollback(rollback).await.unwrap();
+    let now = client
+        .get(pb::GetToolRequest {
+            name: "old.tool".into(),
+            revision: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (now.revision, now.code.as_str(), now.created_at.as_str()),
+        (6, "return 1;", "2026-03-01T10:00:00.000Z")
+    );
 }

@@ -56,11 +56,13 @@ async fn each_change_is_exactly_one_event(backend: &TestBackend) {
         name: name(),
         enabled,
         expected_revision: None,
+        ..Default::default()
     };
     let patch = |patch| pb::UpdateToolRequest {
         name: name(),
         patch: Some(patch),
         expected_revision: None,
+        ..Default::default()
     };
     let mut acked = vec![];
     acked.push(client.create(create_request(spec(&name()))).await.unwrap().into_inner());
@@ -84,6 +86,7 @@ async fn each_change_is_exactly_one_event(backend: &TestBackend) {
             .delete(pb::DeleteToolRequest {
                 name: name(),
                 expected_revision: None,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -138,6 +141,7 @@ async fn a_late_watcher_starts_from_a_snapshot_of_everything(backend: &TestBacke
         .delete(pb::DeleteToolRequest {
             name: "c.tool".into(),
             expected_revision: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -338,11 +338,15 @@ pub fn spec(name: &str) -> pb::ToolSpec {
         }],
         code: format!("// {name} \u{2014} caf\u{e9}\nreturn {{ name: {name:?}, args }};"),
         enabled: Some(true),
+        ..Default::default()
     }
 }
 
 pub fn create_request(spec: pb::ToolSpec) -> pb::CreateToolRequest {
-    pb::CreateToolRequest { spec: Some(spec) }
+    pb::CreateToolRequest {
+        spec: Some(spec),
+        ..Default::default()
+    }
 }
 
 /// Asserts a gRPC failure with `code` whose message contains every one of `needles`.

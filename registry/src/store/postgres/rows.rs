@@ -8,14 +8,15 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
 use crate::feed::{ChangeEvent, ChangeKind};
-use crate::record::{Dependency, ToolCode, ToolRecord};
+use crate::history::{Revision, RevisionKind};
+use crate::record::{Dependency, ToolCode, ToolExtensions, ToolRecord};
 
 /// Every column of a record but its code, in `tools` and in `tool_changes`
 /// alike. Timestamps come back in the record's own format (RFC 3339, UTC,
 /// milliseconds), which is also what goes in.
 macro_rules! record_columns {
     () => {
-        "name, title, description, image, timeout_ms, dependencies, code_size_bytes, enabled, revision, \
+        "name, title, description, image, timeout_ms, dependencies, code_size_bytes, enabled, revision, extensions, \
          to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at, \
          to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS updated_at"
     };
@@ -32,6 +33,7 @@ pub(super) fn tool_record(row: &PgRow, with_code: bool) -> Result<ToolRecord, sq
         }
     };
     let Json(dependencies): Json<Vec<Dependency>> = row.try_get("dependencies")?;
+    let Json(extensions): Json<ToolExtensions> = row.try_get("extensions")?;
     Ok(ToolRecord {
         name: row.try_get("name")?,
         title: row.try_get("title")?,
@@ -44,6 +46,41 @@ pub(super) fn tool_record(row: &PgRow, with_code: bool) -> Result<ToolRecord, sq
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         revision: to_u64(row.try_get("revision")?, "revision")?,
+        extensions,
+    })
+}
+
+/// Columns of a `tool_revisions` row; with code, `record` keeps its code.
+pub(super) const REVISION_COLUMNS: &str = "kind, actor, changed_fields, rolled_back_to, record";
+pub(super) const REVISION_COLUMNS_WITHOUT_CODE: &str = "kind, actor, changed_fields, rolled_back_to, \
+     record - 'code' AS record, octet_length(record->>'code') AS code_size_bytes";
+
+/// Reads a `tool_revisions` row selected with one of the column lists above.
+pub(super) fn revision(row: &PgRow, with_code: bool) -> Result<Revision, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let Json(changed_fields): Json<Vec<String>> = row.try_get("changed_fields")?;
+    let Json(mut record): Json<serde_json::Value> = row.try_get("record")?;
+    if !with_code {
+        // Any string: the code itself is replaced below.
+        record["code"] = serde_json::Value::String(String::new());
+    }
+    let mut tool: ToolRecord = serde_json::from_value(record).map_err(decode_error("record"))?;
+    if !with_code {
+        let size: Option<i32> = row.try_get("code_size_bytes")?;
+        tool.code = ToolCode::LeftOut {
+            size_bytes: size.map_or(0, |s| s.unsigned_abs().into()),
+        };
+    }
+    Ok(Revision {
+        kind: RevisionKind::parse(&kind)
+            .ok_or_else(|| decode_error("kind")(format!("unknown revision kind '{kind}'")))?,
+        actor: row.try_get("actor")?,
+        changed_fields,
+        rolled_back_to: row
+            .try_get::<Option<i64>, _>("rolled_back_to")?
+            .map(|r| to_u64(r, "rolled_back_to"))
+            .transpose()?,
+        tool,
     })
 }
 
