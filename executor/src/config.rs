@@ -9,7 +9,10 @@ use std::time::Duration;
 use clap::Parser;
 use dynamic_mcp_common::addr::ListenAddr;
 use dynamic_mcp_common::internal_auth::InternalAuthArgs;
+use dynamic_mcp_common::limits;
 use dynamic_mcp_common::telemetry::LogArgs;
+
+use dynamic_mcp_proto::v1::SandboxDescription;
 
 use crate::container::hardening::SandboxLimits;
 use crate::container::pool::PoolSettings;
@@ -56,12 +59,12 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_SANDBOX_MAX_OUTPUT_BYTES", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_output_bytes: u32,
 
-    /// The longest timeout a tool may ask for, in milliseconds.
-    #[arg(long, env = "MCP_SANDBOX_MAX_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(i64::from(crate::policy::MIN_TIMEOUT_MS)..))]
+    /// The longest timeout a tool may ask for, in milliseconds (at most 120000).
+    #[arg(long, env = "MCP_SANDBOX_MAX_TIMEOUT_MS", default_value_t = limits::MAX_TIMEOUT_MS_CEILING, value_parser = clap::value_parser!(u32).range(i64::from(limits::MIN_TIMEOUT_MS)..=i64::from(limits::MAX_TIMEOUT_MS_CEILING)))]
     pub max_timeout_ms: u32,
 
     /// The timeout of tools that set none, in milliseconds (lowered to the max if above it).
-    #[arg(long, env = "MCP_SANDBOX_DEFAULT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(i64::from(crate::policy::MIN_TIMEOUT_MS)..))]
+    #[arg(long, env = "MCP_SANDBOX_DEFAULT_TIMEOUT_MS", default_value_t = limits::DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u32).range(i64::from(limits::MIN_TIMEOUT_MS)..=i64::from(limits::MAX_TIMEOUT_MS_CEILING)))]
     pub default_timeout_ms: u32,
 
     /// The user code runs as, as numeric uid:gid; never root. Numeric so
@@ -86,8 +89,8 @@ pub struct ExecutorConfig {
     )]
     pub blocked_packages: NameList,
 
-    /// The most npm dependencies one tool may declare.
-    #[arg(long, env = "MCP_SANDBOX_MAX_DEPENDENCIES", default_value_t = 64)]
+    /// The most npm dependencies one tool may declare (at most 64).
+    #[arg(long, env = "MCP_SANDBOX_MAX_DEPENDENCIES", default_value_t = limits::MAX_DEPENDENCIES, value_parser = parse_max_dependencies)]
     pub max_dependencies: usize,
 
     /// The most containers this executor keeps at once; past it, runs are
@@ -187,6 +190,22 @@ impl ExecutorConfig {
         }
     }
 
+    /// What callers are told about this executor's policy and limits.
+    pub fn description(&self) -> SandboxDescription {
+        let policy = self.policy();
+        SandboxDescription {
+            allowed_images: policy.allowed_images,
+            min_timeout_ms: limits::MIN_TIMEOUT_MS,
+            max_timeout_ms: policy.max_timeout_ms,
+            default_timeout_ms: policy.default_timeout_ms,
+            max_output_bytes: self.max_output_bytes.into(),
+            max_dependencies: u32::try_from(policy.max_dependencies).unwrap_or(u32::MAX),
+            blocked_packages: policy.blocked_packages,
+            memory_limit: self.memory_limit.to_string(),
+            cpu_limit: self.cpu_limit,
+        }
+    }
+
     /// What every container gets.
     pub fn limits(&self) -> SandboxLimits {
         SandboxLimits {
@@ -238,6 +257,16 @@ impl ExecutorConfig {
             user: self.user.to_string(),
             max_output_bytes: self.max_output_bytes as usize,
         }
+    }
+}
+
+fn parse_max_dependencies(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= limits::MAX_DEPENDENCIES => Ok(n),
+        _ => Err(format!(
+            "give 0..{} (tools may declare at most that many)",
+            limits::MAX_DEPENDENCIES
+        )),
     }
 }
 
@@ -514,6 +543,8 @@ mod tests {
         assert!(parse(&["--cpu-limit", "abc"]).is_err());
         assert!(parse(&["--pids-limit", "4"]).is_err());
         assert!(parse(&["--max-timeout-ms", "10"]).is_err());
+        assert!(parse(&["--max-timeout-ms", "120001"]).is_err());
+        assert!(parse(&["--max-dependencies", "65"]).is_err());
         assert!(parse(&["--executor-id", "a b"]).is_err());
         assert!(parse(&["--max-containers", "0"]).is_err());
         assert!(parse(&["--warm-pool-size", "65"]).is_err());

@@ -123,7 +123,11 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     internal_auth
         .server(&config.listen)?
         .add_service(health_service)
-        .add_service(ExecutorServer::new(ExecutorService::new(runner, Arc::clone(&sessions))))
+        .add_service(ExecutorServer::new(ExecutorService::new(
+            runner,
+            Arc::clone(&sessions),
+            config.description(),
+        )))
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .context("the gRPC server failed")?;

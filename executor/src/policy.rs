@@ -2,13 +2,8 @@
 //! npm dependencies that are plain registry packages. Checked before a tool
 //! is stored and again before every run, since the settings may change.
 
+use dynamic_mcp_common::limits::{MIN_TIMEOUT_MS, NPM_NAME_MAX_CHARS as MAX_PACKAGE_NAME_LEN};
 use dynamic_mcp_proto::v1::Dependency;
-
-/// No run may be shorter than this: Node alone takes a good part of it.
-pub const MIN_TIMEOUT_MS: u32 = 1000;
-
-/// The longest npm package name npm accepts.
-const MAX_PACKAGE_NAME_LEN: usize = 214;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -31,7 +26,7 @@ pub struct Resolved {
 pub enum PolicyError {
     #[error("image '{image}' is not allowed; allowed images: {allowed} (MCP_SANDBOX_ALLOWED_IMAGES)")]
     ImageNotAllowed { image: String, allowed: String },
-    #[error("timeoutMs must be between {MIN_TIMEOUT_MS} and {max} (got {got})")]
+    #[error("timeoutMs must be between {MIN_TIMEOUT_MS} and {max}, the server's maximum (got {got})")]
     TimeoutOutOfRange { got: u32, max: u32 },
     #[error("too many dependencies: {count}; at most {max} are allowed (MCP_SANDBOX_MAX_DEPENDENCIES)")]
     TooManyDependencies { count: usize, max: usize },
@@ -140,7 +135,7 @@ impl Policy {
 /// npm's rules for registry names: `name` or `@scope/name`, URL-safe characters.
 fn check_package_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > MAX_PACKAGE_NAME_LEN {
-        return Err("it must be 1 to 214 characters long");
+        return Err("it must be 1 to 214 characters long (npm's limit)");
     }
     let unscoped = match name.strip_prefix('@') {
         Some(scoped) => {

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use dynamic_mcp_proto::v1::executor_server::Executor;
 use dynamic_mcp_proto::v1::{
-    ExecInSessionRequest, ExecInSessionResponse, ListSessionsRequest, ListSessionsResponse, PrepareToolRequest,
-    PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunJsInSessionResponse, RunOutcome, RunStarted,
-    RunToolRequest, StartSessionRequest, StartSessionResponse, StopSessionRequest, StopSessionResponse, run_event,
+    DescribeSandboxRequest, ExecInSessionRequest, ExecInSessionResponse, ListSessionsRequest, ListSessionsResponse,
+    PrepareToolRequest, PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunJsInSessionResponse, RunOutcome,
+    RunStarted, RunToolRequest, SandboxDescription, StartSessionRequest, StartSessionResponse, StopSessionRequest,
+    StopSessionResponse, run_event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,11 +26,16 @@ use crate::session::Sessions;
 pub struct ExecutorService {
     runner: Arc<Runner>,
     sessions: Arc<Sessions>,
+    description: SandboxDescription,
 }
 
 impl ExecutorService {
-    pub fn new(runner: Arc<Runner>, sessions: Arc<Sessions>) -> Self {
-        Self { runner, sessions }
+    pub fn new(runner: Arc<Runner>, sessions: Arc<Sessions>, description: SandboxDescription) -> Self {
+        Self {
+            runner,
+            sessions,
+            description,
+        }
     }
 }
 
@@ -44,6 +50,13 @@ impl Executor for ExecutorService {
             log_error(e, "tool not prepared");
         }
         Ok(Response::new(prepared?))
+    }
+
+    async fn describe_sandbox(
+        &self,
+        _request: Request<DescribeSandboxRequest>,
+    ) -> Result<Response<SandboxDescription>, Status> {
+        Ok(Response::new(self.description.clone()))
     }
 
     type RunToolStream = ReceiverStream<Result<RunEvent, Status>>;
