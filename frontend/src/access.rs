@@ -11,7 +11,7 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 
 use crate::auth::admin_token::AdminToken;
 use crate::tools::CallContext;
-use crate::tools::dynamic_tool;
+use crate::tools::{dynamic_tool, revisions};
 
 /// The HTTP header that carries the admin token.
 pub const ADMIN_TOKEN_HEADER: &str = "x-mcp-admin-token";
@@ -30,6 +30,8 @@ pub fn is_write(tool: &str) -> bool {
         dynamic_tool::UPDATE,
         dynamic_tool::DELETE,
         dynamic_tool::ENABLE,
+        revisions::ROLLBACK,
+        revisions::RESTORE,
     ]
     .contains(&tool)
 }

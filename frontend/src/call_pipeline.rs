@@ -91,7 +91,12 @@ pub async fn call_tool(
     metrics::guard_active(state.guard.active_executions());
 
     let took = started.elapsed();
-    let outcome = if failed { CallOutcome::Error } else { CallOutcome::Ok };
+    let outcome = match (failed, run_outcome(&result).as_str()) {
+        (false, _) => CallOutcome::Ok,
+        (true, "invalidArgs") if scope == Scope::Dynamic => CallOutcome::InvalidArgs,
+        (true, "outputMismatch") if scope == Scope::Dynamic => CallOutcome::OutputMismatch,
+        (true, _) => CallOutcome::Error,
+    };
     metrics::tool_call(&name, scope, outcome, took);
     tracing::info!(
         tool = %name,

@@ -219,7 +219,10 @@ impl Catalog {
         if let Some(listed) = self.read(|c| c.enabled_tool(name).cloned()) {
             return Some(listed);
         }
-        let request = GetToolRequest { name: name.to_owned() };
+        let request = GetToolRequest {
+            name: name.to_owned(),
+            revision: None,
+        };
         let mut registry = self.inner.registry.clone();
         match tokio::time::timeout(REGISTRY_LOOKUP_WITHIN, registry.get(request)).await {
             Ok(Ok(found)) => Some(self.remember(found.into_inner())).filter(|tool| tool.enabled),
@@ -247,6 +250,7 @@ impl Catalog {
         let mut registry = self.inner.registry.clone();
         let request = GetToolRequest {
             name: listed.name.clone(),
+            revision: None,
         };
         // If the tool changed meanwhile this is a newer version; run that one.
         Ok(self.remember(registry.get(request).await?.into_inner()))

@@ -166,7 +166,10 @@ mod tests {
         let socket = dir.path().join("absent.sock");
         let mut registry = RegistryClient::new(ServiceUrl::Unix(socket.clone()).channel());
         let status = registry
-            .get(dynamic_mcp_proto::v1::GetToolRequest { name: "x".into() })
+            .get(dynamic_mcp_proto::v1::GetToolRequest {
+                name: "x".into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         let addresses = ServiceAddresses {

@@ -20,6 +20,8 @@ pub mod local_services;
 pub mod metrics;
 pub mod notify;
 pub mod progress;
+pub mod prompts;
+pub mod sandbox_facts;
 pub mod server;
 pub mod tools;
 
@@ -79,6 +81,8 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
         access,
         audit: audit.clone(),
         started: Instant::now(),
+        contracts: Default::default(),
+        sandbox: Default::default(),
     });
 
     let served = match config.transport {

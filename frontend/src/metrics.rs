@@ -32,6 +32,10 @@ pub enum CallOutcome {
     Ok,
     /// The tool ran and returned an error result.
     Error,
+    /// A dynamic tool's arguments did not match its inputSchema; nothing ran.
+    InvalidArgs,
+    /// A dynamic tool's result did not match its outputSchema.
+    OutputMismatch,
     /// Refused by access rules (admin token, read-only).
     Denied,
     /// Refused by the guard.
@@ -43,6 +47,8 @@ impl CallOutcome {
         match self {
             Self::Ok => "ok",
             Self::Error => "error",
+            Self::InvalidArgs => "invalid_args",
+            Self::OutputMismatch => "output_mismatch",
             Self::Denied => "denied",
             Self::Rejected => "rejected",
         }
@@ -70,7 +76,7 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     describe_counter!(
         TOOL_CALLS,
-        "Tool calls by tool, guard scope and outcome (ok, error, denied, rejected)."
+        "Tool calls by tool, guard scope and outcome (ok, error, invalid_args, output_mismatch, denied, rejected)."
     );
     describe_histogram!(
         TOOL_CALL_SECONDS,

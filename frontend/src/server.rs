@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    Resource, ResourceContents, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
+    CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse, Implementation,
+    ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
+    ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -21,13 +22,19 @@ use crate::catalog::Catalog;
 use crate::clients::Services;
 use crate::guard::Guard;
 use crate::notify::{LegacyPeers, serve_subscription};
+use crate::prompts;
+use crate::sandbox_facts::SandboxFacts;
+use crate::tools::typed::Contracts;
 use crate::tools::{self, CallContext, run_dynamic};
 
 const INSTRUCTIONS: &str = "Tools can be created at run time with dynamic.tool.create: each is JavaScript that runs in an \
      isolated container. Every enabled dynamic tool is listed in tools/list under its name and is called with \
      {\"args\": {...}}. Use dynamic.tool.list/get/update/enable/delete to manage them. To run code without \
      storing a tool use run_js_ephemeral, or start a sandbox session (sandbox.initialize) to run shell commands \
-     (sandbox.exec) and JavaScript (sandbox.run_js) in one isolated container, then sandbox.stop it.";
+     (sandbox.exec) and JavaScript (sandbox.run_js) in one isolated container, then sandbox.stop it. Tools may declare \
+     an inputSchema, outputSchema, annotations and examples (self-tests that must pass before a write is stored); \
+     every revision is kept (dynamic.tool.history, rollback, restore). The prompt dynamic.tool.author explains how \
+     to write a good tool for this server.";
 
 /// The resource that mirrors `system.guard_metrics`.
 pub const GUARD_METRICS_URI: &str = "dynamic://metrics/guard";
@@ -41,6 +48,10 @@ pub struct ServerState {
     pub access: AccessPolicy,
     pub audit: AuditLog,
     pub started: Instant,
+    /// Compiled schemas of dynamic tools, by revision.
+    pub contracts: Contracts,
+    /// The executor's live policy and limits.
+    pub sandbox: SandboxFacts,
 }
 
 /// The MCP server. Cheap to clone: HTTP makes one per request or session,
@@ -73,6 +84,7 @@ impl ServerHandler for Frontend {
                 .enable_tools()
                 .enable_tool_list_changed()
                 .enable_resources()
+                .enable_prompts()
                 .build(),
         )
         .with_server_info(Implementation::new("dynamic-mcp", env!("CARGO_PKG_VERSION")))
@@ -114,6 +126,24 @@ impl ServerHandler for Frontend {
         call_pipeline::call_tool(&self.state, request, call)
             .await
             .map(Into::into)
+    }
+
+    /// Like the tool list, it carries the 2026-07-28 cache hints rmcp fills in.
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(prompts::definitions()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let sandbox = self.state.sandbox.get(&self.state.services.executor).await;
+        prompts::render(&request.name, request.arguments.as_ref(), &sandbox).map(Into::into)
     }
 
     async fn list_resources(

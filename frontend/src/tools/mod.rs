@@ -1,10 +1,14 @@
 //! The built-in tools, one file per family, and the call of a dynamic tool.
 
 pub mod dynamic_tool;
+pub mod revisions;
 pub mod run_dynamic;
 pub mod run_js_ephemeral;
 pub mod sandbox;
+pub mod self_test;
 pub mod system;
+pub mod tool_test;
+pub mod typed;
 
 use std::sync::OnceLock;
 
@@ -25,6 +29,8 @@ pub fn builtin_definitions() -> &'static [Tool] {
     static DEFINITIONS: OnceLock<Vec<Tool>> = OnceLock::new();
     DEFINITIONS.get_or_init(|| {
         let mut tools = dynamic_tool::definitions();
+        tools.extend(revisions::definitions());
+        tools.push(tool_test::definition());
         tools.extend(sandbox::definitions());
         tools.push(run_js_ephemeral::definition());
         tools.extend(system::definitions());
@@ -47,10 +53,14 @@ pub async fn call_builtin(
     let result = match name {
         dynamic_tool::CREATE => dynamic_tool::create(state, call, args).await,
         dynamic_tool::UPDATE => dynamic_tool::update(state, call, args).await,
-        dynamic_tool::DELETE => dynamic_tool::delete(state, args).await,
-        dynamic_tool::ENABLE => dynamic_tool::enable(state, args).await,
+        dynamic_tool::DELETE => dynamic_tool::delete(state, call, args).await,
+        dynamic_tool::ENABLE => dynamic_tool::enable(state, call, args).await,
         dynamic_tool::LIST => dynamic_tool::list(state, args).await,
         dynamic_tool::GET => dynamic_tool::get(state, args).await,
+        revisions::HISTORY => revisions::history(state, args).await,
+        revisions::ROLLBACK => revisions::rollback(state, call, args).await,
+        revisions::RESTORE => revisions::restore(state, call, args).await,
+        tool_test::NAME => tool_test::test(state, call, args).await,
         sandbox::INITIALIZE => sandbox::initialize(state, call, args).await,
         sandbox::EXEC => sandbox::exec(state, call, args).await,
         sandbox::RUN_JS => sandbox::run_js(state, call, args).await,
@@ -119,6 +129,15 @@ pub fn parse_args<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T
         };
         ToolError::input(format!("invalid arguments for {tool}{at}: {}", e.into_inner()))
     })
+}
+
+/// The `timeoutMs` field of every tool that runs code: the bounds come from
+/// common/, and the executor may hold a lower maximum, which its refusal names.
+fn timeout_field(description: &str) -> serde_json::Value {
+    use dynamic_mcp_common::limits::{MAX_TIMEOUT_MS_CEILING, MIN_TIMEOUT_MS};
+    serde_json::json!({"type": "integer", "minimum": MIN_TIMEOUT_MS, "maximum": MAX_TIMEOUT_MS_CEILING,
+        "description": format!("{description} {MIN_TIMEOUT_MS}-{MAX_TIMEOUT_MS_CEILING} ms, and at most the server's \
+            maximum (the dynamic.tool.author prompt states it).")})
 }
 
 /// An input schema: a JSON object literal that must be a JSON Schema object.

@@ -3,64 +3,21 @@
 //! The run and the outcome mapping are shared with the built-ins that run
 //! JavaScript (`run_js_ephemeral`, `sandbox.run_js`).
 
-use std::sync::Arc;
-
 use dynamic_mcp_proto::v1::run_event::Event;
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus, RunToolRequest, ToolRecord};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::{Value, json};
 
-use super::schema;
+use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
+
+use super::typed::{self, Refusal};
 use crate::error::ToolError;
 use crate::metrics;
 use crate::server::ServerState;
 
-/// The most JSON text `args` may have: with the largest code it must still
-/// fit the executor's 4 MiB gRPC messages.
-pub const MAX_ARGS_BYTES: usize = 3 << 20;
-
-/// How a dynamic tool appears in tools/list.
+/// How a dynamic tool appears in tools/list (see `typed.rs`).
 pub fn definition(tool: &ToolRecord) -> Tool {
-    let input = schema(json!({
-        "type": "object",
-        "properties": {
-            "args": {
-                "type": "object",
-                "description": "The tool's input; its code receives this object as `args`. \
-                    The tool's description says which fields it expects."
-            }
-        },
-        "additionalProperties": false
-    }));
-    let definition = Tool::new(tool.name.clone(), tool.description.clone(), input);
-    match &tool.title {
-        Some(title) => definition.with_title(title.clone()),
-        None => definition,
-    }
-}
-
-/// The JSON text of `args` from a call's arguments `{"args": {...}}`.
-pub fn args_json(tool: &str, arguments: Option<JsonObject>) -> Result<String, ToolError> {
-    let mut arguments = arguments.unwrap_or_default();
-    let unexpected: Vec<_> = arguments
-        .keys()
-        .filter(|k| *k != "args")
-        .map(|k| format!("`{k}`"))
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(ToolError::input(format!(
-            "Tool '{tool}' takes its input as {{\"args\": {{...}}}}; move {} inside `args`",
-            unexpected.join(", ")
-        )));
-    }
-    match arguments.remove("args") {
-        None | Some(Value::Null) => Ok("{}".to_owned()),
-        Some(args @ Value::Object(_)) => sized(args.to_string()),
-        Some(other) => Err(ToolError::input(format!(
-            "Tool '{tool}' takes its input as {{\"args\": {{...}}}}, with an object; `args` is {}",
-            json_kind(&other)
-        ))),
-    }
+    typed::definition(tool)
 }
 
 /// The JSON text of the `args` field of a built-in that runs code.
@@ -86,16 +43,7 @@ fn sized(args_json: String) -> Result<String, ToolError> {
     Ok(args_json)
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use typed::json_kind;
 
 /// What the audit log records about a run: never code or arguments.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -116,18 +64,54 @@ pub async fn run(
     facts: &mut RunFacts,
 ) -> Result<CallToolResult, ToolError> {
     facts.revision = Some(listed.revision);
-    let args_json = args_json(&listed.name, arguments)?;
+    // Checked before anything else is asked for: a bad call starts nothing.
+    let contract = state.contracts.of(listed)?;
+    let args = match typed::call_args(&listed.name, &contract, arguments) {
+        Ok(args) => args,
+        Err(Refusal::Error(error)) => return Err(error),
+        Err(Refusal::Result(result)) => return Ok(result),
+    };
     let tool = state.catalog.with_code(listed).await.map_err(ToolError::registry)?;
     if !tool.enabled {
         return Err(ToolError::input(format!("Tool '{}' has just been disabled", tool.name)));
     }
+    // The feed may have been behind: the fetched revision's contract rules.
+    let contract = if tool.revision == listed.revision {
+        contract
+    } else {
+        let contract = state.contracts.of(&tool)?;
+        if let Err(refusal) = typed::call_args(&tool.name, &contract, Some(as_arguments(&contract, &args))) {
+            return match refusal {
+                Refusal::Error(error) => Err(error),
+                Refusal::Result(result) => Ok(result),
+            };
+        }
+        contract
+    };
     facts.revision = Some(tool.revision);
-    let outcome = execute(state, request_for(&tool, args_json)).await?;
+    let outcome = execute(state, request_for(&tool, args.to_string())).await?;
     facts.exit_code = outcome.exit_code;
+    if let Some(mismatch) = typed::check_result(&tool.name, &contract, &outcome) {
+        return Ok(mismatch);
+    }
     Ok(outcome_result(Ran::Tool(&tool.name), outcome))
 }
 
-fn request_for(tool: &Arc<ToolRecord>, args_json: String) -> RunToolRequest {
+/// `args` as call arguments again, for a second check.
+fn as_arguments(contract: &typed::Contract, args: &Value) -> JsonObject {
+    let value = if contract.flat {
+        args.clone()
+    } else {
+        json!({ "args": args })
+    };
+    match value {
+        Value::Object(object) => object,
+        _ => JsonObject::new(),
+    }
+}
+
+/// The run of one revision of a stored tool (or of a candidate being tested).
+pub fn request_for(tool: &ToolRecord, args_json: String) -> RunToolRequest {
     RunToolRequest {
         tool_name: tool.name.clone(),
         revision: tool.revision,
@@ -136,6 +120,9 @@ fn request_for(tool: &Arc<ToolRecord>, args_json: String) -> RunToolRequest {
         dependencies: tool.dependencies.clone(),
         code: tool.code.clone(),
         args_json,
+        isolation: tool.isolation,
+        network: tool.network.clone(),
+        secrets: tool.secrets.clone(),
     }
 }
 
@@ -186,11 +173,12 @@ impl Ran<'_> {
     fn timeout_fix(self) -> &'static str {
         match self {
             Self::Tool(_) => {
-                "make it finish sooner or raise its timeoutMs with dynamic.tool.update (the server's maximum is at \
-                 most 120000 ms)"
+                "make it finish sooner or raise its timeoutMs with dynamic.tool.update (up to the server's maximum, \
+                 which the dynamic.tool.author prompt states)"
             }
             Self::Code(_) => {
-                "make it finish sooner or pass a larger timeoutMs (the server's maximum is at most 120000 ms)"
+                "make it finish sooner or pass a larger timeoutMs (up to the server's maximum, which the \
+                 dynamic.tool.author prompt states)"
             }
         }
     }
@@ -309,10 +297,6 @@ fn add_output(body: &mut Value, outcome: &RunOutcome) {
 mod tests {
     use super::*;
 
-    fn args(value: Value) -> Option<JsonObject> {
-        Some(schema(value))
-    }
-
     fn outcome(status: RunStatus) -> RunOutcome {
         RunOutcome {
             status: status.into(),
@@ -324,28 +308,6 @@ mod tests {
 
     fn first_text(result: &CallToolResult) -> &str {
         &result.content[0].as_text().unwrap().text
-    }
-
-    #[test]
-    fn args_default_to_an_empty_object() {
-        assert_eq!(args_json("t", None).unwrap(), "{}");
-        assert_eq!(args_json("t", args(json!({}))).unwrap(), "{}");
-        assert_eq!(args_json("t", args(json!({"args": null}))).unwrap(), "{}");
-        assert_eq!(
-            args_json("t", args(json!({"args": {"text": "hi"}}))).unwrap(),
-            r#"{"text":"hi"}"#
-        );
-    }
-
-    #[test]
-    fn other_shapes_explain_the_args_contract() {
-        let err = args_json("t", args(json!({"text": "hi"}))).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "Tool 't' takes its input as {\"args\": {...}}; move `text` inside `args`"
-        );
-        let err = args_json("t", args(json!({"args": [1]}))).unwrap_err().to_string();
-        assert!(err.ends_with("`args` is an array"), "{err}");
     }
 
     #[test]
@@ -423,7 +385,7 @@ mod tests {
         assert_eq!(
             first_text(&timed_out),
             "The code run by run_js_ephemeral timed out after 30000 ms and was stopped; make it finish sooner or \
-             pass a larger timeoutMs (the server's maximum is at most 120000 ms)"
+             pass a larger timeoutMs (up to the server's maximum, which the dynamic.tool.author prompt states)"
         );
         let mut syntax = outcome(RunStatus::SyntaxError);
         syntax.error_message = "Unexpected end of input".into();
@@ -434,14 +396,11 @@ mod tests {
     }
 
     #[test]
-    fn args_beyond_the_limit_are_refused_with_the_limit() {
+    fn code_args_beyond_the_limit_are_refused_with_the_limit() {
         let big = json!({"blob": "x".repeat(MAX_ARGS_BYTES)});
-        let err = args_json("t", args(json!({"args": big.clone()})))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("at most 3145728 bytes (3 MiB)"), "{err}");
         let err = code_args_json(Some(big)).unwrap_err().to_string();
         assert!(err.starts_with("`args` is 3145739 bytes of JSON"), "{err}");
+        assert!(err.contains("at most 3145728 bytes (3 MiB)"), "{err}");
         assert_eq!(code_args_json(None).unwrap(), "{}");
         assert!(
             code_args_json(Some(json!([1])))

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
 use super::run_dynamic::{Ran, code_args_json, execute, outcome_result};
-use super::{CallContext, parse_args, schema};
+use dynamic_mcp_common::limits::CODE_CHARS;
+
+use super::{CallContext, parse_args, schema, timeout_field};
 use crate::error::ToolError;
 use crate::progress::Progress;
 use crate::server::ServerState;
@@ -45,6 +47,7 @@ pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> R
         dependencies: to_proto(input.dependencies),
         code: input.code,
         args_json: code_args_json(input.args)?,
+        ..Default::default()
     };
     let outcome = if request.dependencies.is_empty() {
         execute(state, request).await
@@ -59,14 +62,13 @@ pub fn definition() -> Tool {
     let input = schema(json!({
         "type": "object",
         "properties": {
-            "code": {"type": "string", "minLength": 1, "maxLength": 200000,
+            "code": {"type": "string", "minLength": CODE_CHARS.min, "maxLength": CODE_CHARS.max,
                 "description": "JavaScript: the body of `export async function run(args) { ... }`. Read the input from \
                     `args` and return any JSON-serialisable value; `await` works."},
             "args": {"type": "object", "description": "The object the code receives as `args`. Default: {}."},
             "image": {"type": "string",
                 "description": "Docker image to run the code in; must be on the server's allow-list. Default: the first allowed image."},
-            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
-                "description": "Time limit of the run in milliseconds; a run over it is stopped. Default: 30000."},
+            "timeoutMs": timeout_field("Time limit of the run in milliseconds; a run over it is stopped. Default: the server's default."),
             "dependencies": dependencies_field("; installed once per set, then reused"),
             "adminToken": admin_token_field()
         },

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
 use super::run_dynamic::{Ran, code_args_json, outcome_result};
-use super::{CallContext, parse_args, schema};
+use dynamic_mcp_common::limits::SESSION_COMMANDS;
+
+use super::{CallContext, parse_args, schema, timeout_field};
 use crate::auth::Caller;
 use crate::error::ToolError;
 use crate::progress::Progress;
@@ -254,8 +256,7 @@ pub fn definitions() -> Vec<Tool> {
         "properties": {
             "image": {"type": "string",
                 "description": "Docker image of the session; must be on the server's allow-list. Default: the first allowed image."},
-            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
-                "description": "Default time limit of each exec or run_js call in this session, in milliseconds. Default: 30000."},
+            "timeoutMs": timeout_field("Default time limit of each exec or run_js call in this session, in milliseconds. Default: the server's default."),
             "adminToken": admin_token_field()
         },
         "additionalProperties": false
@@ -265,14 +266,13 @@ pub fn definitions() -> Vec<Tool> {
         "properties": {
             "sessionId": session_id_field(),
             "commands": {
-                "type": "array", "minItems": 1, "maxItems": 20,
-                "description": "1-20 shell commands (each run with `sh -c` in /work as an unprivileged user), one after \
-                    another; a failing command does not stop the next.",
+                "type": "array", "minItems": SESSION_COMMANDS.min, "maxItems": SESSION_COMMANDS.max,
+                "description": format!("{}-{} shell commands (each run with `sh -c` in /work as an unprivileged user), one after \
+                    another; a failing command does not stop the next.", SESSION_COMMANDS.min, SESSION_COMMANDS.max),
                 "items": {"type": "string", "minLength": 1}
             },
-            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
-                "description": "Time limit of the whole call in milliseconds; the command running when it is reached is \
-                    killed and the rest are skipped. Default: the session's."},
+            "timeoutMs": timeout_field("Time limit of the whole call in milliseconds; the command running when it is reached is \
+                    killed and the rest are skipped. Default: the session's."),
             "adminToken": admin_token_field()
         },
         "required": ["sessionId", "commands"],
@@ -287,8 +287,7 @@ pub fn definitions() -> Vec<Tool> {
                     JSON-serialisable value. It runs in /work, where files from sandbox.exec are."},
             "args": {"type": "object", "description": "The object the code receives as `args`. Default: {}."},
             "dependencies": dependencies_field("; installed once per set, then reused"),
-            "timeoutMs": {"type": "integer", "minimum": 1000, "maximum": 120000,
-                "description": "Time limit of the run in milliseconds. Default: the session's."},
+            "timeoutMs": timeout_field("Time limit of the run in milliseconds. Default: the session's."),
             "adminToken": admin_token_field()
         },
         "required": ["sessionId", "code"],

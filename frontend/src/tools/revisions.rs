@@ -1,0 +1,258 @@
+//! `dynamic.tool.history`, `dynamic.tool.rollback` and `dynamic.tool.restore`:
+//! every revision of a tool is kept (the registry owns how many and for how
+//! long), and an earlier one can become the next revision again, or a deleted
+//! tool come back, after its examples pass with today's policy.
+
+use dynamic_mcp_proto::v1::{RestoreToolRequest, RollbackToolRequest, ToolHistoryRequest, ToolRecord};
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::dynamic_tool::{
+    admin_token_field, candidate, commit, fresh_key, idempotency_key_field, name_field, prepare, settle, view_json,
+    write_options, written_result,
+};
+use super::{CallContext, parse_args, schema, self_test};
+use crate::error::ToolError;
+use crate::server::ServerState;
+
+pub const HISTORY: &str = "dynamic.tool.history";
+pub const ROLLBACK: &str = "dynamic.tool.rollback";
+pub const RESTORE: &str = "dynamic.tool.restore";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HistoryInput {
+    name: String,
+    limit: Option<u32>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RollbackInput {
+    name: String,
+    revision: u64,
+    expected_revision: Option<u64>,
+    idempotency_key: Option<String>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RestoreInput {
+    name: String,
+    revision: Option<u64>,
+    idempotency_key: Option<String>,
+    #[serde(rename = "adminToken")]
+    _admin_token: Option<String>,
+}
+
+pub async fn history(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: HistoryInput = parse_args(HISTORY, args)?;
+    let limit = input
+        .limit
+        .unwrap_or(dynamic_mcp_common::limits::DEFAULT_HISTORY_PAGE as u32);
+    let request = ToolHistoryRequest {
+        name: input.name.clone(),
+        limit: Some(limit),
+    };
+    let kept = state
+        .services
+        .registry
+        .clone()
+        .history(request)
+        .await
+        .map_err(ToolError::registry)?
+        .into_inner();
+    let revisions: Vec<Value> = kept
+        .revisions
+        .into_iter()
+        .map(|r| {
+            let tool = r.tool.unwrap_or_default();
+            let mut entry = json!({
+                "revision": tool.revision,
+                "kind": r.kind,
+                "actor": r.actor,
+                "changedFields": r.changed_fields,
+                "at": tool.updated_at,
+                "enabled": tool.enabled,
+                "codeSizeBytes": tool.code_size_bytes,
+            });
+            if let Some(to) = r.rolled_back_to {
+                entry["rolledBackTo"] = json!(to);
+            }
+            entry
+        })
+        .collect();
+    let mut body = json!({
+        "name": input.name,
+        "revisions": revisions,
+        "more": kept.more,
+        "historyLimit": kept.history_limit,
+    });
+    if let Some(deleted) = kept.deleted {
+        body["deleted"] = json!({
+            "at": deleted.deleted_at, "by": deleted.deleted_by, "keptUntil": deleted.kept_until,
+            "revision": deleted.revision,
+        });
+    }
+    Ok(CallToolResult::structured(body))
+}
+
+pub async fn rollback(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: RollbackInput = parse_args(ROLLBACK, args)?;
+    let request = |validate_only: bool, key: Option<&str>| RollbackToolRequest {
+        name: input.name.clone(),
+        revision: input.revision,
+        expected_revision: input.expected_revision,
+        write: Some(write_options(call, key, validate_only)),
+    };
+    let check = state.services.registry.clone().rollback(request(true, None)).await;
+    let base = check.as_ref().map(|a| a.get_ref().base_revision).unwrap_or_default();
+    let next = candidate(check)?;
+    if next.revision == base {
+        return Ok(CallToolResult::structured(json!({
+            "tool": view_json(Some(ToolRecord { code: String::new(), ..next }), false),
+            "changed": false,
+        })));
+    }
+    let proven = prove(state, call, ROLLBACK, &next).await?;
+    let examples = match proven {
+        Proven::Refused(refusal) => return Ok(refusal),
+        Proven::Passed(examples) => examples,
+    };
+    let key = input.idempotency_key.clone().unwrap_or_else(fresh_key);
+    let write = request(false, Some(&key));
+    let written = commit(|| {
+        let (mut registry, sent) = (state.services.registry.clone(), write.clone());
+        async move { registry.rollback(sent).await }
+    })
+    .await?;
+    Ok(written_result(settle(state, written).await, None, examples))
+}
+
+pub async fn restore(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let input: RestoreInput = parse_args(RESTORE, args)?;
+    let request = |validate_only: bool, key: Option<&str>| RestoreToolRequest {
+        name: input.name.clone(),
+        revision: input.revision,
+        write: Some(write_options(call, key, validate_only)),
+    };
+    let next = candidate(state.services.registry.clone().restore(request(true, None)).await)?;
+    let examples = match prove(state, call, RESTORE, &next).await? {
+        Proven::Refused(refusal) => return Ok(refusal),
+        Proven::Passed(examples) => examples,
+    };
+    let key = input.idempotency_key.clone().unwrap_or_else(fresh_key);
+    let write = request(false, Some(&key));
+    let written = commit(|| {
+        let (mut registry, sent) = (state.services.registry.clone(), write.clone());
+        async move { registry.restore(sent).await }
+    })
+    .await?;
+    Ok(written_result(settle(state, written).await, None, examples))
+}
+
+enum Proven {
+    Passed(Option<Vec<self_test::ExampleOutcome>>),
+    Refused(CallToolResult),
+}
+
+/// An old revision goes live only if today's policy allows it and its examples pass.
+async fn prove(state: &ServerState, call: &CallContext, action: &str, next: &ToolRecord) -> Result<Proven, ToolError> {
+    prepare(
+        state,
+        call,
+        Some(next.image.clone()),
+        Some(next.timeout_ms),
+        &next.dependencies,
+        next.network.clone(),
+        next.secrets.clone(),
+    )
+    .await?;
+    if next.examples.is_empty() {
+        return Ok(Proven::Passed(None));
+    }
+    let outcomes = self_test::run_examples(state, next).await?;
+    if outcomes.iter().any(|o| !o.passed()) {
+        return Ok(Proven::Refused(self_test::refusal(action, &next.name, &outcomes)));
+    }
+    Ok(Proven::Passed(Some(outcomes)))
+}
+
+pub fn definitions() -> Vec<Tool> {
+    let history = schema(json!({
+        "type": "object",
+        "properties": {
+            "name": name_field("whose revisions to list (also a deleted one)"),
+            "limit": {"type": "integer", "minimum": 1, "description": format!(
+                "How many revisions to return, newest first. Default: {}.",
+                dynamic_mcp_common::limits::DEFAULT_HISTORY_PAGE)},
+            "adminToken": admin_token_field()
+        },
+        "required": ["name"],
+        "additionalProperties": false
+    }));
+    let rollback = schema(json!({
+        "type": "object",
+        "properties": {
+            "name": name_field("to roll back"),
+            "revision": {"type": "integer", "minimum": 1,
+                "description": "The kept revision to return to (dynamic.tool.history lists them)."},
+            "expectedRevision": {"type": "integer", "minimum": 1,
+                "description": "Only roll back if the tool is still at this revision; protects against overwriting someone else's change."},
+            "idempotencyKey": idempotency_key_field(),
+            "adminToken": admin_token_field()
+        },
+        "required": ["name", "revision"],
+        "additionalProperties": false
+    }));
+    let restore = schema(json!({
+        "type": "object",
+        "properties": {
+            "name": name_field("to bring back after a delete"),
+            "revision": {"type": "integer", "minimum": 1,
+                "description": "The kept revision to restore. Default: the one it had when it was deleted."},
+            "idempotencyKey": idempotency_key_field(),
+            "adminToken": admin_token_field()
+        },
+        "required": ["name"],
+        "additionalProperties": false
+    }));
+    let annotations = |read_only: bool, destructive: bool, idempotent: bool| {
+        ToolAnnotations::new()
+            .read_only(read_only)
+            .destructive(destructive)
+            .idempotent(idempotent)
+            .open_world(false)
+    };
+    vec![
+        Tool::new(
+            HISTORY,
+            "List the kept revisions of a dynamic tool, newest first: `{name, revisions: [{revision, kind, actor, \
+             changedFields, at}], more, historyLimit, deleted?}`. Works for a deleted tool while its history is kept.",
+            history,
+        )
+        .with_title("Dynamic tool history")
+        .with_annotations(annotations(true, false, true)),
+        Tool::new(
+            ROLLBACK,
+            "Make an earlier revision of a dynamic tool current again, as a new revision equal to it. Its examples run \
+             first; a failure refuses the rollback. Clients get one notifications/tools/list_changed. Returns `{tool}`.",
+            rollback,
+        )
+        .with_title("Roll back dynamic tool")
+        .with_annotations(annotations(false, true, true)),
+        Tool::new(
+            RESTORE,
+            "Bring back a deleted dynamic tool from its kept history (at its last revision, or `revision`). Its \
+             examples run first. Returns `{tool}`.",
+            restore,
+        )
+        .with_title("Restore deleted dynamic tool")
+        .with_annotations(annotations(false, false, true)),
+    ]
+}
