@@ -91,7 +91,7 @@ impl TestRegistry {
             ..Default::default()
         };
         RegistryClient::new(channel)
-            .create(CreateToolRequest { spec: Some(spec) })
+            .create(CreateToolRequest { spec: Some(spec), ..Default::default() })
             .await
             .expect("create tool in the registry");
     }
