@@ -242,7 +242,8 @@ pub fn changed_fields(before: Option<&ToolRecord>, after: &ToolRecord) -> Vec<St
         ("secrets", a.secrets != b.secrets),
     ]
     .into_iter()
-    .filter_map(|(field, changed)| changed.then(|| field.to_owned()))
+    .filter(|(_, changed)| *changed)
+    .map(|(field, _)| field.to_owned())
     .collect()
 }
 

@@ -233,8 +233,8 @@ async fn racing_rollbacks_behave_like_racing_updates(backend: &TestBackend) {
         a.rollback(rollback("race.tool", 1, None)),
         b.rollback(rollback("race.tool", 2, None))
     );
-    let mut revisions = vec![first.unwrap().into_inner(), second.unwrap().into_inner()];
-    revisions.sort_by_key(|w| w.catalog_version);
+    let answers = [first.unwrap().into_inner(), second.unwrap().into_inner()];
+    assert!(answers.iter().any(|a| a.changed), "{answers:?}");
     let current = client.get(get("race.tool", None)).await.unwrap().into_inner();
     assert!(current.revision >= 5, "{current:?}");
     assert_eq!(

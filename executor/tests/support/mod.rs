@@ -424,6 +424,7 @@ pub fn request(code: &str, args_json: &str, timeout_ms: Option<u32>) -> RunToolR
         dependencies: Vec::new(),
         code: code.into(),
         args_json: args_json.into(),
+        ..Default::default()
     }
 }
 

@@ -334,23 +334,24 @@ impl NewTool {
         }
     }
 
-    pub(super) fn policy_fields(
-        &self,
-    ) -> (
-        Option<String>,
-        Option<u32>,
-        Vec<Dependency>,
-        Option<NetworkPolicy>,
-        Vec<String>,
-    ) {
-        (
-            self.image.clone(),
-            self.timeout_ms,
-            to_proto(self.dependencies.clone()),
-            self.network.clone().map(network_to_proto),
-            self.secrets.clone(),
-        )
+    pub(super) fn policy_fields(&self) -> PolicyFields {
+        PolicyFields {
+            image: self.image.clone(),
+            timeout_ms: self.timeout_ms,
+            dependencies: to_proto(self.dependencies.clone()),
+            network: self.network.clone().map(network_to_proto),
+            secrets: self.secrets.clone(),
+        }
     }
+}
+
+/// What the executor checks about a tool before it is stored or run.
+pub(super) struct PolicyFields {
+    pub(super) image: Option<String>,
+    pub(super) timeout_ms: Option<u32>,
+    pub(super) dependencies: Vec<Dependency>,
+    pub(super) network: Option<NetworkPolicy>,
+    pub(super) secrets: Vec<String>,
 }
 
 // ---- the view callers see ---------------------------------------------------
@@ -460,7 +461,13 @@ pub async fn create(state: &ServerState, call: &CallContext, args: JsonObject) -
     let CreateInput {
         tool, idempotency_key, ..
     } = parse_args(CREATE, args)?;
-    let (image, timeout_ms, dependencies, network, secrets) = tool.policy_fields();
+    let PolicyFields {
+        image,
+        timeout_ms,
+        dependencies,
+        network,
+        secrets,
+    } = tool.policy_fields();
     let prepared = prepare(state, call, image, timeout_ms, &dependencies, network, secrets).await?;
     let setup = prepared.dependency_setup;
     let spec = tool.into_spec(prepared.image, prepared.timeout_ms);

@@ -91,7 +91,10 @@ impl TestRegistry {
             ..Default::default()
         };
         RegistryClient::new(channel)
-            .create(CreateToolRequest { spec: Some(spec), ..Default::default() })
+            .create(CreateToolRequest {
+                spec: Some(spec),
+                ..Default::default()
+            })
             .await
             .expect("create tool in the registry");
     }

@@ -139,15 +139,15 @@ pub struct Change {
 #[derive(Debug)]
 pub enum Decision {
     /// Nothing changes: no revision, no event.
-    Unchanged(ToolRecord),
+    Unchanged(Box<ToolRecord>),
     /// The key was used before for this very request: its first answer.
     Replay(Written),
     /// Validate-only: what the write would produce.
     Validated {
-        tool: ToolRecord,
+        tool: Box<ToolRecord>,
         base_revision: u64,
     },
-    Change(Change),
+    Change(Box<Change>),
 }
 
 /// What a write may need to read, inside whatever makes the backend's
@@ -314,10 +314,10 @@ pub async fn decide(
     if ctx.validate_only {
         return Ok(Decision::Validated {
             base_revision: change.replaces.unwrap_or(0),
-            tool: change.tool,
+            tool: Box::new(change.tool),
         });
     }
-    Ok(Decision::Change(change))
+    Ok(Decision::Change(Box::new(change)))
 }
 
 fn edit(
@@ -341,11 +341,11 @@ fn unchanged(current: ToolRecord, ctx: &WriteContext) -> Decision {
     if ctx.validate_only {
         let base_revision = current.revision;
         return Decision::Validated {
-            tool: current,
+            tool: Box::new(current),
             base_revision,
         };
     }
-    Decision::Unchanged(current)
+    Decision::Unchanged(Box::new(current))
 }
 
 async fn current_at(view: &mut dyn WriteView, name: &str, expected: Option<u64>) -> Result<ToolRecord, RegistryError> {
@@ -417,14 +417,14 @@ pub fn check_revision(current: &ToolRecord, expected: Option<u64>) -> Result<(),
 }
 
 /// The answer for a decision that needs no durable step.
-pub fn settled(decision: Decision, catalog_version: u64) -> Result<Written, Change> {
+pub fn settled(decision: Decision, catalog_version: u64) -> Result<Written, Box<Change>> {
     match decision {
-        Decision::Unchanged(tool) => Ok(Written::unchanged(tool, catalog_version)),
+        Decision::Unchanged(tool) => Ok(Written::unchanged(*tool, catalog_version)),
         Decision::Replay(written) => Ok(written),
         Decision::Validated { tool, base_revision } => Ok(Written {
             validated_only: true,
             base_revision,
-            ..Written::unchanged(tool, catalog_version)
+            ..Written::unchanged(*tool, catalog_version)
         }),
         Decision::Change(change) => Err(change),
     }
@@ -449,7 +449,7 @@ pub fn recorded_key(ctx: &WriteContext, change: &Change, catalog_version: u64) -
 
 /// History newest first, cut to `limit`, without code.
 pub fn page(mut revisions: Vec<Revision>, limit: Option<usize>) -> (Vec<Revision>, usize) {
-    revisions.sort_by(|a, b| b.tool.revision.cmp(&a.tool.revision));
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.tool.revision));
     let keep = limit.filter(|l| *l > 0).unwrap_or(revisions.len()).min(revisions.len());
     let more = revisions.len() - keep;
     revisions.truncate(keep);

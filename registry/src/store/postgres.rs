@@ -221,7 +221,7 @@ impl ToolStore for PgStore {
         // Dropping the transaction of a write that commits nothing rolls it back.
         match settled(decision, write.version) {
             Ok(written) => Ok(written),
-            Err(change) => write.commit(change, &ctx, &self.retention, &self.channel).await,
+            Err(change) => write.commit(*change, &ctx, &self.retention, &self.channel).await,
         }
     }
 
