@@ -6,6 +6,7 @@ authoring prompt with the server's live values."""
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 
 import anyio.to_thread
@@ -49,9 +50,24 @@ def typed_spec(name: str, code: str = UPPER_CODE, **extra) -> dict:
     }
 
 
-async def run_containers(executor_id: str) -> int:
-    """Every run container this executor ever started (running or not), whatever its tool label."""
-    return len(await anyio.to_thread.run_sync(lambda: container_ids(run_labels(executor_id))))
+STABLE_FOR = 1.5
+SETTLE_WITHIN = 20.0
+
+
+async def settled_run_containers(executor_id: str) -> set[str]:
+    """This executor's run containers (running or not; warm ones included, whatever their tool
+    label) once the set has not changed for a while: a warm pool refilling after an earlier call
+    must not count as a container the call under test started."""
+    deadline = time.monotonic() + SETTLE_WITHIN
+    current = set(await anyio.to_thread.run_sync(lambda: container_ids(run_labels(executor_id))))
+    stable_since = time.monotonic()
+    while time.monotonic() - stable_since < STABLE_FOR:
+        assert time.monotonic() < deadline, f"the run containers of {executor_id} never settled: {current}"
+        await anyio.sleep(0.2)
+        seen = set(await anyio.to_thread.run_sync(lambda: container_ids(run_labels(executor_id))))
+        if seen != current:
+            current, stable_since = seen, time.monotonic()
+    return current
 
 
 async def listed(client, name: str):
@@ -78,7 +94,7 @@ async def test_a_typed_tool_is_listed_checked_and_answers(frontend, mode):
 
         assert await run_tool(client, name, {"text": "hi"}) == {"upper": "HI"}
 
-        before = await run_containers(frontend.executor_id)
+        before = await settled_run_containers(frontend.executor_id)
         bad = await client.call_tool(name, {"args": {"text": 5, "extra": True}})
         assert bad.is_error
         body = bad.structured_content
@@ -88,7 +104,8 @@ async def test_a_typed_tool_is_listed_checked_and_answers(frontend, mode):
         assert any("string" in error["expected"] for error in body["errors"]), body
         missing = await client.call_tool(name, {"args": {}})
         assert missing.is_error and missing.structured_content["reason"] == "invalidArgs"
-        assert await run_containers(frontend.executor_id) == before, "a call with bad arguments started a container"
+        started = await settled_run_containers(frontend.executor_id) - before
+        assert not started, f"a call with bad arguments started containers {started}"
 
         viewed = (await admin(client, "dynamic.tool.get", {"name": name}))["tool"]
         assert viewed["inputSchema"] == UPPER_SCHEMA and viewed["examples"][0]["expect"] == {"upper": "ABC"}
@@ -152,7 +169,8 @@ async def test_examples_refuse_broken_writes_and_nothing_is_stored_or_announced(
         assert broken not in await listed_tool_names(writer)
         assert broken in await failure_message(writer, "dynamic.tool.get", {"name": broken})
 
-        thrown = await writer.call_tool("dynamic.tool.update", {"name": good, "patch": {"code": "throw new Error('nope');"}})
+        patch = {"code": "throw new Error('nope');"}
+        thrown = await writer.call_tool("dynamic.tool.update", {"name": good, "patch": patch})
         assert thrown.is_error and thrown.structured_content["examples"][0]["outcome"] == "threw"
         current = (await admin(writer, "dynamic.tool.get", {"name": good}))["tool"]
         assert current["revision"] == 1 and current["code"] == UPPER_CODE
@@ -178,7 +196,8 @@ async def test_history_rollback_and_restore(frontend, mode):
         rolled = await admin(client, "dynamic.tool.rollback", {"name": name, "revision": 1, "expectedRevision": 2})
         assert rolled["tool"]["revision"] == 3
         assert await run_tool(client, name, {"text": "back"}) == {"upper": "BACK"}
-        stale = await failure_message(client, "dynamic.tool.rollback", {"name": name, "revision": 2, "expectedRevision": 2})
+        stale_call = {"name": name, "revision": 2, "expectedRevision": 2}
+        stale = await failure_message(client, "dynamic.tool.rollback", stale_call)
         assert "expectedRevision is 2" in stale and "current revision is 3" in stale
 
         await admin(client, "dynamic.tool.delete", {"name": name})
