@@ -59,7 +59,7 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_SANDBOX_MAX_OUTPUT_BYTES", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_output_bytes: u32,
 
-    /// The longest timeout a tool may ask for, in milliseconds (at most 120000).
+    /// The longest timeout a tool may ask for, in milliseconds; the default is also the highest allowed.
     #[arg(long, env = "MCP_SANDBOX_MAX_TIMEOUT_MS", default_value_t = limits::MAX_TIMEOUT_MS_CEILING, value_parser = clap::value_parser!(u32).range(i64::from(limits::MIN_TIMEOUT_MS)..=i64::from(limits::MAX_TIMEOUT_MS_CEILING)))]
     pub max_timeout_ms: u32,
 

@@ -114,7 +114,7 @@ async fn acknowledged_creates_survive_kill_9() {
     );
 
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&restarted.store).unwrap()).unwrap();
-    assert_eq!(file["formatVersion"], 1);
+    assert_eq!(file["formatVersion"], 2);
     assert_eq!(file["catalogVersion"], listed.catalog_version);
     let names_on_disk: Vec<&str> = file["tools"]
         .as_array()
@@ -124,4 +124,22 @@ async fn acknowledged_creates_survive_kill_9() {
         .collect();
     let names_listed: Vec<&str> = listed.tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names_on_disk, names_listed);
+    // Each stored tool has exactly its one revision kept, whatever the kill interrupted.
+    for tool in &listed.tools {
+        let history = restarted
+            .client()
+            .history(pb::ToolHistoryRequest {
+                name: tool.name.clone(),
+                limit: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let kept: Vec<u64> = history
+            .revisions
+            .iter()
+            .map(|r| r.tool.as_ref().unwrap().revision)
+            .collect();
+        assert_eq!(kept, [1], "{}", tool.name);
+    }
 }

@@ -354,6 +354,19 @@ pub(super) struct PolicyFields {
     pub(super) secrets: Vec<String>,
 }
 
+impl PolicyFields {
+    /// The settings of a stored revision.
+    pub(super) fn of(record: &ToolRecord) -> Self {
+        Self {
+            image: Some(record.image.clone()),
+            timeout_ms: Some(record.timeout_ms),
+            dependencies: record.dependencies.clone(),
+            network: record.network.clone(),
+            secrets: record.secrets.clone(),
+        }
+    }
+}
+
 // ---- the view callers see ---------------------------------------------------
 
 /// A tool as tools report it: camelCase, code only when asked, the optional
@@ -461,14 +474,7 @@ pub async fn create(state: &ServerState, call: &CallContext, args: JsonObject) -
     let CreateInput {
         tool, idempotency_key, ..
     } = parse_args(CREATE, args)?;
-    let PolicyFields {
-        image,
-        timeout_ms,
-        dependencies,
-        network,
-        secrets,
-    } = tool.policy_fields();
-    let prepared = prepare(state, call, image, timeout_ms, &dependencies, network, secrets).await?;
+    let prepared = prepare(state, call, tool.policy_fields()).await?;
     let setup = prepared.dependency_setup;
     let spec = tool.into_spec(prepared.image, prepared.timeout_ms);
     let key = idempotency_key.unwrap_or_else(fresh_key);
@@ -527,16 +533,14 @@ pub async fn update(state: &ServerState, call: &CallContext, args: JsonObject) -
                 None => current.network,
             };
             let secrets = input.patch.secrets.clone().unwrap_or(current.secrets);
-            let prepared = prepare(
-                state,
-                call,
-                Some(image),
-                Some(timeout_ms),
-                &dependencies,
+            let policy = PolicyFields {
+                image: Some(image),
+                timeout_ms: Some(timeout_ms),
+                dependencies,
                 network,
                 secrets,
-            )
-            .await?;
+            };
+            let prepared = prepare(state, call, policy).await?;
             setup = prepared.dependency_setup;
             if input.patch.image.is_some() {
                 patch.image = Some(prepared.image);
@@ -765,24 +769,21 @@ where
 pub(super) async fn prepare(
     state: &ServerState,
     call: &CallContext,
-    image: Option<String>,
-    timeout_ms: Option<u32>,
-    dependencies: &[Dependency],
-    network: Option<NetworkPolicy>,
-    secrets: Vec<String>,
+    policy: PolicyFields,
 ) -> Result<PrepareToolResponse, ToolError> {
+    let count = policy.dependencies.len();
     let request = PrepareToolRequest {
-        image,
-        timeout_ms,
-        dependencies: dependencies.to_vec(),
-        network,
-        secrets,
+        image: policy.image,
+        timeout_ms: policy.timeout_ms,
+        dependencies: policy.dependencies,
+        network: policy.network,
+        secrets: policy.secrets,
     };
     let mut executor = state.services.executor.clone();
-    let prepared = if dependencies.is_empty() {
+    let prepared = if count == 0 {
         executor.prepare_tool(request).await
     } else {
-        let message = installing_message(dependencies.len());
+        let message = installing_message(count);
         Progress::while_running(call.progress.as_ref(), &message, executor.prepare_tool(request)).await
     };
     Ok(prepared.map_err(ToolError::executor)?.into_inner())
@@ -1022,13 +1023,7 @@ pub fn definitions() -> Vec<Tool> {
         "additionalProperties": false
     }));
 
-    let annotations = |read_only: bool, destructive: bool, idempotent: bool| {
-        rmcp::model::ToolAnnotations::new()
-            .read_only(read_only)
-            .destructive(destructive)
-            .idempotent(idempotent)
-            .open_world(false)
-    };
+    let annotations = super::hints;
     vec![
         Tool::new(
             CREATE,

@@ -131,6 +131,15 @@ pub fn parse_args<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T
     })
 }
 
+/// The hints of a built-in that stays inside this server.
+fn hints(read_only: bool, destructive: bool, idempotent: bool) -> rmcp::model::ToolAnnotations {
+    rmcp::model::ToolAnnotations::new()
+        .read_only(read_only)
+        .destructive(destructive)
+        .idempotent(idempotent)
+        .open_world(false)
+}
+
 /// The `timeoutMs` field of every tool that runs code: the bounds come from
 /// common/, and the executor may hold a lower maximum, which its refusal names.
 fn timeout_field(description: &str) -> serde_json::Value {

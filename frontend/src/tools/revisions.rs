@@ -3,14 +3,16 @@
 //! long), and an earlier one can become the next revision again, or a deleted
 //! tool come back, after its examples pass with today's policy.
 
-use dynamic_mcp_proto::v1::{RestoreToolRequest, RollbackToolRequest, ToolHistoryRequest, ToolRecord};
-use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use dynamic_mcp_proto::v1::{
+    RestoreToolRequest, RollbackToolRequest, ToolHistoryRequest, ToolRecord, ToolWriteResponse,
+};
+use rmcp::model::{CallToolResult, JsonObject, Tool};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dynamic_tool::{
-    admin_token_field, candidate, commit, fresh_key, idempotency_key_field, name_field, prepare, settle, view_json,
-    write_options, written_result,
+    PolicyFields, admin_token_field, candidate, commit, fresh_key, idempotency_key_field, name_field, prepare, settle,
+    view_json, write_options, written_result,
 };
 use super::{CallContext, parse_args, schema, self_test};
 use crate::error::ToolError;
@@ -119,19 +121,13 @@ pub async fn rollback(state: &ServerState, call: &CallContext, args: JsonObject)
             "changed": false,
         })));
     }
-    let proven = prove(state, call, ROLLBACK, &next).await?;
-    let examples = match proven {
-        Proven::Refused(refusal) => return Ok(refusal),
-        Proven::Passed(examples) => examples,
-    };
     let key = input.idempotency_key.clone().unwrap_or_else(fresh_key);
     let write = request(false, Some(&key));
-    let written = commit(|| {
+    go_live(state, call, ROLLBACK, &next, || {
         let (mut registry, sent) = (state.services.registry.clone(), write.clone());
         async move { registry.rollback(sent).await }
     })
-    .await?;
-    Ok(written_result(settle(state, written).await, None, examples))
+    .await
 }
 
 pub async fn restore(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
@@ -142,17 +138,32 @@ pub async fn restore(state: &ServerState, call: &CallContext, args: JsonObject) 
         write: Some(write_options(call, key, validate_only)),
     };
     let next = candidate(state.services.registry.clone().restore(request(true, None)).await)?;
-    let examples = match prove(state, call, RESTORE, &next).await? {
-        Proven::Refused(refusal) => return Ok(refusal),
-        Proven::Passed(examples) => examples,
-    };
     let key = input.idempotency_key.clone().unwrap_or_else(fresh_key);
     let write = request(false, Some(&key));
-    let written = commit(|| {
+    go_live(state, call, RESTORE, &next, || {
         let (mut registry, sent) = (state.services.registry.clone(), write.clone());
         async move { registry.restore(sent).await }
     })
-    .await?;
+    .await
+}
+
+/// Proves `next` (policy and examples), then sends the keyed write.
+async fn go_live<F, Fut>(
+    state: &ServerState,
+    call: &CallContext,
+    action: &str,
+    next: &ToolRecord,
+    send: F,
+) -> Result<CallToolResult, ToolError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<ToolWriteResponse>, tonic::Status>>,
+{
+    let examples = match prove(state, call, action, next).await? {
+        Proven::Refused(refusal) => return Ok(refusal),
+        Proven::Passed(examples) => examples,
+    };
+    let written = commit(send).await?;
     Ok(written_result(settle(state, written).await, None, examples))
 }
 
@@ -163,16 +174,7 @@ enum Proven {
 
 /// An old revision goes live only if today's policy allows it and its examples pass.
 async fn prove(state: &ServerState, call: &CallContext, action: &str, next: &ToolRecord) -> Result<Proven, ToolError> {
-    prepare(
-        state,
-        call,
-        Some(next.image.clone()),
-        Some(next.timeout_ms),
-        &next.dependencies,
-        next.network.clone(),
-        next.secrets.clone(),
-    )
-    .await?;
+    prepare(state, call, PolicyFields::of(next)).await?;
     if next.examples.is_empty() {
         return Ok(Proven::Passed(None));
     }
@@ -222,13 +224,7 @@ pub fn definitions() -> Vec<Tool> {
         "required": ["name"],
         "additionalProperties": false
     }));
-    let annotations = |read_only: bool, destructive: bool, idempotent: bool| {
-        ToolAnnotations::new()
-            .read_only(read_only)
-            .destructive(destructive)
-            .idempotent(idempotent)
-            .open_world(false)
-    };
+    let annotations = super::hints;
     vec![
         Tool::new(
             HISTORY,

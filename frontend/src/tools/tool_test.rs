@@ -8,7 +8,7 @@ use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dynamic_tool::{NewTool, PolicyFields, admin_token_field, get_record, name_field, prepare};
+use super::dynamic_tool::{NewTool, admin_token_field, get_record, name_field, prepare};
 use super::run_dynamic::{Ran, execute, outcome_result, request_for};
 use super::typed::{self, Contract, Refusal};
 use super::{CallContext, parse_args, schema, self_test};
@@ -40,14 +40,7 @@ pub async fn test(state: &ServerState, call: &CallContext, args: JsonObject) -> 
                     ToolSchema::compile(field, schema).map_err(|e| ToolError::input(e.to_string()))?;
                 }
             }
-            let PolicyFields {
-                image,
-                timeout_ms,
-                dependencies,
-                network,
-                secrets,
-            } = tool.policy_fields();
-            let prepared = prepare(state, call, image, timeout_ms, &dependencies, network, secrets).await?;
+            let prepared = prepare(state, call, tool.policy_fields()).await?;
             tool.into_candidate(prepared.image, prepared.timeout_ms)
         }
         _ => {

@@ -376,11 +376,29 @@ pub fn assert_matches_spec(tool: &pb::ToolRecord, spec: &pb::ToolSpec) {
     assert_eq!(Some(tool.enabled), spec.enabled);
 }
 
-/// Files in `dir` other than the store and its lock (e.g. leftover temp files).
+/// Files in `dir` other than the store, its lock and its history directory,
+/// and files in the history directory other than a tool's history (e.g.
+/// leftover temp files).
 pub fn stray_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name != "tools.json" && name != "tools.json.lock")
-        .collect()
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut stray: Vec<String> = names(dir)
+        .into_iter()
+        .filter(|name| !["tools.json", "tools.json.lock", "tools.json.history"].contains(&name.as_str()))
+        .collect();
+    let history = dir.join("tools.json.history");
+    stray.extend(
+        names(&history)
+            .into_iter()
+            .filter(|name| name.starts_with('.') || !name.ends_with(".json"))
+            .map(|name| format!("tools.json.history/{name}")),
+    );
+    stray
 }
