@@ -17,6 +17,7 @@ use dynamic_mcp_proto::v1::SandboxDescription;
 use crate::container::hardening::SandboxLimits;
 use crate::container::pool::PoolSettings;
 use crate::deps::InstallSettings;
+use crate::egress::settings::EgressArgs;
 use crate::policy::Policy;
 use crate::session::SessionSettings;
 
@@ -136,10 +137,11 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_SANDBOX_SESSION_TIMEOUT_SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub session_timeout_seconds: u64,
 
-    /// A Docker network sandbox sessions join. Unset (the default): sessions
-    /// have no network at all. RISK: once set, untrusted code in a session
-    /// reaches whatever that network reaches (the internet, other containers,
-    /// cloud metadata endpoints); use a network built for it.
+    /// A Docker network every sandbox session joins, all or nothing. Unset
+    /// (the default): sessions have no network at all. RISK: once set,
+    /// untrusted code in a session reaches whatever that network reaches
+    /// (the internet, other containers, cloud metadata endpoints). Prefer
+    /// per-session network.allow under MCP_SANDBOX_EGRESS_ALLOWED_HOSTS.
     #[arg(long, env = "MCP_SANDBOX_SESSION_NETWORK", value_parser = parse_docker_name)]
     pub session_network: Option<String>,
 
@@ -170,6 +172,9 @@ pub struct ExecutorConfig {
     /// this service, so the executor never outlives it).
     #[arg(long, env = "MCP_EXIT_WITH_PARENT", value_parser = clap::builder::FalseyValueParser::new(), default_value_t = false)]
     pub exit_with_parent: bool,
+
+    #[command(flatten)]
+    pub egress: EgressArgs,
 
     #[command(flatten)]
     pub internal_auth: InternalAuthArgs,
@@ -482,6 +487,19 @@ mod tests {
         assert_eq!(installs.network, "bridge");
         assert_eq!((installs.registry, installs.extra_ca_file), (None, None));
         assert_eq!(installs.timeout, Duration::from_secs(300));
+        assert!(config.egress.allowed_hosts.0.is_empty(), "no egress by default");
+        assert!(!config.egress.allow_ip_literals && !config.egress.allow_plain_http);
+        assert_eq!(config.egress.secrets_file, None);
+    }
+
+    #[test]
+    fn egress_settings_are_checked() {
+        let config = parse(&["--egress-allowed-hosts", "api.example.com, *.example.org:8443"]).unwrap();
+        assert_eq!(config.egress.allowed_hosts.0.len(), 2);
+        assert!(parse(&["--egress-allowed-hosts", "https://x"]).is_err());
+        assert!(parse(&["--egress-allowed-networks", "10.0.0.0/8,172.30.0.0/16"]).is_ok());
+        assert!(parse(&["--egress-allowed-networks", "10.0.0.1/8"]).is_err());
+        assert!(parse(&["--egress-max-connections", "0"]).is_err());
     }
 
     #[test]

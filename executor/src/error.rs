@@ -5,12 +5,17 @@
 
 use tonic::Status;
 
+use crate::egress::{EgressError, EgressOpenError};
 use crate::policy::PolicyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+    #[error(transparent)]
+    EgressProxy(#[from] EgressOpenError),
     #[error("args_json is not valid JSON: {0}")]
     BadArgs(serde_json::Error),
     /// A request field out of bounds; the message says which and how to fix it.
@@ -60,7 +65,11 @@ impl ExecError {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Self::DockerUnreachable(_) | Self::Docker { .. } | Self::ContainerGone | Self::Internal(_)
+            Self::DockerUnreachable(_)
+                | Self::Docker { .. }
+                | Self::ContainerGone
+                | Self::EgressProxy(_)
+                | Self::Internal(_)
         )
     }
 }
@@ -69,7 +78,7 @@ impl From<ExecError> for Status {
     fn from(err: ExecError) -> Self {
         let message = err.to_string();
         match err {
-            ExecError::Policy(_) | ExecError::BadArgs(_) | ExecError::BadRequest(_) => {
+            ExecError::Policy(_) | ExecError::Egress(_) | ExecError::BadArgs(_) | ExecError::BadRequest(_) => {
                 Status::invalid_argument(message)
             }
             ExecError::SessionNotFound { .. } | ExecError::SessionEnded { .. } => Status::not_found(message),
@@ -77,7 +86,9 @@ impl From<ExecError> for Status {
             ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
             ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
             ExecError::DockerUnreachable(_) => Status::unavailable(message),
-            ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::Internal(_) => Status::internal(message),
+            ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::EgressProxy(_) | ExecError::Internal(_) => {
+                Status::internal(message)
+            }
         }
     }
 }
@@ -107,6 +118,7 @@ mod tests {
             (ExecError::SessionEnded { id: "s".into() }, Code::NotFound),
             (ExecError::TooManySessions { max: 20 }, Code::ResourceExhausted),
             (ExecError::BadRequest("x".into()), Code::InvalidArgument),
+            (ExecError::Egress(crate::egress::EgressError::Disabled), Code::InvalidArgument),
             (ExecError::Busy { max: 3 }, Code::ResourceExhausted),
             (
                 ExecError::ImageMissing { image: "x:1".into() },

@@ -5,12 +5,16 @@
 //! long-lived hardened containers, each visible only to its owner — all over
 //! gRPC (`dynamic_mcp.v1.Executor`). Containers always go away: after a run,
 //! when the caller cancels, when a session stops or idles out, and — for
-//! leftovers — at start and stop.
+//! leftovers — at start and stop. Code that a tool or session allows to
+//! reach the network gets there only through the executor's egress proxy
+//! (`egress/`), which enforces its allow-list and puts in secrets the code
+//! never sees.
 
 pub mod config;
 pub mod container;
 pub mod deps;
 pub mod docker;
+pub mod egress;
 pub mod error;
 pub mod harness;
 pub mod health;

@@ -1,4 +1,4 @@
-//! `dynamic-mcp-executor`: settings → Docker → clean up leftovers → warm
+//! `dynamic-mcp-executor`: settings (egress included) → Docker → clean up leftovers → warm
 //! the pool (unless turned off) → serve gRPC (with a health status that follows Docker,
 //! and idle sessions expiring) until asked to stop → remove the pool,
 //! sessions and leftovers.
@@ -15,6 +15,7 @@ use dynamic_mcp_executor::container::pool::WarmPool;
 use dynamic_mcp_executor::container::source::{ColdStart, ContainerSource};
 use dynamic_mcp_executor::deps::DepsCache;
 use dynamic_mcp_executor::docker::{self, Engine};
+use dynamic_mcp_executor::egress::Egress;
 use dynamic_mcp_executor::outcome::Judge;
 use dynamic_mcp_executor::run::{self, Runner};
 use dynamic_mcp_executor::service::ExecutorService;
@@ -49,6 +50,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("{e}; runs will fail until it is reachable (policy checks still work)"),
     }
 
+    let egress = Arc::new(Egress::new(&config.egress, &id)?);
     let limits = config.limits();
     // One source, one cap: runs, sessions and installs all count against it.
     let cold = Arc::new(ColdStart::new(
@@ -80,6 +82,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     let judge = Judge::new(config.max_output_bytes as usize, &limits);
     let runner = Arc::new(Runner::new(
         config.policy(),
+        Arc::clone(&egress),
         Arc::clone(&source),
         Arc::clone(&deps),
         judge.clone(),
@@ -88,6 +91,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         id.clone(),
         config.session_settings(),
         config.policy(),
+        Arc::clone(&egress),
         source,
         deps,
         judge,
@@ -136,6 +140,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     if let Some(docker) = engine.connected() {
         reaper::remove_ours(docker, &id, "still there after shutdown").await;
     }
+    egress.close();
     tracing::info!("executor stopped");
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! container from the source → the stdin envelope → capped stdout/stderr
 //! under the run's timeout → exactly one outcome, as soon as the harness's
 //! frame is complete. The container goes away with the lease (in the
-//! background), whatever happens here.
+//! background), whatever happens here. A run with egress gets its own proxy
+//! (`egress/`) for its lifetime, and its socket in the container.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, Role, labels};
 use crate::deps::{DepsCache, DepsKey};
+use crate::egress::{Egress, EgressPlan, EventSink, Grant, Subject};
 use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::{Ended, Judge};
@@ -32,19 +34,28 @@ pub struct RunPlan {
     dependencies: Vec<Dependency>,
     code: String,
     args: Box<RawValue>,
+    egress: Option<EgressPlan>,
 }
 
 pub struct Runner {
     policy: Policy,
+    egress: Arc<Egress>,
     source: Arc<dyn ContainerSource>,
     deps: Arc<DepsCache>,
     judge: Judge,
 }
 
 impl Runner {
-    pub fn new(policy: Policy, source: Arc<dyn ContainerSource>, deps: Arc<DepsCache>, judge: Judge) -> Self {
+    pub fn new(
+        policy: Policy,
+        egress: Arc<Egress>,
+        source: Arc<dyn ContainerSource>,
+        deps: Arc<DepsCache>,
+        judge: Judge,
+    ) -> Self {
         Self {
             policy,
+            egress,
             source,
             deps,
             judge,
@@ -62,6 +73,7 @@ impl Runner {
         let resolved = self
             .policy
             .resolve(request.image.as_deref(), request.timeout_ms, &request.dependencies)?;
+        let egress = self.egress.check(request.network.as_ref(), &request.secrets)?;
         let prepared = self.deps.ensure(&resolved.image, &request.dependencies).await?;
         Ok(PrepareToolResponse {
             image: resolved.image,
@@ -70,6 +82,7 @@ impl Runner {
                 cached: p.cached,
                 duration_ms: millis(p.took),
             }),
+            network: egress.as_ref().map(EgressPlan::network),
         })
     }
 
@@ -78,9 +91,11 @@ impl Runner {
         let resolved = self
             .policy
             .resolve(request.image.as_deref(), request.timeout_ms, &request.dependencies)?;
+        let egress = self.egress.check(request.network.as_ref(), &request.secrets)?;
         Ok(RunPlan {
             image: resolved.image,
             timeout_ms: resolved.timeout_ms,
+            egress,
             args: parse_args(request.args_json)?,
             tool_name: request.tool_name,
             revision: request.revision,
@@ -90,13 +105,24 @@ impl Runner {
     }
 
     /// Runs the plan once. `on_started` gets the container id as soon as
-    /// the container runs. Dropping this future removes the container.
-    pub async fn run(&self, plan: RunPlan, on_started: impl FnOnce(&str) + Send) -> Result<RunOutcome, ExecError> {
+    /// the container runs; `egress_events` what its proxy decides, if it has
+    /// one. Dropping this future removes the container and stops the proxy.
+    pub async fn run(
+        &self,
+        plan: RunPlan,
+        on_started: impl FnOnce(&str) + Send,
+        egress_events: EventSink,
+    ) -> Result<RunOutcome, ExecError> {
         // Normally cached by PrepareTool; installed here if not (e.g. the cache was cleared).
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
         let began = Instant::now();
         let deps = prepared.as_ref().map(|p| (self.deps.volume(), &p.key));
-        let spec = container_spec(&plan.image, deps).label(labels::TOOL, &plan.tool_name);
+        let grant = match &plan.egress {
+            Some(egress) => Some(self.egress.open(egress, Subject::Tool(plan.tool_name.clone()), egress_events)?),
+            None => None,
+        };
+        let mut spec = container_spec(&plan.image, deps).label(labels::TOOL, &plan.tool_name);
+        spec.egress_dir = grant.as_ref().map(|g| g.mount_source().to_owned());
         let Lease {
             container,
             stdin,
@@ -106,7 +132,8 @@ impl Runner {
 
         let markers = harness::Markers::fresh();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let envelope = harness::envelope(&plan.code, &plan.args, &markers, node_modules.as_deref());
+        let shim = grant.as_ref().map(|_| Grant::shim_path());
+        let envelope = harness::envelope(&plan.code, &plan.args, &markers, node_modules.as_deref(), shim.as_deref());
         let mut captured = self.judge.output(&markers);
         // From hand-out: how long a warm container waited does not count.
         let timeout = Duration::from_millis(plan.timeout_ms.into());
@@ -134,7 +161,11 @@ impl Runner {
             }
             Ok(Err(e)) => return Err(e),
         };
-        Ok(self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed()))
+        let mut outcome = self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed());
+        if let Some(grant) = &grant {
+            scrub(grant, &mut outcome);
+        }
+        Ok(outcome)
     }
 }
 
@@ -150,6 +181,18 @@ pub fn container_spec(image: &str, deps: Option<(&str, &DepsKey)>) -> ContainerS
             spec
         }
         None => spec,
+    }
+}
+
+/// No secret value leaves with an outcome, whatever the code managed.
+pub fn scrub(grant: &Grant, outcome: &mut RunOutcome) {
+    for text in [
+        &mut outcome.result_json,
+        &mut outcome.error_message,
+        &mut outcome.stdout,
+        &mut outcome.stderr,
+    ] {
+        grant.scrub(text);
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::egress::{EventSink, SinkCloser, closable};
 use crate::error::ExecError;
 use crate::run::Runner;
 use crate::session::Sessions;
@@ -66,21 +67,27 @@ impl Executor for ExecutorService {
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<Self::RunToolStream>, Status> {
         let plan = self.runner.plan(request.into_inner())?;
         let span = tracing::info_span!("run", tool = %plan.tool_name, revision = plan.revision);
-        // Room for both events, so sending `started` never waits.
-        let (events, receiver) = mpsc::channel(2);
+        // Room for `started` and egress events, so sending them never waits.
+        let (events, receiver) = mpsc::channel(EVENTS_BUFFERED);
         let runner = Arc::clone(&self.runner);
         tokio::spawn(
             async move {
                 let started = events.clone();
-                let run = runner.run(plan, move |container_id| {
-                    let _ = started.try_send(Ok(event(run_event::Event::Started(RunStarted {
-                        container_id: container_id.to_owned(),
-                    }))));
-                });
+                let (egress, egress_closer) = egress_forwarder(events.clone());
+                let run = runner.run(
+                    plan,
+                    move |container_id| {
+                        let _ = started.try_send(Ok(event(run_event::Event::Started(RunStarted {
+                            container_id: container_id.to_owned(),
+                        }))));
+                    },
+                    egress,
+                );
                 tokio::select! {
                     () = events.closed() => tracing::info!("the caller went away; run cancelled"),
                     result = run => {
                         log_result(&result);
+                        egress_closer.close();
                         let _ = events.send(result.map(finished).map_err(Status::from)).await;
                     }
                 }
@@ -97,7 +104,12 @@ impl Executor for ExecutorService {
         let request = request.into_inner();
         let session = self
             .sessions
-            .start(&request.owner, request.image.as_deref(), request.timeout_ms)
+            .start(
+                &request.owner,
+                request.image.as_deref(),
+                request.timeout_ms,
+                request.network.as_ref(),
+            )
             .await
             .inspect_err(|e| log_error(e, "session not started"))?;
         Ok(Response::new(StartSessionResponse { session: Some(session) }))
@@ -108,13 +120,16 @@ impl Executor for ExecutorService {
         request: Request<ExecInSessionRequest>,
     ) -> Result<Response<ExecInSessionResponse>, Status> {
         let request = request.into_inner();
+        let (owner, id) = (request.owner.clone(), request.session_id.clone());
         let span = tracing::info_span!("exec", session = %request.session_id, commands = request.commands.len());
         let response = self.sessions.exec(request).instrument(span.clone()).await;
         span.in_scope(|| match &response {
             Ok(r) => tracing::info!(ran = r.results.len(), skipped = r.skipped, "session exec finished"),
             Err(e) => log_error(e, "session exec failed"),
         });
-        Ok(Response::new(response?))
+        let mut response = response?;
+        response.egress = self.sessions.take_egress(&owner, &id);
+        Ok(Response::new(response))
     }
 
     async fn run_js_in_session(
@@ -122,11 +137,13 @@ impl Executor for ExecutorService {
         request: Request<RunJsInSessionRequest>,
     ) -> Result<Response<RunJsInSessionResponse>, Status> {
         let request = request.into_inner();
+        let (owner, id) = (request.owner.clone(), request.session_id.clone());
         let span = tracing::info_span!("run_js", session = %request.session_id);
         let outcome = self.sessions.run_js(request).instrument(span.clone()).await;
         span.in_scope(|| log_result(&outcome));
         Ok(Response::new(RunJsInSessionResponse {
             outcome: Some(outcome?),
+            egress: self.sessions.take_egress(&owner, &id),
         }))
     }
 
@@ -146,6 +163,19 @@ impl Executor for ExecutorService {
         let sessions = self.sessions.list(&request.into_inner().owner)?;
         Ok(Response::new(ListSessionsResponse { sessions }))
     }
+}
+
+/// Events a run may have in flight to a slow caller; egress events beyond
+/// it are dropped (each is logged here anyway).
+const EVENTS_BUFFERED: usize = 256;
+
+/// Egress events into the run's stream, until the outcome is sent.
+fn egress_forwarder(events: mpsc::Sender<Result<RunEvent, Status>>) -> (EventSink, SinkCloser) {
+    closable(move |egress| {
+        if events.try_send(Ok(event(run_event::Event::Egress(egress)))).is_err() {
+            tracing::warn!("an egress event was not delivered: the caller is behind");
+        }
+    })
 }
 
 fn event(event: run_event::Event) -> RunEvent {

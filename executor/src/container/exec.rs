@@ -40,6 +40,8 @@ pub struct ExecSpec {
     pub working_dir: String,
     /// Whether the process reads our input; otherwise its stdin is empty.
     pub stdin: bool,
+    /// `VAR=value` for the process, besides the kill marker.
+    pub env: Vec<String>,
 }
 
 /// A started exec: its streams and the handle that kills it if need be.
@@ -68,7 +70,7 @@ pub async fn start(docker: &Docker, container_id: &str, spec: ExecSpec) -> Resul
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(false),
-        env: Some(vec![marker.clone()]),
+        env: Some(std::iter::once(marker.clone()).chain(spec.env).collect()),
         cmd: Some(spec.command),
         user: Some(spec.user.clone()),
         working_dir: Some(spec.working_dir),

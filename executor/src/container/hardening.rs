@@ -3,12 +3,15 @@
 //! All roles share one profile; the role only decides the few things that
 //! must differ, each listed here:
 //!
-//! | role        | network                     | /deps (cache)  | user      | env       |
-//! |-------------|-----------------------------|----------------|-----------|-----------|
-//! | run         | none                        | read-only, opt | sandbox   | none      |
-//! | session     | none, or the session network| read-only      | sandbox   | none      |
-//! | install     | the install network         | writable       | sandbox   | npm's     |
-//! | deps-setup  | none                        | writable       | root, no capabilities | none |
+//! | role        | network                     | /deps (cache)  | user      | env       | egress socket |
+//! |-------------|-----------------------------|----------------|-----------|-----------|---------------|
+//! | run         | none                        | read-only, opt | sandbox   | none      | read-only, opt |
+//! | session     | none, or the session network| read-only      | sandbox   | none      | read-only, opt |
+//! | install     | the install network         | writable       | sandbox   | npm's     | never         |
+//! | deps-setup  | none                        | writable       | root, no capabilities | none | never |
+//!
+//! A run or session with egress keeps network "none": its only way out is
+//! its own proxy socket (`egress/`), in a directory mounted read-only.
 
 use std::collections::HashMap;
 
@@ -16,6 +19,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Moun
 
 use super::{ContainerSpec, Role, labels};
 use crate::config::{ByteSize, SandboxUser};
+use crate::egress::CONTAINER_DIR;
 
 /// Where a run starts: a small writable tmpfs, since the root is read-only.
 pub const WORKDIR: &str = "/work";
@@ -143,8 +147,9 @@ fn user_of(role: Role, limits: &SandboxLimits) -> String {
     }
 }
 
-/// The dependency cache (read-only except for the two roles that fill it)
-/// and, for installs only, the operator's CA bundle, read-only.
+/// The dependency cache (read-only except for the two roles that fill it),
+/// for installs only the operator's CA bundle, and for runs and sessions
+/// with egress their egress directory — all but the cache read-only.
 fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
     let mut mounts = Vec::new();
     if let Some(volume) = &spec.deps_volume {
@@ -165,6 +170,15 @@ fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
         mounts.push(Mount {
             target: Some(EXTRA_CA_PATH.into()),
             source: Some(ca.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let (Role::Run | Role::Session, Some(dir)) = (spec.role, &spec.egress_dir) {
+        mounts.push(Mount {
+            target: Some(CONTAINER_DIR.into()),
+            source: Some(dir.clone()),
             typ: Some(MountType::BIND),
             read_only: Some(true),
             ..Default::default()
@@ -200,6 +214,31 @@ mod tests {
         spec.install_env = vec!["npm_config_registry=https://r.example".into()];
         spec.extra_ca_file = Some("/etc/ssl/ca.pem".into());
         spec
+    }
+
+    #[test]
+    fn runs_and_sessions_with_egress_get_their_socket_read_only_and_still_no_network() {
+        for role in [Role::Run, Role::Session, Role::Install, Role::DepsSetup] {
+            let mut spec = spec(role);
+            spec.network = None;
+            spec.egress_dir = Some("/tmp/dynamic-mcp-egress/x/run1".into());
+            let body = container_body(&spec, &limits(), "exec-1");
+            let egress = body
+                .host_config
+                .as_ref()
+                .and_then(|h| h.mounts.as_ref())
+                .and_then(|m| m.iter().find(|m| m.target.as_deref() == Some(CONTAINER_DIR)).cloned());
+            match role {
+                Role::Run | Role::Session => {
+                    let egress = egress.expect("the egress directory is mounted");
+                    assert_eq!(egress.source.as_deref(), Some("/tmp/dynamic-mcp-egress/x/run1"));
+                    assert_eq!((egress.typ, egress.read_only), (Some(MountType::BIND), Some(true)));
+                    assert_eq!(body.network_disabled, Some(true), "{role:?}");
+                    assert_eq!(body.host_config.unwrap().network_mode.as_deref(), Some("none"));
+                }
+                Role::Install | Role::DepsSetup => assert!(egress.is_none(), "{role:?}"),
+            }
+        }
     }
 
     fn body() -> ContainerCreateBody {

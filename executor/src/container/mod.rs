@@ -71,6 +71,10 @@ pub struct ContainerSpec {
     /// `Install` only: environment for npm and a CA file on the Docker host.
     pub install_env: Vec<String>,
     pub extra_ca_file: Option<String>,
+    /// `Run` and `Session` only: the run's egress directory on the Docker
+    /// host (its proxy socket; see `egress/grant.rs`), mounted read-only.
+    /// Unique per run, so such a container is never pooled.
+    pub egress_dir: Option<String>,
 }
 
 impl ContainerSpec {
@@ -85,6 +89,7 @@ impl ContainerSpec {
             network: None,
             install_env: Vec::new(),
             extra_ca_file: None,
+            egress_dir: None,
         }
     }
 

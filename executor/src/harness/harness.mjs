@@ -1,6 +1,6 @@
 // Runs one tool call inside the sandbox: `node --input-type=module -e <this>`.
 // Input comes on stdin only, as one JSON envelope {code, args, marker,
-// endMarker, nodeModules?}, so code and args never show up in `docker inspect`.
+// endMarker, nodeModules?, egress?}, so code and args never show up in `docker inspect`.
 // The outcome is ONE frame on stdout: the marker followed by JSON and a
 // newline. Once it is flushed, the end marker goes to stderr: the executor
 // then has all output written before the frame (Docker does not order the two
@@ -101,6 +101,10 @@ for await (const chunk of process.stdin) chunks.push(chunk);
 const envelope = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 marker = envelope.marker;
 endMarker = envelope.endMarker;
+
+// EGRESS HOOK (executor/src/egress/): a run that may reach the network gets
+// the proxy shim before its code runs. Nothing else changes.
+if (envelope.egress) await import(pathToFileURL(envelope.egress).href);
 
 // The module is a real file, so bare imports resolve: through `node_modules`
 // next to it, a link to the read-only dependency cache. The wrapper shares

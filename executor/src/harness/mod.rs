@@ -1,6 +1,8 @@
 //! The protocol between the executor and `harness.mjs`, the JavaScript that
 //! wraps a tool's code inside the container: the command that starts it, the
-//! stdin envelope, the per-run markers and the result frame.
+//! stdin envelope, the per-run markers and the result frame. `egress.mjs`,
+//! loaded first only in runs with egress, is written into their egress
+//! directory by `egress/grant.rs`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -45,17 +47,27 @@ struct Envelope<'a> {
     end_marker: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     node_modules: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    egress: Option<&'a str>,
 }
 
 /// The single JSON document written to the harness's stdin. `node_modules`
-/// is the installed dependency set the code may import from, if any.
-pub fn envelope(code: &str, args: &RawValue, markers: &Markers, node_modules: Option<&str>) -> Vec<u8> {
+/// is the installed dependency set the code may import from, if any;
+/// `egress` the egress shim to load first (`egress.mjs`), for runs with egress.
+pub fn envelope(
+    code: &str,
+    args: &RawValue,
+    markers: &Markers,
+    node_modules: Option<&str>,
+    egress: Option<&str>,
+) -> Vec<u8> {
     serde_json::to_vec(&Envelope {
         code,
         args,
         marker: &markers.frame,
         end_marker: &markers.end,
         node_modules,
+        egress,
     })
     .unwrap_or_default()
 }
@@ -139,17 +151,19 @@ mod tests {
             frame: "\u{1e}m\u{1e}".into(),
             end: "e".into(),
         };
-        let bytes = envelope("return 1;", &args, &markers, None);
+        let bytes = envelope("return 1;", &args, &markers, None, None);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"code":"return 1;","args":{"b":1,"a":2},"marker":"\u001em\u001e","endMarker":"e"}"#
         );
-        let bytes = envelope("", &args, &markers, Some("/deps/k/node_modules"));
+        let bytes = envelope("", &args, &markers, Some("/deps/k/node_modules"), None);
         assert!(
             String::from_utf8(bytes)
                 .unwrap()
                 .ends_with(r#","nodeModules":"/deps/k/node_modules"}"#)
         );
+        let bytes = envelope("", &args, &markers, None, Some("/run/x/egress.mjs"));
+        assert!(String::from_utf8(bytes).unwrap().ends_with(r#","egress":"/run/x/egress.mjs"}"#));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::time::{Duration, Instant};
 use super::{Call, Session, Sessions};
 use crate::container::exec::{self, ExecSpec, RunningExec};
 use crate::container::hardening::WORKDIR;
+use crate::egress::Grant;
 use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::Ended;
@@ -66,7 +67,8 @@ impl Sessions {
         let deadline = began + Duration::from_millis(timeout_ms.into());
         let markers = harness::Markers::fresh();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let envelope = harness::envelope(&request.code, &args, &markers, node_modules.as_deref());
+        let shim = session.egress.as_ref().map(|_| Grant::shim_path());
+        let envelope = harness::envelope(&request.code, &args, &markers, node_modules.as_deref(), shim.as_deref());
         let RunningExec {
             stdin,
             output,
@@ -151,6 +153,7 @@ impl Sessions {
             user: self.settings.user.clone(),
             working_dir: WORKDIR.into(),
             stdin,
+            env: session.exec_env(),
         };
         exec::start(session.container.docker(), session.container.id(), spec)
             .await

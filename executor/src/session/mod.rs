@@ -10,6 +10,9 @@
 //!   leftovers of a crash by the reaper at the next start.
 //! - Removal only ever touches a container whose labels say it is this
 //!   session of this owner on this executor.
+//! - A session started with `network` has its own egress proxy
+//!   (`egress/`) for its lifetime; what it decides is handed to the next
+//!   call's response.
 
 mod calls;
 mod sweeper;
@@ -18,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use dynamic_mcp_proto::v1::SessionInfo;
+use dynamic_mcp_proto::v1::{EgressEvent, NetworkPolicy, SessionInfo};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -28,6 +31,7 @@ use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, Role, labels};
 use crate::deps::DepsCache;
 use crate::docker::{call_failed, is_not_found};
+use crate::egress::{Egress, EventSink, Grant, Subject};
 use crate::error::ExecError;
 use crate::outcome::Judge;
 use crate::policy::Policy;
@@ -38,6 +42,9 @@ const IDLE_LOOP: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $
 
 /// Owners are opaque identities (e.g. a JWT subject); this bounds them.
 const MAX_OWNER_BYTES: usize = 1024;
+
+/// Egress events a session keeps for its next call; older ones are dropped.
+const MAX_PENDING_EGRESS: usize = 1000;
 
 /// Session settings, from the executor's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,7 @@ pub struct Sessions {
     executor_id: String,
     settings: SessionSettings,
     policy: Policy,
+    egress: Arc<Egress>,
     source: Arc<dyn ContainerSource>,
     deps: Arc<DepsCache>,
     judge: Judge,
@@ -71,9 +79,18 @@ pub struct Session {
     timeout_ms: u32,
     created_at: SystemTime,
     activity: Mutex<Activity>,
+    /// Its egress proxy, if it has network.allow; events wait for a call.
+    egress: Option<SessionEgress>,
     /// Removed (and its container-cap slot freed) when the session is dropped.
     container: OwnedContainer,
     _slot: OwnedSemaphorePermit,
+}
+
+struct SessionEgress {
+    /// Stops the proxy when the session goes.
+    _grant: Grant,
+    network: NetworkPolicy,
+    pending: Arc<Mutex<Vec<EgressEvent>>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +110,7 @@ impl Sessions {
         executor_id: String,
         settings: SessionSettings,
         policy: Policy,
+        egress: Arc<Egress>,
         source: Arc<dyn ContainerSource>,
         deps: Arc<DepsCache>,
         judge: Judge,
@@ -102,6 +120,7 @@ impl Sessions {
             slots: Arc::new(Semaphore::new(settings.max_sessions as usize)),
             settings,
             policy,
+            egress,
             source,
             deps,
             judge,
@@ -117,9 +136,11 @@ impl Sessions {
         owner: &str,
         image: Option<&str>,
         timeout_ms: Option<u32>,
+        network: Option<&NetworkPolicy>,
     ) -> Result<SessionInfo, ExecError> {
         check_owner(owner)?;
         let resolved = self.policy.resolve(image, timeout_ms, &[])?;
+        let egress_plan = self.egress.check(network, &[])?;
         let slot = Arc::clone(&self.slots)
             .try_acquire_owned()
             .map_err(|_| ExecError::TooManySessions {
@@ -138,6 +159,21 @@ impl Sessions {
         .label(labels::OWNER, owner_tag(owner));
         spec.deps_volume = Some(self.deps.volume().to_owned());
         spec.network = self.settings.network.clone();
+        let egress = match egress_plan {
+            Some(plan) => {
+                let pending = Arc::new(Mutex::new(Vec::new()));
+                let grant = self
+                    .egress
+                    .open(&plan, Subject::Session(id.clone()), keep_for_next_call(&pending))?;
+                spec.egress_dir = Some(grant.mount_source().to_owned());
+                Some(SessionEgress {
+                    _grant: grant,
+                    network: plan.network(),
+                    pending,
+                })
+            }
+            None => None,
+        };
         let Lease { container, .. } = self.source.acquire(&spec).await?;
         let now = SystemTime::now();
         let session = Arc::new(Session {
@@ -150,6 +186,7 @@ impl Sessions {
                 last_used: now,
                 calls_running: 0,
             }),
+            egress,
             container,
             _slot: slot,
         });
@@ -246,6 +283,31 @@ impl Sessions {
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The egress events of the owner's session `id` since the last call
+    /// took them; none for a session without egress (or not the owner's).
+    pub fn take_egress(&self, owner: &str, id: &str) -> Vec<EgressEvent> {
+        let session = self.table().get(id).filter(|s| s.owner == owner).cloned();
+        session
+            .and_then(|s| {
+                s.egress
+                    .as_ref()
+                    .map(|e| std::mem::take(&mut *e.pending.lock().unwrap_or_else(|p| p.into_inner())))
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A sink that keeps a session's events until a call hands them on.
+fn keep_for_next_call(pending: &Arc<Mutex<Vec<EgressEvent>>>) -> EventSink {
+    let pending = Arc::clone(pending);
+    Arc::new(move |event| {
+        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= MAX_PENDING_EGRESS {
+            pending.remove(0);
+        }
+        pending.push(event);
+    })
 }
 
 impl Session {
@@ -268,7 +330,13 @@ impl Session {
             last_used_at: rfc3339(last_used),
             expires_at: rfc3339(last_used + idle_timeout),
             timeout_ms: self.timeout_ms,
+            network: self.egress.as_ref().map(|e| e.network.clone()),
         }
+    }
+
+    /// What processes started in this session need in their environment.
+    fn exec_env(&self) -> Vec<String> {
+        self.egress.iter().map(|_| Grant::node_options()).collect()
     }
 }
 

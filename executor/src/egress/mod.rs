@@ -1,0 +1,251 @@
+//! Controlled egress: code reaches exactly the hosts its tool (or session)
+//! names, through a proxy this executor owns, and secrets are used by its
+//! requests without ever entering its container.
+//!
+//! - A run with egress still has no network interface but `lo`
+//!   (`NetworkDisabled`); its only way out is its own proxy socket, mounted
+//!   read-only into its container (`grant.rs`). Raw sockets, DNS and
+//!   `net.connect` to any address fail as in every other run.
+//! - What may be asked for: `policy.rs` (the operator's ceiling) with the
+//!   entry syntax of `allow_list.rs`. What is checked per connection:
+//!   `proxy.rs` (credential, destination) and `addresses.rs` (what names
+//!   resolve to). TLS interception for runs with secrets: `intercept.rs`,
+//!   `ca.rs`, `rewrite.rs`; the secrets themselves: `secrets.rs`.
+//! - Every decision is an `EgressEvent` for the caller (`events.rs`).
+//! - Inside the container, `harness/egress.mjs` makes `fetch`, `http` and
+//!   `https` go through the socket.
+
+mod addresses;
+pub mod allow_list;
+mod body;
+mod ca;
+mod events;
+mod grant;
+mod intercept;
+pub mod policy;
+mod proxy;
+mod rewrite;
+pub mod secrets;
+pub mod settings;
+mod upstream;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dynamic_mcp_proto::v1::NetworkPolicy;
+use sha2::{Digest, Sha256};
+
+pub use self::events::{EventSink, SinkCloser, closable};
+pub use self::grant::{CONTAINER_DIR, Grant};
+pub use self::policy::{EgressError, EgressPlan, EgressPolicy};
+pub use self::proxy::Subject;
+use self::addresses::AddressPolicy;
+use self::events::Reporter;
+use self::ca::InterceptCa;
+use self::proxy::{ProxyShared, RunProxy};
+use self::secrets::{RunSecret, SecretStore};
+use self::settings::EgressArgs;
+use self::upstream::UpstreamTls;
+
+/// Unix socket paths are limited to 108 bytes.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Why egress cannot be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressSetupError {
+    #[error(
+        "MCP_SANDBOX_EGRESS_ALLOWED_HOSTS lists '{0}', an IP address or network; \
+         set MCP_SANDBOX_EGRESS_ALLOW_IP_LITERALS=true or name hosts"
+    )]
+    IpInCeiling(String),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsFileError),
+    #[error(transparent)]
+    UpstreamCa(#[from] upstream::UpstreamCaError),
+    #[error("cannot make the interception CA: {0}")]
+    Ca(#[from] ca::CaError),
+    #[error("the egress socket directory {path} (MCP_SANDBOX_EGRESS_SOCKET_DIR) cannot be used: {reason}")]
+    SocketDir { path: String, reason: String },
+}
+
+/// The executor's egress: policy for everyone, proxies for runs.
+pub struct Egress {
+    policy: EgressPolicy,
+    /// `None` when egress is off (an empty ceiling).
+    proxies: Option<Proxies>,
+}
+
+struct Proxies {
+    /// This executor's directory of run directories, and the same as the
+    /// Docker host sees it.
+    dir: PathBuf,
+    host_dir: PathBuf,
+    shared: Arc<ProxyShared>,
+    max_connections: usize,
+}
+
+impl Egress {
+    /// Egress that is off: every request for it is refused.
+    pub fn disabled() -> Self {
+        Self {
+            policy: EgressPolicy::default(),
+            proxies: None,
+        }
+    }
+
+    /// Checks the settings, loads the secrets and, if egress is on, makes a
+    /// fresh directory for this executor's run directories.
+    pub fn new(args: &EgressArgs, executor_id: &str) -> Result<Self, EgressSetupError> {
+        if !args.allow_ip_literals
+            && let Some(ip) = args.allowed_hosts.0.iter().find(|r| r.is_ip())
+        {
+            return Err(EgressSetupError::IpInCeiling(ip.to_string()));
+        }
+        let secrets = match &args.secrets_file {
+            Some(path) => SecretStore::load(path, args.allow_ip_literals)?,
+            None => SecretStore::default(),
+        };
+        let policy = EgressPolicy {
+            ceiling: args.allowed_hosts.0.clone(),
+            allow_ip_literals: args.allow_ip_literals,
+            allow_plain_http: args.allow_plain_http,
+            secrets,
+        };
+        if !policy.enabled() {
+            if !policy.secrets.is_empty() {
+                tracing::warn!(
+                    "MCP_SANDBOX_SECRETS_FILE defines secrets, but MCP_SANDBOX_EGRESS_ALLOWED_HOSTS is empty: \
+                     no tool can use them"
+                );
+            }
+            return Ok(Self { policy, proxies: None });
+        }
+        // One directory per executor id, so executors sharing a host never meet.
+        let name = format!("{:x}", Sha256::digest(executor_id.as_bytes()));
+        let name = &name[..16];
+        let dir = args.socket_dir.join(name);
+        let host_dir = args.socket_host_dir.as_deref().unwrap_or(&args.socket_dir).join(name);
+        prepare_dir(&args.socket_dir, &dir)?;
+        let ca = if policy.secrets.is_empty() {
+            None
+        } else {
+            Some(Arc::new(InterceptCa::generate()?))
+        };
+        let shared = Arc::new(ProxyShared {
+            addresses: AddressPolicy::new(args.allowed_networks.0.clone()),
+            allow_ip_literals: args.allow_ip_literals,
+            allow_plain_http: args.allow_plain_http,
+            upstream_tls: UpstreamTls::new(args.upstream_ca_file.as_deref())?,
+            ca,
+        });
+        tracing::info!(
+            ceiling = %allow_list::describe(&policy.ceiling),
+            secrets = policy.secrets.names().len(),
+            dir = %dir.display(),
+            "egress is on"
+        );
+        Ok(Self {
+            policy,
+            proxies: Some(Proxies {
+                dir,
+                host_dir,
+                shared,
+                max_connections: args.max_connections as usize,
+            }),
+        })
+    }
+
+    pub fn policy(&self) -> &EgressPolicy {
+        &self.policy
+    }
+
+    /// Checks a request for egress; `None` when it asks for none.
+    pub fn check(
+        &self,
+        network: Option<&NetworkPolicy>,
+        secrets: &[String],
+    ) -> Result<Option<EgressPlan>, EgressError> {
+        self.policy.check(network.map_or(&[], |n| n.allow.as_slice()), secrets)
+    }
+
+    /// Starts the proxy of one run (or session) with a checked plan.
+    /// Dropping the grant ends it.
+    pub fn open(&self, plan: &EgressPlan, subject: Subject, sink: EventSink) -> Result<Grant, EgressOpenError> {
+        let proxies = self.proxies.as_ref().ok_or(EgressOpenError::Off)?;
+        let secrets: Vec<RunSecret> = self.policy.secrets_of(plan).into_iter().map(RunSecret::new).collect();
+        let ca_pem = match (&proxies.shared.ca, secrets.is_empty()) {
+            (Some(ca), false) => Some(ca.cert_pem()),
+            _ => None,
+        };
+        let proxy = RunProxy {
+            shared: Arc::clone(&proxies.shared),
+            reporter: Reporter::new(subject.label(), sink),
+            subject,
+            token: format!("{:032x}", rand::random::<u128>()),
+            allow: plan.allow.clone(),
+            secrets,
+            stop: tokio_util::sync::CancellationToken::new(),
+        };
+        let dir = proxies.dir.join(uuid::Uuid::new_v4().simple().to_string());
+        Grant::open(dir, &proxies.host_dir, ca_pem.as_deref(), proxy, proxies.max_connections)
+            .map_err(EgressOpenError::Io)
+    }
+
+    /// Removes this executor's egress directory (at shutdown).
+    pub fn close(&self) {
+        if let Some(proxies) = &self.proxies
+            && let Err(e) = std::fs::remove_dir_all(&proxies.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %proxies.dir.display(), error = %e, "cannot remove the egress directory");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressOpenError {
+    #[error("egress is off on this executor")]
+    Off,
+    #[error("cannot set up the run's egress proxy: {0}")]
+    Io(std::io::Error),
+}
+
+/// The shared parent (created if missing, never a symlink, owned by us or
+/// root) and this executor's own directory in it, emptied of leftovers.
+fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), EgressSetupError> {
+    let fail = |reason: String| EgressSetupError::SocketDir {
+        path: parent.display().to_string(),
+        reason,
+    };
+    if !parent.is_absolute() {
+        return Err(fail("give an absolute path".into()));
+    }
+    // The longest socket path: <dir>/<32 hex>/proxy.sock.
+    let longest = dir.as_os_str().len() + 1 + 32 + 1 + "proxy.sock".len();
+    if longest > MAX_SOCKET_PATH {
+        return Err(fail(format!(
+            "socket paths under it would be {longest} bytes long, over the {MAX_SOCKET_PATH} Unix allows; use a shorter path"
+        )));
+    }
+    match std::fs::symlink_metadata(parent) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(fail("it is a symbolic link".into())),
+        Ok(meta) if !meta.is_dir() => return Err(fail("it is not a directory".into())),
+        Ok(meta) if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 => {
+            return Err(fail(format!("it belongs to uid {}, neither us nor root", meta.uid())));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))?;
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => tracing::info!(dir = %dir.display(), "removed egress directories left over from an earlier run"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    std::fs::create_dir(dir).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))
+}
