@@ -259,6 +259,7 @@ async fn with_the_pool_used_up_runs_start_cold_at_once() {
                 match event {
                     run_event::Event::Started(s) => started = Some(s.container_id),
                     run_event::Event::Finished(outcome) => return (started.unwrap(), outcome),
+                    run_event::Event::Egress(_) => {}
                 }
             }
             panic!("the run stream ended without `finished`");

@@ -45,6 +45,8 @@ impl Internal {
 pub struct AddressPolicy {
     /// Exempt from every check below (the operator's choice).
     allowed: Vec<IpNetwork>,
+    /// Names the operator pinned to addresses instead of DNS; checked all the same.
+    pinned: Vec<(String, IpAddr)>,
 }
 
 /// Why no address of a name could be used.
@@ -57,8 +59,8 @@ pub enum Unusable {
 }
 
 impl AddressPolicy {
-    pub fn new(allowed: Vec<IpNetwork>) -> Self {
-        Self { allowed }
+    pub fn new(allowed: Vec<IpNetwork>, pinned: Vec<(String, IpAddr)>) -> Self {
+        Self { allowed, pinned }
     }
 
     /// `None` when the proxy may connect to `ip`.
@@ -73,8 +75,15 @@ impl AddressPolicy {
     /// The usable addresses of `host:port`, in the resolver's order. An IP
     /// literal is checked as it is.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Unusable> {
+        let pinned: Vec<SocketAddr> = self
+            .pinned
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(host))
+            .map(|(_, ip)| SocketAddr::new(*ip, port))
+            .collect();
         let found: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) if !pinned.is_empty() => pinned,
             Err(_) => match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
                 Ok(Ok(found)) => found.collect(),
                 Ok(Err(e)) => return Err(Unusable::Unresolvable(e.to_string())),
@@ -230,7 +239,7 @@ mod tests {
         for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
             assert_eq!(policy.refusal(ip(public)), None, "{public}");
         }
-        let policy = AddressPolicy::new(vec!["172.30.0.0/16".parse().unwrap()]);
+        let policy = AddressPolicy::new(vec!["172.30.0.0/16".parse().unwrap()], Vec::new());
         assert_eq!(policy.refusal(ip("172.30.1.2")), None);
         assert_eq!(policy.refusal(ip("172.31.1.2")), Some(Internal::Private));
     }
@@ -266,6 +275,28 @@ mod tests {
         assert!(matches!(
             policy.resolve("name.invalid", 443).await,
             Err(Unusable::Unresolvable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn pinned_names_skip_dns_but_not_the_checks() {
+        let policy = AddressPolicy::new(
+            vec!["172.30.0.0/16".parse().unwrap()],
+            vec![
+                ("api.internal.test".into(), ip("172.30.0.2")),
+                ("rebound.test".into(), ip("127.0.0.1")),
+            ],
+        );
+        assert_eq!(
+            policy.resolve("API.internal.test", 443).await.unwrap(),
+            vec!["172.30.0.2:443".parse().unwrap()]
+        );
+        assert!(matches!(
+            policy.resolve("rebound.test", 443).await,
+            Err(Unusable::Internal {
+                why: Internal::Loopback,
+                ..
+            })
         ));
     }
 }

@@ -59,8 +59,8 @@ impl Grant {
     ) -> std::io::Result<Self> {
         let name = dir.file_name().map(PathBuf::from).unwrap_or_default();
         std::fs::create_dir(&dir)?;
-        // Others may pass through, not list: the sandbox user needs only that.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+        // Readable by the sandbox user; on the host it hides in an unlistable parent.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let written = (|| {
             let socket = dir.join(SOCKET);
             let listener = UnixListener::bind(&socket)?;

@@ -133,7 +133,7 @@ impl Egress {
             Some(Arc::new(InterceptCa::generate()?))
         };
         let shared = Arc::new(ProxyShared {
-            addresses: AddressPolicy::new(args.allowed_networks.0.clone()),
+            addresses: AddressPolicy::new(args.allowed_networks.0.clone(), args.resolve.0.clone()),
             allow_ip_literals: args.allow_ip_literals,
             allow_plain_http: args.allow_plain_http,
             upstream_tls: UpstreamTls::new(args.upstream_ca_file.as_deref())?,

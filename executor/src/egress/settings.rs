@@ -1,12 +1,13 @@
 //! The egress settings, part of the executor's configuration (flattened
 //! into `ExecutorConfig`), each both a flag and an `MCP_*` variable.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
 
-use super::allow_list::{IpNetwork, Rule};
+use super::allow_list::{IpNetwork, Rule, Target};
 
 /// The default place for the runs' egress directories; it must be the same
 /// directory for the executor and the Docker engine (see `--egress-socket-host-dir`).
@@ -36,6 +37,12 @@ pub struct EgressArgs {
     /// CIDRs such as 10.20.0.0/16. Empty: none.
     #[arg(long = "egress-allowed-networks", env = "MCP_SANDBOX_EGRESS_ALLOWED_NETWORKS", default_value = "")]
     pub allowed_networks: NetworkList,
+
+    /// Names the proxy resolves to fixed addresses instead of asking DNS,
+    /// comma-separated name=ip pairs (e.g. api.internal=10.20.0.5). The
+    /// address checks apply to them as to any other.
+    #[arg(long = "egress-resolve", env = "MCP_SANDBOX_EGRESS_RESOLVE", default_value = "")]
+    pub resolve: PinList,
 
     /// Where the executor makes each egress run's directory (its proxy
     /// socket, mounted into that run only). Must be on the Docker engine's
@@ -90,6 +97,34 @@ impl FromStr for NetworkList {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         split(s)
             .map(|entry| entry.parse::<IpNetwork>().map_err(|e| format!("'{entry}': {e}")))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// Comma-separated `name=ip` pairs; may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinList(pub Vec<(String, IpAddr)>);
+
+impl FromStr for PinList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        split(s)
+            .map(|pair| {
+                let (name, ip) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("'{pair}' is not name=ip (e.g. api.internal=10.20.0.5)"))?;
+                let name = match Target::parse(name) {
+                    Ok(Target::Name(name)) => name,
+                    _ => return Err(format!("'{name}' is not a host name")),
+                };
+                let ip = ip
+                    .trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("'{ip}' is not an IP address"))?;
+                Ok((name, ip))
+            })
             .collect::<Result<_, _>>()
             .map(Self)
     }

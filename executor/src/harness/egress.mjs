@@ -143,13 +143,19 @@ const dispatcher = {
       path: url.pathname + url.search,
       headers: { ...headerObject(options.headers), host: url.host },
     });
-    let aborted = false;
-    const abort = (error) => {
-      aborted = true;
-      request.destroy(error);
+    // Report the end once: an abort or a refusal may make the request emit
+    // "error" again after the first.
+    let settled = false;
+    const fail = (error) => {
+      if (settled) return;
+      settled = true;
+      handler.onError?.(error);
     };
-    handler.onConnect?.(abort);
-    request.once("response", (response) => {
+    handler.onConnect?.((error) => {
+      settled = true;
+      request.destroy(error);
+    });
+    request.on("response", (response) => {
       const raw = [];
       for (let i = 0; i < response.rawHeaders.length; i += 2) {
         raw.push(Buffer.from(response.rawHeaders[i]), Buffer.from(response.rawHeaders[i + 1]));
@@ -159,18 +165,18 @@ const dispatcher = {
       response.on("data", (chunk) => {
         if (handler.onData?.(chunk) === false) response.pause();
       });
-      response.once("end", () => {
+      response.on("end", () => {
+        if (settled) return;
+        settled = true;
         const trailers = [];
         for (let i = 0; i < response.rawTrailers.length; i += 2) {
           trailers.push(Buffer.from(response.rawTrailers[i]), Buffer.from(response.rawTrailers[i + 1]));
         }
         handler.onComplete?.(trailers);
       });
-      response.once("error", (error) => handler.onError?.(error));
+      response.on("error", fail);
     });
-    request.once("error", (error) => {
-      if (!aborted) handler.onError?.(error);
-    });
+    request.on("error", fail);
     writeBody(request, options.body).catch((error) => request.destroy(error));
     return true;
   },

@@ -18,8 +18,8 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, L
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
-    CommandResult, ExecInSessionRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted, RunToolRequest,
-    SessionInfo, StartSessionRequest, run_event,
+    CommandResult, EgressEvent, ExecInSessionRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted,
+    RunToolRequest, SessionInfo, StartSessionRequest, run_event,
 };
 use futures::StreamExt;
 use tokio::process::{Child, Command};
@@ -52,7 +52,7 @@ pub struct TestExecutor {
     /// The containers `run` saw, which must all be gone by `stop`.
     pub ran: Vec<String>,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// What one RunTool call produced.
@@ -61,6 +61,8 @@ pub struct Ran {
     pub container_id: String,
     pub outcome: RunOutcome,
     pub wall: Duration,
+    /// What the run's egress proxy decided, in order.
+    pub egress: Vec<EgressEvent>,
 }
 
 /// Docker with the sandbox image, or `None` (test skipped) when Docker is
@@ -121,13 +123,23 @@ impl TestExecutor {
     }
 
     pub async fn start_as(id: &str, env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_logging(id, env, false).await
+    }
+
+    /// Starts an executor whose log (at debug level) goes to a file, read
+    /// with [`TestExecutor::log`].
+    pub async fn start_with_log(env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_logging(&unique_id(), env, true).await
+    }
+
+    async fn start_logging(id: &str, env: &[(&str, &str)], logged: bool) -> Option<Self> {
         let docker = docker().await?;
         let Spawned {
             client,
             channel,
             child,
             dir,
-        } = spawn(id, env).await;
+        } = spawn_logging(id, env, logged).await;
         // The pool is on unless a test turns it off.
         let warm_pool = !env.iter().any(|(key, value)| {
             matches!(*key, "MCP_EXECUTOR_WARM_POOL_SIZE" | "MCP_EXECUTOR_WARM_POOL_MAX") && *value == "0"
@@ -140,23 +152,35 @@ impl TestExecutor {
             warm_pool,
             ran: Vec::new(),
             child,
-            _dir: dir,
+            dir,
         })
+    }
+
+    /// Everything the executor logged so far (see `start_with_log`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default()
     }
 
     /// Runs code to its outcome, remembering the container it ran in.
     pub async fn run(&mut self, code: &str, args_json: &str, timeout_ms: Option<u32>) -> Ran {
+        self.run_request(request(code, args_json, timeout_ms)).await
+    }
+
+    /// Runs `run` to its outcome, remembering the container it ran in.
+    pub async fn run_request(&mut self, run: RunToolRequest) -> Ran {
         let began = Instant::now();
         let mut stream = self
             .client
-            .run_tool(request(code, args_json, timeout_ms))
+            .run_tool(run)
             .await
             .expect("RunTool is accepted")
             .into_inner();
         let mut container_id = None;
+        let mut egress = Vec::new();
         while let Some(event) = stream.message().await.expect("the run stream delivers events") {
             match event.event.expect("an event has a body") {
                 run_event::Event::Started(started) => container_id = Some(started.container_id),
+                run_event::Event::Egress(event) => egress.push(event),
                 run_event::Event::Finished(outcome) => {
                     assert!(stream.message().await.unwrap().is_none(), "nothing follows `finished`");
                     let container_id = container_id.expect("`started` comes before `finished`");
@@ -165,6 +189,7 @@ impl TestExecutor {
                         container_id,
                         outcome,
                         wall: began.elapsed(),
+                        egress,
                     };
                 }
             }
@@ -371,8 +396,15 @@ pub struct Spawned {
     pub dir: tempfile::TempDir,
 }
 
+/// Where `start_with_log` sends the executor's log, in its temp dir.
+const LOG_FILE: &str = "executor.log";
+
 /// Starts the binary on a socket in a fresh temp dir and waits until it serves.
 pub async fn spawn(id: &str, env: &[(&str, &str)]) -> Spawned {
+    spawn_logging(id, env, false).await
+}
+
+async fn spawn_logging(id: &str, env: &[(&str, &str)], logged: bool) -> Spawned {
     let dir = tempfile::tempdir().expect("a temp dir");
     let socket = dir.path().join("executor.sock");
     let mut command = Command::new(env!("CARGO_BIN_EXE_dynamic-mcp-executor"));
@@ -389,6 +421,10 @@ pub async fn spawn(id: &str, env: &[(&str, &str)]) -> Spawned {
         // We hold its stdin: when this test process ends, however it ends, the
         // executor sees end of file, stops, and removes its containers.
         .stdin(Stdio::piped());
+    if logged {
+        let log = std::fs::File::create(dir.path().join(LOG_FILE)).expect("a log file");
+        command.env("MCP_LOG_LEVEL", "debug").stderr(log);
+    }
     let child = command.spawn().expect("the executor binary starts");
     let channel = ServiceUrl::Unix(socket).channel();
     wait_until_serving(channel.clone()).await;
@@ -455,6 +491,31 @@ pub async fn removed_within(docker: &Docker, id: &str, within: Duration) -> bool
             .is_err()
     })
     .await
+}
+
+/// What `sh -c command` prints (stdout and stderr) in a running container,
+/// as the container's own user.
+pub async fn exec_output(docker: &Docker, container: &str, command: &str) -> String {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let created = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(vec!["sh", "-c", command]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("an exec is created");
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await.unwrap() {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+    }
+    text
 }
 
 /// Polls `check` until it holds or `within` passes.
