@@ -1,6 +1,7 @@
 //! Who may call which tool: the admin tools (`dynamic.tool.*`, `sandbox.*`,
 //! `run_js_ephemeral`) need admin rights when an admin token is configured or
-//! JWT auth is on, and writes are refused on a read-only server.
+//! JWT auth is on, and so does setting a tool's `network` or `secrets`
+//! (`changes_egress`); writes are refused on a read-only server.
 //!
 //! Admin rights come from the admin token — in the X-MCP-Admin-Token HTTP
 //! header, or the `adminToken` argument older clients send — or, in JWT mode,
@@ -21,6 +22,20 @@ pub const ADMIN_TOKEN_ARGUMENT: &str = "adminToken";
 /// Whether `tool` is an admin tool.
 pub fn needs_admin(tool: &str) -> bool {
     tool.starts_with("dynamic.tool.") || tool.starts_with("sandbox.") || tool == "run_js_ephemeral"
+}
+
+/// Whether the call sets what a tool may reach or use: `network` or
+/// `secrets` of a created tool or of an update's patch. That always needs
+/// admin rights, whatever rights creating and updating may need.
+pub fn changes_egress(tool: &str, args: &JsonObject) -> bool {
+    let fields = match tool {
+        dynamic_tool::CREATE => args.get("tool"),
+        dynamic_tool::UPDATE => args.get("patch"),
+        _ => return false,
+    };
+    fields
+        .and_then(|f| f.as_object())
+        .is_some_and(|f| f.contains_key("network") || f.contains_key("secrets"))
 }
 
 /// Whether `tool` changes the dynamic tool catalog.
@@ -128,7 +143,7 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     pub fn check(&self, tool: &str, call: &CallContext, args: &JsonObject) -> Result<(), Denial> {
-        if needs_admin(tool) {
+        if needs_admin(tool) || changes_egress(tool, args) {
             self.check_admin(tool, call, args)?;
         }
         if self.read_only && is_write(tool) {
@@ -303,6 +318,31 @@ mod tests {
             denied.message(),
             "dynamic.tool.create needs admin rights: use an access token with the scope 'mcp:admin'"
         );
+    }
+
+    #[test]
+    fn setting_network_or_secrets_is_an_admin_change() {
+        assert!(changes_egress(
+            "dynamic.tool.create",
+            &args(json!({"tool": {"name": "t", "network": {"allow": ["a.example"]}}}))
+        ));
+        assert!(changes_egress(
+            "dynamic.tool.update",
+            &args(json!({"name": "t", "patch": {"secrets": ["K"]}}))
+        ));
+        assert!(!changes_egress(
+            "dynamic.tool.update",
+            &args(json!({"name": "t", "patch": {"code": "return 1;"}}))
+        ));
+        assert!(!changes_egress("some.tool", &args(json!({"args": {"network": 1}}))));
+        let denied = with_token()
+            .check(
+                "dynamic.tool.update",
+                &call(Caller::Anonymous, None),
+                &args(json!({"name": "t", "patch": {"network": {"allow": []}}})),
+            )
+            .unwrap_err();
+        assert_eq!(denied.reason(), "admin_token_missing");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod call_pipeline;
 pub mod catalog;
 pub mod clients;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod guard;
 pub mod http;

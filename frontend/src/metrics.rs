@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use dynamic_mcp_proto::v1::{EgressDecision, EgressEvent, EgressEventKind};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,8 @@ const BACKEND_ERRORS: &str = "mcp_backend_errors_total";
 const AUTH_REJECTIONS: &str = "mcp_auth_rejections_total";
 const AUDIT_WRITE_FAILURES: &str = "mcp_audit_write_failures_total";
 const AUDIT_DROPPED: &str = "mcp_audit_events_dropped_total";
+const EGRESS_CONNECTIONS: &str = "mcp_egress_connections_total";
+const EGRESS_SECRET_USES: &str = "mcp_egress_secret_uses_total";
 
 const DURATION_BUCKETS: &[f64] = &[0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -105,6 +108,16 @@ fn describe() {
         "Audit lines that could not be written (e.g. disk full)."
     );
     describe_counter!(AUDIT_DROPPED, "Audit events dropped because the writer fell behind.");
+    describe_counter!(
+        EGRESS_CONNECTIONS,
+        "Connections code opened or tried through the egress proxy, by tool, decision (allowed, refused, failed) \
+         and reason."
+    );
+    describe_counter!(
+        EGRESS_SECRET_USES,
+        "Requests that carried a secret's placeholder, by tool and outcome (injected: to the secret's host; \
+         withheld: elsewhere, sent unreplaced)."
+    );
 }
 
 /// The Prometheus text exposition.
@@ -156,4 +169,22 @@ pub fn audit_write_failed() {
 
 pub fn audit_dropped() {
     counter!(AUDIT_DROPPED).increment(1);
+}
+
+/// One egress event of a run of `tool`; reasons are the executor's fixed words.
+pub fn egress(tool: &str, event: &EgressEvent) {
+    if event.kind() == EgressEventKind::Connection {
+        let decision = match event.decision() {
+            EgressDecision::Allowed => "allowed",
+            EgressDecision::Refused => "refused",
+            EgressDecision::Failed | EgressDecision::Unspecified => "failed",
+        };
+        counter!(EGRESS_CONNECTIONS, "tool" => tool.to_owned(), "decision" => decision, "reason" => event.reason.clone())
+            .increment(1);
+    }
+    for (outcome, names) in [("injected", &event.secrets_injected), ("withheld", &event.secrets_withheld)] {
+        if !names.is_empty() {
+            counter!(EGRESS_SECRET_USES, "tool" => tool.to_owned(), "outcome" => outcome).increment(names.len() as u64);
+        }
+    }
 }

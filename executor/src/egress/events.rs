@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use dynamic_mcp_proto::v1::{EgressDecision, EgressEvent, EgressScheme};
+use dynamic_mcp_proto::v1::{EgressDecision, EgressEvent, EgressEventKind, EgressScheme};
 use hyper::StatusCode;
 
 use super::allow_list::Target;
@@ -141,6 +141,21 @@ impl Reporter {
 
     pub fn allowed(&self, to: &Destination, injected: Vec<String>, withheld: Vec<String>) {
         self.send(EgressEvent {
+            kind: EgressEventKind::Connection.into(),
+            host: to.host.clone(),
+            port: u32::from(to.port),
+            scheme: to.scheme.into(),
+            decision: EgressDecision::Allowed.into(),
+            secrets_injected: injected,
+            secrets_withheld: withheld,
+            ..Default::default()
+        });
+    }
+
+    /// A request in an intercepted connection that carried placeholders.
+    pub fn secret_use(&self, to: &Destination, injected: Vec<String>, withheld: Vec<String>) {
+        self.send(EgressEvent {
+            kind: EgressEventKind::SecretUse.into(),
             host: to.host.clone(),
             port: u32::from(to.port),
             scheme: to.scheme.into(),
@@ -168,7 +183,8 @@ impl Reporter {
         if event.decision() == EgressDecision::Allowed {
             tracing::info!(
                 subject = %self.subject, host = %event.host, port = event.port, scheme = event.scheme().as_str_name(),
-                decision, injected = ?event.secrets_injected, withheld = ?event.secrets_withheld, "egress"
+                kind = event.kind().as_str_name(), decision, injected = ?event.secrets_injected,
+                withheld = ?event.secrets_withheld, "egress"
             );
         } else {
             tracing::info!(

@@ -148,7 +148,7 @@ async fn forward(
         Err(why) => return refuse(Reason::BadRequest, why),
     };
     if !report.is_empty() {
-        run.reporter.allowed(&to, report.injected, report.withheld);
+        run.reporter.secret_use(&to, report.injected, report.withheld);
     }
     let mut upstream = upstream.lock().await;
     let sender = match upstream.ready(run, target).await {

@@ -7,15 +7,11 @@
 
 use std::sync::Arc;
 
+use dynamic_mcp_common::limits::{MAX_NETWORK_ALLOW, MAX_SECRETS};
 use dynamic_mcp_proto::v1::NetworkPolicy;
 
 use super::allow_list::{Rule, describe};
 use super::secrets::{Secret, SecretStore};
-
-/// The most `network.allow` entries one tool or session may have.
-pub const MAX_ALLOW_ENTRIES: usize = 64;
-/// The most secrets one tool may declare.
-pub const MAX_SECRETS: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
@@ -65,7 +61,7 @@ pub enum EgressError {
         entry: String,
         ceiling: String,
     },
-    #[error("network.allow has {count} entries; at most {MAX_ALLOW_ENTRIES} are allowed")]
+    #[error("network.allow has {count} entries; at most {MAX_NETWORK_ALLOW} are allowed")]
     TooManyEntries { count: usize },
     #[error("secrets has {count} names; at most {MAX_SECRETS} are allowed")]
     TooManySecrets { count: usize },
@@ -96,7 +92,7 @@ impl EgressPolicy {
         if !self.enabled() {
             return Err(EgressError::Disabled);
         }
-        if network_allow.len() > MAX_ALLOW_ENTRIES {
+        if network_allow.len() > MAX_NETWORK_ALLOW {
             return Err(EgressError::TooManyEntries {
                 count: network_allow.len(),
             });

@@ -23,6 +23,7 @@ use dynamic_mcp_common::limits::{
 };
 use dynamic_mcp_common::tool_names::RESERVED_PREFIXES;
 
+use super::network::{NetworkInput, network_to_proto};
 use super::{CallContext, parse_args, schema, self_test, timeout_field};
 use crate::error::ToolError;
 use crate::progress::Progress;
@@ -122,12 +123,6 @@ pub(super) enum ArgumentsInput {
 pub(super) enum IsolationInput {
     ContainerPerCall,
     ContainerPerTool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NetworkInput {
-    allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,10 +275,6 @@ fn isolation_to_proto(isolation: Option<IsolationInput>) -> Isolation {
         Some(IsolationInput::ContainerPerCall) => Isolation::ContainerPerCall,
         Some(IsolationInput::ContainerPerTool) => Isolation::ContainerPerTool,
     }
-}
-
-fn network_to_proto(network: NetworkInput) -> NetworkPolicy {
-    NetworkPolicy { allow: network.allow }
 }
 
 impl NewTool {
@@ -485,7 +476,7 @@ pub async fn create(state: &ServerState, call: &CallContext, args: JsonObject) -
             write: Some(write_options(call, None, true)),
         };
         let candidate = candidate(state.services.registry.clone().create(check).await)?;
-        let outcomes = self_test::run_examples(state, &candidate).await?;
+        let outcomes = self_test::run_examples(state, call, &candidate).await?;
         if outcomes.iter().any(|o| !o.passed()) {
             return Ok(self_test::refusal(CREATE, &spec.name, &outcomes));
         }
@@ -563,7 +554,7 @@ pub async fn update(state: &ServerState, call: &CallContext, args: JsonObject) -
             let base = answer.as_ref().map(|a| a.get_ref().base_revision).unwrap_or_default();
             let next = candidate(answer)?;
             if next.revision != base && !next.examples.is_empty() {
-                let outcomes = self_test::run_examples(state, &next).await?;
+                let outcomes = self_test::run_examples(state, call, &next).await?;
                 if outcomes.iter().any(|o| !o.passed()) {
                     return Ok(self_test::refusal(UPDATE, &input.name, &outcomes));
                 }

@@ -1,6 +1,7 @@
 //! The built-in tools, one file per family, and the call of a dynamic tool.
 
 pub mod dynamic_tool;
+pub mod network;
 pub mod revisions;
 pub mod run_dynamic;
 pub mod run_js_ephemeral;

@@ -178,7 +178,7 @@ async fn prove(state: &ServerState, call: &CallContext, action: &str, next: &Too
     if next.examples.is_empty() {
         return Ok(Proven::Passed(None));
     }
-    let outcomes = self_test::run_examples(state, next).await?;
+    let outcomes = self_test::run_examples(state, call, next).await?;
     if outcomes.iter().any(|o| !o.passed()) {
         return Ok(Proven::Refused(self_test::refusal(action, &next.name, &outcomes)));
     }

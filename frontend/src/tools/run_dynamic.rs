@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
 
+use super::CallContext;
 use super::typed::{self, Refusal};
+use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::metrics;
 use crate::server::ServerState;
@@ -59,6 +61,7 @@ pub struct RunFacts {
 /// container.
 pub async fn run(
     state: &ServerState,
+    call: &CallContext,
     listed: &ToolRecord,
     arguments: Option<JsonObject>,
     facts: &mut RunFacts,
@@ -89,7 +92,8 @@ pub async fn run(
         contract
     };
     facts.revision = Some(tool.revision);
-    let outcome = execute(state, request_for(&tool, args.to_string())).await?;
+    let witness = EgressWitness::new(call, &tool.name);
+    let outcome = execute(state, request_for(&tool, args.to_string()), &witness).await?;
     facts.exit_code = outcome.exit_code;
     if let Some(mismatch) = typed::check_result(&tool.name, &contract, &outcome) {
         return Ok(mismatch);
@@ -126,9 +130,14 @@ pub fn request_for(tool: &ToolRecord, args_json: String) -> RunToolRequest {
     }
 }
 
-/// One RunTool call, to its single outcome. Dropping the future drops the
-/// stream, and the executor kills the container.
-pub async fn execute(state: &ServerState, request: RunToolRequest) -> Result<RunOutcome, ToolError> {
+/// One RunTool call, to its single outcome; its egress goes to the audit log
+/// and metrics as it happens. Dropping the future drops the stream, and the
+/// executor kills the container.
+pub async fn execute(
+    state: &ServerState,
+    request: RunToolRequest,
+    egress: &EgressWitness,
+) -> Result<RunOutcome, ToolError> {
     let tool_name = request.tool_name.clone();
     let mut events = state
         .services
@@ -145,6 +154,7 @@ pub async fn execute(state: &ServerState, request: RunToolRequest) -> Result<Run
                 metrics::container_started();
                 tracing::debug!(tool = %tool_name, container = %started.container_id, "run started");
             }
+            Some(Event::Egress(event)) => egress.record(state, &event),
             None => {}
         }
     }

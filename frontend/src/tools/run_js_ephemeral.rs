@@ -1,7 +1,8 @@
 //! `run_js_ephemeral`: run JavaScript once, without storing a tool. It takes
 //! what `dynamic.tool.create` takes to run code (`code`, `image`,
-//! `timeoutMs`, `dependencies`) plus the `args` of one call, and answers as a
-//! dynamic tool does: same run in a fresh hardened container, same outcomes.
+//! `timeoutMs`, `dependencies`, `network`, `secrets`) plus the `args` of one
+//! call, and answers as a dynamic tool does: same run in a fresh hardened
+//! container, same outcomes.
 
 use dynamic_mcp_proto::v1::RunToolRequest;
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
@@ -9,10 +10,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
+use super::network::{NetworkInput, network_field, network_to_proto, secrets_field};
 use super::run_dynamic::{Ran, code_args_json, execute, outcome_result};
 use dynamic_mcp_common::limits::CODE_CHARS;
 
 use super::{CallContext, parse_args, schema, timeout_field};
+use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::progress::Progress;
 use crate::server::ServerState;
@@ -27,6 +30,9 @@ struct Input {
     timeout_ms: Option<u32>,
     #[serde(default)]
     dependencies: Vec<DependencyInput>,
+    network: Option<NetworkInput>,
+    #[serde(default)]
+    secrets: Vec<String>,
     args: Option<Value>,
     #[serde(rename = "adminToken")]
     _admin_token: Option<String>,
@@ -47,13 +53,16 @@ pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> R
         dependencies: to_proto(input.dependencies),
         code: input.code,
         args_json: code_args_json(input.args)?,
+        network: input.network.map(network_to_proto),
+        secrets: input.secrets,
         ..Default::default()
     };
+    let witness = EgressWitness::new(call, NAME);
     let outcome = if request.dependencies.is_empty() {
-        execute(state, request).await
+        execute(state, request, &witness).await
     } else {
         let message = installing_message(request.dependencies.len());
-        Progress::while_running(call.progress.as_ref(), &message, execute(state, request)).await
+        Progress::while_running(call.progress.as_ref(), &message, execute(state, request, &witness)).await
     }?;
     Ok(outcome_result(Ran::Code(NAME), outcome))
 }
@@ -70,6 +79,8 @@ pub fn definition() -> Tool {
                 "description": "Docker image to run the code in; must be on the server's allow-list. Default: the first allowed image."},
             "timeoutMs": timeout_field("Time limit of the run in milliseconds; a run over it is stopped. Default: the server's default."),
             "dependencies": dependencies_field("; installed once per set, then reused"),
+            "network": network_field("the code"),
+            "secrets": secrets_field(),
             "adminToken": admin_token_field()
         },
         "required": ["code"],

@@ -14,11 +14,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
+use super::network::{NetworkInput, network_field, network_to_proto};
 use super::run_dynamic::{Ran, code_args_json, outcome_result};
 use dynamic_mcp_common::limits::SESSION_COMMANDS;
 
 use super::{CallContext, parse_args, schema, timeout_field};
 use crate::auth::Caller;
+use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::progress::Progress;
 use crate::server::ServerState;
@@ -36,6 +38,7 @@ pub const SESSION_LIST: &str = "sandbox.session.list";
 struct InitializeInput {
     image: Option<String>,
     timeout_ms: Option<u32>,
+    network: Option<NetworkInput>,
     #[serde(rename = "adminToken")]
     _admin_token: Option<String>,
 }
@@ -95,6 +98,7 @@ pub async fn initialize(
         owner: owner(&call.caller),
         image: input.image,
         timeout_ms: input.timeout_ms,
+        network: input.network.map(network_to_proto),
     };
     let started = state
         .services
@@ -128,6 +132,7 @@ pub async fn exec(state: &ServerState, call: &CallContext, args: JsonObject) -> 
         .await
         .map_err(ToolError::executor)?
         .into_inner();
+    EgressWitness::in_session(call, EXEC, &input.session_id).record_all(state, &response.egress);
     let results: Vec<Value> = response.results.iter().map(command_json).collect();
     let body = json!({"sessionId": input.session_id, "results": results, "skipped": response.skipped});
     // A failing command is a normal answer; a command killed at the timeout is not.
@@ -152,6 +157,7 @@ pub async fn exec(state: &ServerState, call: &CallContext, args: JsonObject) -> 
 pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: RunJsInput = parse_args(RUN_JS, args)?;
     let dependencies = to_proto(input.dependencies);
+    let witness = EgressWitness::in_session(call, RUN_JS, &input.session_id);
     let request = RunJsInSessionRequest {
         owner: owner(&call.caller),
         session_id: input.session_id,
@@ -167,11 +173,9 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
         let message = installing_message(request.dependencies.len());
         Progress::while_running(call.progress.as_ref(), &message, executor.run_js_in_session(request)).await
     };
-    let outcome = answer
-        .map_err(ToolError::executor)?
-        .into_inner()
-        .outcome
-        .ok_or_else(|| {
+    let answer = answer.map_err(ToolError::executor)?.into_inner();
+    witness.record_all(state, &answer.egress);
+    let outcome = answer.outcome.ok_or_else(|| {
             ToolError::executor(tonic::Status::internal(
                 "the executor ran the code but reported no outcome",
             ))
@@ -228,6 +232,9 @@ fn session_json(session: &SessionInfo, id_key: &str) -> Value {
         "timeoutMs": session.timeout_ms,
     });
     body[id_key] = json!(session.session_id);
+    if let Some(network) = &session.network {
+        body["network"] = json!({"allow": network.allow});
+    }
     body
 }
 
@@ -257,6 +264,7 @@ pub fn definitions() -> Vec<Tool> {
             "image": {"type": "string",
                 "description": "Docker image of the session; must be on the server's allow-list. Default: the first allowed image."},
             "timeoutMs": timeout_field("Default time limit of each exec or run_js call in this session, in milliseconds. Default: the server's default."),
+            "network": network_field("code in the session (sandbox.run_js, and node in sandbox.exec)"),
             "adminToken": admin_token_field()
         },
         "additionalProperties": false
@@ -314,10 +322,10 @@ pub fn definitions() -> Vec<Tool> {
     vec![
         Tool::new(
             INITIALIZE,
-            "Start a sandbox session: a long-lived, isolated container (no network, read-only system, a writable /work \
-             kept between calls) for sandbox.exec and sandbox.run_js. Only you can see and use it; it is removed by \
-             sandbox.stop or after being idle for a while. Returns `{sessionId, image, createdAt, lastUsedAt, \
-             expiresAt, timeoutMs}`.",
+            "Start a sandbox session: a long-lived, isolated container (no network unless `network.allow` names \
+             hosts, read-only system, a writable /work kept between calls) for sandbox.exec and sandbox.run_js. Only \
+             you can see and use it; it is removed by sandbox.stop or after being idle for a while. Returns \
+             `{sessionId, image, createdAt, lastUsedAt, expiresAt, timeoutMs, network?}`.",
             initialize,
         )
         .with_title("Start sandbox session")
@@ -349,7 +357,7 @@ pub fn definitions() -> Vec<Tool> {
         Tool::new(
             SESSION_LIST,
             "List your sandbox sessions, oldest first: `{sessions: [{id, image, createdAt, lastUsedAt, expiresAt, \
-             timeoutMs}]}`.",
+             timeoutMs, network?}]}`.",
             list,
         )
         .with_title("List sandbox sessions")
@@ -403,12 +411,23 @@ mod tests {
             last_used_at: "2026-01-01T00:00:01.000Z".into(),
             expires_at: "2026-01-01T00:30:01.000Z".into(),
             timeout_ms: 30000,
+            network: None,
         };
         assert_eq!(session_json(&info, "sessionId")["sessionId"], "s-1");
         assert_eq!(
             session_json(&info, "id"),
             json!({"id": "s-1", "image": "img", "createdAt": "2026-01-01T00:00:00.000Z",
                 "lastUsedAt": "2026-01-01T00:00:01.000Z", "expiresAt": "2026-01-01T00:30:01.000Z", "timeoutMs": 30000})
+        );
+        let networked = SessionInfo {
+            network: Some(dynamic_mcp_proto::v1::NetworkPolicy {
+                allow: vec!["api.example.com".into()],
+            }),
+            ..info
+        };
+        assert_eq!(
+            session_json(&networked, "id")["network"],
+            json!({"allow": ["api.example.com"]})
         );
     }
 }

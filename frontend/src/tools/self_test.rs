@@ -13,8 +13,10 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::CallContext;
 use super::run_dynamic::{Ran, execute, outcome_result, request_for};
 use super::typed::Contract;
+use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::server::ServerState;
 
@@ -56,8 +58,15 @@ impl ExampleOutcome {
 }
 
 /// Runs every example of `candidate` (a full record with code, not stored
-/// yet), a few at a time, in example order.
-pub async fn run_examples(state: &ServerState, candidate: &ToolRecord) -> Result<Vec<ExampleOutcome>, ToolError> {
+/// yet), a few at a time, in example order; `call` is who asked (its
+/// runs' egress is audited as theirs).
+pub async fn run_examples(
+    state: &ServerState,
+    call: &CallContext,
+    candidate: &ToolRecord,
+) -> Result<Vec<ExampleOutcome>, ToolError> {
+    let witness = EgressWitness::new(call, &candidate.name);
+    let witness = &witness;
     let contract = Contract::of(candidate)?;
     let contract = &contract;
     let examples: Vec<(usize, String, Option<String>)> = candidate
@@ -88,7 +97,7 @@ pub async fn run_examples(state: &ServerState, candidate: &ToolRecord) -> Result
                 ));
             }
         };
-        run_one(state, candidate, contract, index, args, expect).await
+        run_one(state, witness, candidate, contract, index, args, expect).await
     });
     futures::stream::iter(runs)
         .buffered(EXAMPLE_CONCURRENCY)
@@ -100,6 +109,7 @@ pub async fn run_examples(state: &ServerState, candidate: &ToolRecord) -> Result
 
 async fn run_one(
     state: &ServerState,
+    witness: &EgressWitness,
     candidate: &ToolRecord,
     contract: &Contract,
     index: usize,
@@ -114,7 +124,7 @@ async fn run_one(
             return Ok(ExampleOutcome::failed(index, "invalidArgs", error));
         }
     }
-    let outcome = execute(state, request_for(candidate, args.to_string())).await?;
+    let outcome = execute(state, request_for(candidate, args.to_string()), witness).await?;
     let duration_ms = Some(outcome.duration_ms);
     if outcome.status() != RunStatus::Ok {
         let answer = outcome_result(Ran::Tool(&candidate.name), outcome);

@@ -12,6 +12,7 @@ use super::dynamic_tool::{NewTool, admin_token_field, get_record, name_field, pr
 use super::run_dynamic::{Ran, execute, outcome_result, request_for};
 use super::typed::{self, Contract, Refusal};
 use super::{CallContext, parse_args, schema, self_test};
+use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::server::ServerState;
 
@@ -57,7 +58,7 @@ pub async fn test(state: &ServerState, call: &CallContext, args: JsonObject) -> 
                 candidate.name
             )));
         }
-        let outcomes = self_test::run_examples(state, &candidate).await?;
+        let outcomes = self_test::run_examples(state, call, &candidate).await?;
         if outcomes.iter().any(|o| !o.passed()) {
             return Ok(self_test::refusal(NAME, &candidate.name, &outcomes));
         }
@@ -78,7 +79,8 @@ pub async fn test(state: &ServerState, call: &CallContext, args: JsonObject) -> 
         Err(Refusal::Error(error)) => return Err(error),
         Err(Refusal::Result(result)) => return Ok(result),
     };
-    let outcome = execute(state, request_for(&candidate, args.to_string())).await?;
+    let witness = EgressWitness::new(call, &candidate.name);
+    let outcome = execute(state, request_for(&candidate, args.to_string()), &witness).await?;
     if let Some(mismatch) = typed::check_result(&candidate.name, &contract, &outcome) {
         return Ok(mismatch);
     }
