@@ -3,8 +3,9 @@
 
 Starts the test world of the egress e2e tests (a Docker network of its own with two web servers
 in containers; tests/e2e/egress_world.py), then the release `dynamic-mcp` over Streamable HTTP
-with egress settings pointing at it, and calls `run_js_ephemeral` (a fresh hardened container per
-call, as a tool run) one call at a time, for each setup:
+with egress settings pointing at it (bench/mcp_http.py: stateless 2026-07-28 over HTTP/1.1), and
+calls `run_js_ephemeral` (a fresh hardened container per call, as a tool run) one call at a time,
+for each setup:
 
   none         no network.allow; the code returns at once
   allow        network.allow set; the code makes no request (the proxy, its socket and the shim)
@@ -17,28 +18,24 @@ kept-alive connection where there is one). Then, in a sandbox session with netwo
 times `node -e 0` started with and without the shim, to isolate the shim's start-up cost. Prints
 figures; asserts nothing about them.
 
-    python3 bench/egress_latency.py [--calls 30] [--pause-ms 300] [--binary target/release/dynamic-mcp]
+    cargo build --release --bins
+    python3 bench/egress_latency.py [--calls 30] [--pause-ms 300] [--setups none,allow,http,https,secret]
 """
 
 import argparse
-import asyncio
 import json
-import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-
-from mcp import Client  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+from mcp_http import REPO, Product, StatelessClient  # noqa: E402
 
 from egress_world import ALLOWED, EgressWorld  # noqa: E402
-from tool_call_latency import free_port, summarize, wait_ready  # noqa: E402
 
 TIMED = """
 const times = [];
@@ -53,14 +50,31 @@ return times;
 REQUESTS = {
     "http": "async () => (await fetch('http://api.allowed.test/bench')).text()",
     "https": """() => new Promise((resolve, reject) => {
-        const https = globalThis.httpsModule;
-        https.get('https://api.allowed.test/bench', { ca: args.ca, agent: globalThis.keepAlive }, (r) => {
+        globalThis.httpsModule.get('https://api.allowed.test/bench', { ca: args.ca, agent: globalThis.keepAlive }, (r) => {
           r.resume(); r.on('end', resolve);
         }).on('error', reject);
       })""",
     "secret": """async () => (await fetch('https://api.allowed.test/bench',
         { headers: { authorization: 'Bearer ' + process.env.API_KEY } })).text()""",
 }
+
+STARTUP = """
+const { spawnSync } = await import("node:child_process");
+const env = { ...process.env };
+delete env.NODE_OPTIONS;
+const time = (argv) => {
+  const started = performance.now();
+  const ran = spawnSync("node", argv, { env });
+  if (ran.status !== 0) throw new Error(String(ran.stderr));
+  return performance.now() - started;
+};
+const plain = [], shim = [];
+for (let i = 0; i < args.runs; i++) {
+  plain.push(time(["-e", "0"]));
+  shim.push(time(["--import=file:///run/dynamic-mcp-egress/egress.mjs", "-e", "0"]));
+}
+return { plain, shim };
+"""
 
 
 def code_for(setup: str) -> str:
@@ -84,58 +98,37 @@ def call_arguments(setup: str, ca: str) -> dict:
     return arguments
 
 
-async def bench_calls(url: str, setup: str, calls: int, pause_s: float, ca: str) -> tuple[list, list, list]:
-    async with Client(url, mode="2026-07-28") as client:
-        walls, firsts, seconds = [], [], []
-        for i in range(calls + 2):
-            await asyncio.sleep(pause_s)
-            start = time.perf_counter()
-            result = await client.call_tool("run_js_ephemeral", call_arguments(setup, ca))
-            elapsed = (time.perf_counter() - start) * 1000
-            if result.is_error:
-                sys.exit(f"{setup}: the call failed: {result.content}")
-            if i < 2:  # the first calls warm caches and connections
-                continue
-            walls.append(elapsed)
-            times = result.structured_content["result"]
-            if times:
-                firsts.append(times[0])
-                seconds.append(times[1])
-        return walls, firsts, seconds
+def summarize(label: str, samples_ms: list[float]) -> None:
+    ordered = sorted(samples_ms)
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    print(f"{label:<40} n={len(ordered):<4} p50={statistics.median(ordered):7.1f} ms  "
+          f"p95={p95:7.1f} ms  mean={statistics.fmean(ordered):7.1f} ms")
 
 
-STARTUP = """
-const { spawnSync } = await import("node:child_process");
-const env = { ...process.env };
-delete env.NODE_OPTIONS;
-const time = (argv) => {
-  const started = performance.now();
-  const ran = spawnSync("node", argv, { env });
-  if (ran.status !== 0) throw new Error(String(ran.stderr));
-  return performance.now() - started;
-};
-const plain = [], shim = [];
-for (let i = 0; i < args.runs; i++) {
-  plain.push(time(["-e", "0"]));
-  shim.push(time(["--import=file:///run/dynamic-mcp-egress/egress.mjs", "-e", "0"]));
-}
-return { plain, shim };
-"""
+def bench_calls(client: StatelessClient, setup: str, calls: int, pause_s: float, ca: str) -> tuple[list, list, list]:
+    walls, firsts, seconds = [], [], []
+    for i in range(calls + 2):
+        time.sleep(pause_s)
+        began = time.perf_counter()
+        result = client.call_ok("run_js_ephemeral", call_arguments(setup, ca))
+        took = (time.perf_counter() - began) * 1000
+        if i < 2:  # the first calls warm caches and connections
+            continue
+        walls.append(took)
+        times = result["structuredContent"]["result"]
+        if times:
+            firsts.append(times[0])
+            seconds.append(times[1])
+    return walls, firsts, seconds
 
 
-async def bench_startup(url: str, runs: int) -> dict:
-    async with Client(url, mode="2026-07-28") as client:
-        started = await client.call_tool("sandbox.initialize", {"network": {"allow": [ALLOWED]}})
-        session = started.structured_content["sessionId"]
-        try:
-            result = await client.call_tool(
-                "sandbox.run_js", {"sessionId": session, "code": STARTUP, "args": {"runs": runs}, "timeoutMs": 120000}
-            )
-            if result.is_error:
-                sys.exit(f"start-up timing failed: {result.content}")
-            return result.structured_content["result"]
-        finally:
-            await client.call_tool("sandbox.stop", {"sessionId": session})
+def bench_startup(client: StatelessClient, runs: int) -> dict:
+    session = client.call_ok("sandbox.initialize", {"network": {"allow": [ALLOWED]}})["structuredContent"]["sessionId"]
+    try:
+        arguments = {"sessionId": session, "code": STARTUP, "args": {"runs": runs}, "timeoutMs": 120000}
+        return client.call_ok("sandbox.run_js", arguments)["structuredContent"]["result"]
+    finally:
+        client.call_ok("sandbox.stop", {"sessionId": session})
 
 
 def main() -> None:
@@ -149,44 +142,32 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         world = EgressWorld(Path(tmp))
+        product = None
         try:
             secrets_file = Path(tmp) / "secrets.json"
             value = secrets.token_hex(16)
             secrets_file.write_text(json.dumps({"secrets": [{"name": "API_KEY", "value": value, "hosts": [ALLOWED]}]}))
-            port = free_port()
-            env = dict(
-                os.environ,
+            settings = {
                 **world.executor_settings(),
-                MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP="true",
-                MCP_SANDBOX_SECRETS_FILE=str(secrets_file),
-                MCP_TRANSPORT="http",
-                MCP_PORT=str(port),
-                MCP_DYNAMIC_STORE=f"{tmp}/tools.json",
-                MCP_EXECUTOR_ID=f"bench-egress-{os.getpid()}",
-                MCP_LOG_LEVEL="warn",
-                MCP_TOOL_MAX_CALLS_PER_WINDOW="100000",
-            )
-            server = subprocess.Popen([args.binary], env=env, stdin=subprocess.DEVNULL)
-            try:
-                wait_ready(f"http://127.0.0.1:{port}/readyz")
-                url = f"http://127.0.0.1:{port}/mcp"
-                for setup in args.setups.split(","):
-                    walls, firsts, seconds = asyncio.run(
-                        bench_calls(url, setup, args.calls, args.pause_ms / 1000, world.ca_pem)
-                    )
-                    summarize(f"call, {setup}", walls)
-                    if firsts:
-                        summarize(f"  in the run: 1st request, {setup}", firsts)
-                        summarize(f"  in the run: 2nd request, {setup}", seconds)
-                startup = asyncio.run(bench_startup(url, args.startup_runs))
-                summarize("node -e 0 (in a session)", startup["plain"])
-                summarize("node --import=egress.mjs -e 0", startup["shim"])
-                print(f"shim start-up, median difference: "
-                      f"{statistics.median(startup['shim']) - statistics.median(startup['plain']):.1f} ms")
-            finally:
-                server.terminate()
-                server.wait(timeout=20)
+                "MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP": "true",
+                "MCP_SANDBOX_SECRETS_FILE": str(secrets_file),
+            }
+            product = Product(Path(args.binary), settings).start()
+            client = product.client()
+            for setup in args.setups.split(","):
+                walls, firsts, seconds = bench_calls(client, setup, args.calls, args.pause_ms / 1000, world.ca_pem)
+                summarize(f"call, {setup}", walls)
+                if firsts:
+                    summarize(f"  in the run: 1st request, {setup}", firsts)
+                    summarize(f"  in the run: 2nd request, {setup}", seconds)
+            startup = bench_startup(client, args.startup_runs)
+            summarize("node -e 0 (in a session)", startup["plain"])
+            summarize("node --import=egress.mjs -e 0", startup["shim"])
+            difference = statistics.median(startup["shim"]) - statistics.median(startup["plain"])
+            print(f"shim start-up, difference of the medians: {difference:.1f} ms")
         finally:
+            if product is not None:
+                product.stop()
             world.close()
 
 

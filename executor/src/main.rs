@@ -58,6 +58,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         ContainerCap::new(config.max_containers),
         limits.clone(),
         id.clone(),
+        egress.run_dirs(),
     ));
     let pool = config
         .pool_settings()

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
-use crate::container::{ContainerSpec, Role, labels};
+use crate::container::{ContainerSpec, EgressMount, Role, labels};
 use crate::deps::{DepsCache, DepsKey};
 use crate::egress::{Egress, EgressPlan, EventSink, Grant, Subject};
 use crate::error::ExecError;
@@ -117,17 +117,26 @@ impl Runner {
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
         let began = Instant::now();
         let deps = prepared.as_ref().map(|p| (self.deps.volume(), &p.key));
-        let grant = match &plan.egress {
-            Some(egress) => Some(self.egress.open(egress, Subject::Tool(plan.tool_name.clone()), egress_events)?),
-            None => None,
-        };
         let mut spec = container_spec(&plan.image, deps).label(labels::TOOL, &plan.tool_name);
-        spec.egress_dir = grant.as_ref().map(|g| g.mount_source().to_owned());
+        if plan.egress.is_some() {
+            spec.egress = EgressMount::Wanted;
+        }
         let Lease {
             container,
             stdin,
             output,
+            egress_dir,
         } = self.source.acquire(&spec).await?;
+        // Before the envelope: the shim it names must be in place.
+        let grant = match &plan.egress {
+            Some(egress) => Some(self.egress.open(
+                egress,
+                Subject::Tool(plan.tool_name.clone()),
+                egress_events,
+                egress_dir,
+            )?),
+            None => None,
+        };
         on_started(container.id());
 
         let markers = harness::Markers::fresh();

@@ -182,7 +182,8 @@ async fn policy_is_checked_before_anything_runs() {
         return;
     };
     let world = World::start(&docker).await;
-    let env = settings(&world, &[]);
+    // Without the warm pool, so that any container start would be this test's.
+    let env = settings(&world, &[("MCP_EXECUTOR_WARM_POOL_SIZE", "0")]);
     let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
     let creations = executor.count_creations();
 
@@ -541,5 +542,54 @@ async fn secrets_reach_only_their_hosts_and_never_the_container() {
     let log = executor.log();
     assert!(log.contains("egress"), "the executor logged the run's egress: {log}");
     assert!(!log.contains(&value), "the executor's log holds the secret");
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn runs_with_egress_come_warm_from_the_pool_too() {
+    let Some(docker) = support::docker().await else {
+        return;
+    };
+    let world = World::start(&docker).await;
+    let env = settings(&world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
+    let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
+    let fetch = r#"return (await (await fetch("http://api.allowed.test/" + args.n)).json()).path;"#;
+    let first = executor
+        .run_request(egress_request(fetch, json!({"n": 1}), &[ALLOWED], &[]))
+        .await;
+    assert_eq!(result_of(&first.outcome), json!("/1"));
+    // The first run of a key starts cold and makes the pool keep that key warm.
+    let has_egress_dir = |id: String| {
+        let docker = docker.clone();
+        async move {
+            let mounts = docker.inspect_container(&id, None).await.ok().and_then(|c| c.mounts);
+            mounts
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.destination.as_deref() == Some("/run/dynamic-mcp-egress"))
+        }
+    };
+    let warm = support::wait_for(Duration::from_secs(30), || {
+        let executor = &executor;
+        let has_egress_dir = &has_egress_dir;
+        async move {
+            for id in executor.warm_containers(1).await {
+                if has_egress_dir(id).await {
+                    return true;
+                }
+            }
+            false
+        }
+    })
+    .await;
+    assert!(warm, "no warm container with an egress directory appeared");
+    let waiting = executor.warm_containers(1).await;
+    let second = executor
+        .run_request(egress_request(fetch, json!({"n": 2}), &[ALLOWED], &[]))
+        .await;
+    assert_eq!(result_of(&second.outcome), json!("/2"));
+    assert!(waiting.contains(&second.container_id), "the second run got a warm container");
+    let paths: Vec<Value> = world.received(&world.allowed).await.iter().map(|r| r["path"].clone()).collect();
+    assert_eq!(paths, [json!("/1"), json!("/2")]);
     executor.stop().await;
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions};
 
-use super::{ContainerSpec, Role, labels};
+use super::{ContainerSpec, EgressMount, Role, labels};
 use crate::config::{ByteSize, SandboxUser};
 use crate::egress::CONTAINER_DIR;
 
@@ -175,7 +175,7 @@ fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
             ..Default::default()
         });
     }
-    if let (Role::Run | Role::Session, Some(dir)) = (spec.role, &spec.egress_dir) {
+    if let (Role::Run | Role::Session, EgressMount::At(dir)) = (spec.role, &spec.egress) {
         mounts.push(Mount {
             target: Some(CONTAINER_DIR.into()),
             source: Some(dir.clone()),
@@ -221,7 +221,7 @@ mod tests {
         for role in [Role::Run, Role::Session, Role::Install, Role::DepsSetup] {
             let mut spec = spec(role);
             spec.network = None;
-            spec.egress_dir = Some("/tmp/dynamic-mcp-egress/x/run1".into());
+            spec.egress = EgressMount::At("/tmp/dynamic-mcp-egress/x/run1".into());
             let body = container_body(&spec, &limits(), "exec-1");
             let egress = body
                 .host_config

@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
 use super::cap::ContainerSlot;
+use crate::egress::RunDir;
 use crate::docker::{call_failed, is_not_found};
 use crate::error::ExecError;
 
@@ -27,6 +28,8 @@ pub struct Lease {
     pub container: OwnedContainer,
     pub stdin: Stdin,
     pub output: Output,
+    /// The container's empty egress directory, if its spec wanted one.
+    pub egress_dir: Option<RunDir>,
 }
 
 /// A container we must remove. Dropping it removes the container (in the

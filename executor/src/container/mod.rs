@@ -71,10 +71,22 @@ pub struct ContainerSpec {
     /// `Install` only: environment for npm and a CA file on the Docker host.
     pub install_env: Vec<String>,
     pub extra_ca_file: Option<String>,
-    /// `Run` and `Session` only: the run's egress directory on the Docker
-    /// host (its proxy socket; see `egress/grant.rs`), mounted read-only.
-    /// Unique per run, so such a container is never pooled.
-    pub egress_dir: Option<String>,
+    /// `Run` and `Session` only: an egress directory of its own (its proxy
+    /// socket; see `egress/`), mounted read-only.
+    pub egress: EgressMount,
+}
+
+/// Whether a container gets an egress directory. A spec asks for one
+/// (`Wanted`, so that warm containers can be pooled by it); `ColdStart`
+/// makes a fresh, empty one for each container it starts (`At`), and the
+/// run's proxy moves in when the container is handed out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum EgressMount {
+    #[default]
+    None,
+    Wanted,
+    /// The directory on the Docker host.
+    At(String),
 }
 
 impl ContainerSpec {
@@ -89,7 +101,7 @@ impl ContainerSpec {
             network: None,
             install_env: Vec::new(),
             extra_ca_file: None,
-            egress_dir: None,
+            egress: EgressMount::None,
         }
     }
 

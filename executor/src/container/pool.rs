@@ -238,8 +238,7 @@ impl WarmPool {
 #[async_trait]
 impl ContainerSource for WarmPool {
     async fn acquire(&self, spec: &ContainerSpec) -> Result<Lease, ExecError> {
-        // A run with egress mounts a directory of its own: never pooled.
-        if spec.role != Role::Run || spec.egress_dir.is_some() || self.shared.closed.load(Ordering::Acquire) {
+        if spec.role != Role::Run || self.shared.closed.load(Ordering::Acquire) {
             return self.shared.start_making_room(spec).await;
         }
         let key = PoolKey::of(spec);

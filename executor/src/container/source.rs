@@ -10,11 +10,12 @@ use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 
-use super::ContainerSpec;
+use super::{ContainerSpec, EgressMount};
 use super::cap::{ContainerCap, ContainerSlot};
 use super::hardening::{SandboxLimits, container_body};
 use super::lease::{Lease, OwnedContainer};
 use crate::docker::{Engine, call_failed, create_failed};
+use crate::egress::{RunDir, RunDirs};
 use crate::error::ExecError;
 
 #[async_trait]
@@ -30,16 +31,39 @@ pub struct ColdStart {
     cap: ContainerCap,
     limits: SandboxLimits,
     executor_id: String,
+    /// Where egress directories are made; `None` when egress is off.
+    run_dirs: Option<RunDirs>,
 }
 
 impl ColdStart {
-    pub fn new(engine: Arc<Engine>, cap: ContainerCap, limits: SandboxLimits, executor_id: String) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        cap: ContainerCap,
+        limits: SandboxLimits,
+        executor_id: String,
+        run_dirs: Option<RunDirs>,
+    ) -> Self {
         Self {
             engine,
             cap,
             limits,
             executor_id,
+            run_dirs,
         }
+    }
+
+    /// A fresh egress directory for a spec that wants one.
+    fn egress_dir(&self, spec: &ContainerSpec) -> Result<Option<RunDir>, ExecError> {
+        if spec.egress != EgressMount::Wanted {
+            return Ok(None);
+        }
+        let dirs = self
+            .run_dirs
+            .as_ref()
+            .ok_or_else(|| ExecError::Internal("a container wants egress, but egress is off".into()))?;
+        dirs.make()
+            .map(Some)
+            .map_err(|e| ExecError::Internal(format!("cannot make an egress directory: {e}")))
     }
 }
 
@@ -57,14 +81,24 @@ impl ColdStart {
     /// Creates, attaches and starts a container for `spec` in `slot`.
     pub async fn start(&self, spec: &ContainerSpec, slot: ContainerSlot) -> Result<Lease, ExecError> {
         let docker = self.engine.docker().await?.clone();
-        let body = container_body(spec, &self.limits, &self.executor_id);
+        let egress_dir = self.egress_dir(spec)?;
+        let body = match &egress_dir {
+            Some(dir) => {
+                let mut spec = spec.clone();
+                spec.egress = EgressMount::At(dir.mount_source().to_owned());
+                container_body(&spec, &self.limits, &self.executor_id)
+            }
+            None => container_body(spec, &self.limits, &self.executor_id),
+        };
         let name = format!("dynamic-mcp-{}-{}", spec.role.label(), uuid::Uuid::new_v4().simple());
         // In its own task so a cancelled caller cannot cut creation short and
         // leak a container: a lease nobody collects is dropped when the task
         // ends, which removes its container.
-        tokio::spawn(start_fresh(docker, name, body, slot))
+        let mut lease = tokio::spawn(start_fresh(docker, name, body, slot))
             .await
-            .map_err(|e| ExecError::Internal(format!("starting a container failed: {e}")))?
+            .map_err(|e| ExecError::Internal(format!("starting a container failed: {e}")))??;
+        lease.egress_dir = egress_dir;
+        Ok(lease)
     }
 }
 
@@ -109,5 +143,6 @@ async fn start_fresh(
         container,
         stdin: attached.input,
         output: attached.output,
+        egress_dir: None,
     })
 }

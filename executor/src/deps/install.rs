@@ -86,6 +86,7 @@ pub async fn install(
         container,
         stdin,
         output,
+        ..
     } = source.acquire(&spec).await?;
     let mut stdout = CappedBuffer::new(1024);
     let mut stderr = TailBuffer::new(STDERR_TAIL_BYTES);

@@ -1,14 +1,14 @@
-//! One run's (or session's) egress, for as long as it lives: a directory of
-//! its own with the proxy's Unix socket, the harness's shim and its
-//! settings (and, for runs with secrets, the interception CA), mounted
-//! read-only into that run's container only. The container has no network
-//! interface but `lo`, so this socket is the only way out, and another
-//! run's socket is not in it. Dropping the grant stops the proxy, closes
-//! every connection of the run and removes the directory.
+//! One run's (or session's) egress, for as long as it lives: the proxy's
+//! Unix socket, the harness's shim and its settings (and, for runs with
+//! secrets, the interception CA) in the container's own egress directory
+//! (`run_dir.rs`), mounted read-only into that container only. The
+//! container has no network interface but `lo`, so this socket is the only
+//! way out, and another run's socket is not in it. Dropping the grant stops
+//! the proxy, closes every connection of the run and removes the directory.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::proxy::{RunProxy, serve_connection};
 use super::rewrite::redact_text;
+use super::run_dir::RunDir;
 
 /// Where a run's egress directory is mounted in its container.
 pub const CONTAINER_DIR: &str = "/run/dynamic-mcp-egress";
@@ -29,12 +30,11 @@ const SHIM_FILE: &str = "egress.mjs";
 const SETTINGS_FILE: &str = "egress.json";
 const CA_FILE: &str = "ca.pem";
 
-/// A run's egress. Dropping it ends it.
+/// A run's egress. Dropping it ends it (and its directory).
 pub struct Grant {
-    dir: PathBuf,
-    host_dir: String,
     proxy: Arc<RunProxy>,
     accepting: JoinHandle<()>,
+    _dir: RunDir,
 }
 
 /// What the shim reads (`egress.json`); nothing in it is a secret's value.
@@ -48,21 +48,12 @@ struct ShimSettings<'a> {
 }
 
 impl Grant {
-    /// Creates `dir` (named `name` under the executor's egress directory,
-    /// `host_root` as the Docker host sees it) and starts the proxy on it.
-    pub(super) fn open(
-        dir: PathBuf,
-        host_root: &Path,
-        ca_pem: Option<&str>,
-        proxy: RunProxy,
-        max_connections: usize,
-    ) -> std::io::Result<Self> {
-        let name = dir.file_name().map(PathBuf::from).unwrap_or_default();
-        std::fs::create_dir(&dir)?;
-        // Readable by the sandbox user; on the host it hides in an unlistable parent.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    /// Starts the proxy in `dir` (a container's, still empty) and writes
+    /// what the shim reads next to its socket.
+    pub(super) fn open(dir: RunDir, ca_pem: Option<&str>, proxy: RunProxy, max_connections: usize) -> std::io::Result<Self> {
+        let path = dir.path();
         let written = (|| {
-            let socket = dir.join(SOCKET);
+            let socket = path.join(SOCKET);
             let listener = UnixListener::bind(&socket)?;
             std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
             let settings = ShimSettings {
@@ -75,33 +66,20 @@ impl Grant {
                     .map(|s| (s.secret.name.as_str(), s.placeholder.as_str()))
                     .collect(),
             };
-            write_readable(&dir.join(SETTINGS_FILE), &serde_json::to_vec(&settings).unwrap_or_default())?;
-            write_readable(&dir.join(SHIM_FILE), SHIM.as_bytes())?;
+            write_readable(&path.join(SETTINGS_FILE), &serde_json::to_vec(&settings).unwrap_or_default())?;
+            write_readable(&path.join(SHIM_FILE), SHIM.as_bytes())?;
             if let Some(pem) = ca_pem {
-                write_readable(&dir.join(CA_FILE), pem.as_bytes())?;
+                write_readable(&path.join(CA_FILE), pem.as_bytes())?;
             }
             Ok::<_, std::io::Error>(listener)
         })();
-        let listener = match written {
-            Ok(listener) => listener,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
         let proxy = Arc::new(proxy);
-        let accepting = tokio::spawn(accept(listener, Arc::clone(&proxy), max_connections));
+        let accepting = tokio::spawn(accept(written?, Arc::clone(&proxy), max_connections));
         Ok(Self {
-            host_dir: host_root.join(name).display().to_string(),
-            dir,
             proxy,
             accepting,
+            _dir: dir,
         })
-    }
-
-    /// The directory to mount, as the Docker host sees it.
-    pub fn mount_source(&self) -> &str {
-        &self.host_dir
     }
 
     /// The shim's path in the container, for the harness.
@@ -127,9 +105,6 @@ impl Drop for Grant {
     fn drop(&mut self) {
         self.proxy.stop.cancel();
         self.accepting.abort();
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a run's egress directory");
-        }
     }
 }
 

@@ -25,6 +25,7 @@ mod intercept;
 pub mod policy;
 mod proxy;
 mod rewrite;
+mod run_dir;
 pub mod secrets;
 pub mod settings;
 mod upstream;
@@ -40,6 +41,7 @@ pub use self::events::{EventSink, SinkCloser, closable};
 pub use self::grant::{CONTAINER_DIR, Grant};
 pub use self::policy::{EgressError, EgressPlan, EgressPolicy};
 pub use self::proxy::Subject;
+pub use self::run_dir::{RunDir, RunDirs};
 use self::addresses::AddressPolicy;
 use self::events::Reporter;
 use self::ca::InterceptCa;
@@ -77,10 +79,9 @@ pub struct Egress {
 }
 
 struct Proxies {
-    /// This executor's directory of run directories, and the same as the
-    /// Docker host sees it.
+    /// This executor's directory of run directories.
     dir: PathBuf,
-    host_dir: PathBuf,
+    run_dirs: RunDirs,
     shared: Arc<ProxyShared>,
     max_connections: usize,
 }
@@ -148,8 +149,8 @@ impl Egress {
         Ok(Self {
             policy,
             proxies: Some(Proxies {
+                run_dirs: RunDirs::new(dir.clone(), host_dir),
                 dir,
-                host_dir,
                 shared,
                 max_connections: args.max_connections as usize,
             }),
@@ -169,9 +170,20 @@ impl Egress {
         self.policy.check(network.map_or(&[], |n| n.allow.as_slice()), secrets)
     }
 
-    /// Starts the proxy of one run (or session) with a checked plan.
-    /// Dropping the grant ends it.
-    pub fn open(&self, plan: &EgressPlan, subject: Subject, sink: EventSink) -> Result<Grant, EgressOpenError> {
+    /// Where containers' egress directories are made; `None` when egress is off.
+    pub fn run_dirs(&self) -> Option<RunDirs> {
+        self.proxies.as_ref().map(|p| p.run_dirs.clone())
+    }
+
+    /// Starts the proxy of one run (or session) with a checked plan, in its
+    /// container's egress directory. Dropping the grant ends it.
+    pub fn open(
+        &self,
+        plan: &EgressPlan,
+        subject: Subject,
+        sink: EventSink,
+        dir: Option<RunDir>,
+    ) -> Result<Grant, EgressOpenError> {
         let proxies = self.proxies.as_ref().ok_or(EgressOpenError::Off)?;
         let secrets: Vec<RunSecret> = self.policy.secrets_of(plan).into_iter().map(RunSecret::new).collect();
         let ca_pem = match (&proxies.shared.ca, secrets.is_empty()) {
@@ -187,9 +199,8 @@ impl Egress {
             secrets,
             stop: tokio_util::sync::CancellationToken::new(),
         };
-        let dir = proxies.dir.join(uuid::Uuid::new_v4().simple().to_string());
-        Grant::open(dir, &proxies.host_dir, ca_pem.as_deref(), proxy, proxies.max_connections)
-            .map_err(EgressOpenError::Io)
+        let dir = dir.ok_or(EgressOpenError::NoDirectory)?;
+        Grant::open(dir, ca_pem.as_deref(), proxy, proxies.max_connections).map_err(EgressOpenError::Io)
     }
 
     /// Removes this executor's egress directory (at shutdown).
@@ -207,6 +218,8 @@ impl Egress {
 pub enum EgressOpenError {
     #[error("egress is off on this executor")]
     Off,
+    #[error("the container has no egress directory")]
+    NoDirectory,
     #[error("cannot set up the run's egress proxy: {0}")]
     Io(std::io::Error),
 }

@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use self::sweeper::expire_idle;
 use crate::container::lease::{Lease, OwnedContainer};
 use crate::container::source::ContainerSource;
-use crate::container::{ContainerSpec, Role, labels};
+use crate::container::{ContainerSpec, EgressMount, Role, labels};
 use crate::deps::DepsCache;
 use crate::docker::{call_failed, is_not_found};
 use crate::egress::{Egress, EventSink, Grant, Subject};
@@ -159,13 +159,21 @@ impl Sessions {
         .label(labels::OWNER, owner_tag(owner));
         spec.deps_volume = Some(self.deps.volume().to_owned());
         spec.network = self.settings.network.clone();
+        if egress_plan.is_some() {
+            spec.egress = EgressMount::Wanted;
+        }
+        let Lease {
+            container, egress_dir, ..
+        } = self.source.acquire(&spec).await?;
         let egress = match egress_plan {
             Some(plan) => {
                 let pending = Arc::new(Mutex::new(Vec::new()));
-                let grant = self
-                    .egress
-                    .open(&plan, Subject::Session(id.clone()), keep_for_next_call(&pending))?;
-                spec.egress_dir = Some(grant.mount_source().to_owned());
+                let grant = self.egress.open(
+                    &plan,
+                    Subject::Session(id.clone()),
+                    keep_for_next_call(&pending),
+                    egress_dir,
+                )?;
                 Some(SessionEgress {
                     _grant: grant,
                     network: plan.network(),
@@ -174,7 +182,6 @@ impl Sessions {
             }
             None => None,
         };
-        let Lease { container, .. } = self.source.acquire(&spec).await?;
         let now = SystemTime::now();
         let session = Arc::new(Session {
             id: id.clone(),
