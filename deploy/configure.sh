@@ -11,10 +11,16 @@
 #                         (X-MCP-Admin-Token header or adminToken argument)
 #   pgpass                registry: its database password in pgpass format (PGPASSFILE)
 #   registry_db_password  postgres: the same password, set on the registry's role
+#   sandbox_secrets.json  executor: the operator's secrets for tools (MCP_SANDBOX_SECRETS_FILE),
+#                         {"secrets": []} until you add some (see docs/SECURITY.md)
+#
+# The egress directory, DYNAMIC_MCP_EGRESS_DIR (default /var/lib/dynamic-mcp-egress),
+# owned by uid 10001 and mode 0711: where the executor puts each egress run's proxy socket.
 #
 # Settings, in DYNAMIC_MCP_ENV_FILE (default .env next to docker-compose.yml):
 #   DOCKER_GID      the group of the Docker socket, for the executor
-#   DYNAMIC_MCP_PORT, DYNAMIC_MCP_BASE_IMAGE, DYNAMIC_MCP_SECRETS_DIR, DYNAMIC_MCP_EXECUTOR_ID
+#   DYNAMIC_MCP_PORT, DYNAMIC_MCP_BASE_IMAGE, DYNAMIC_MCP_SECRETS_DIR, DYNAMIC_MCP_EXECUTOR_ID,
+#   DYNAMIC_MCP_EGRESS_DIR
 # taken from the environment when set there.
 set -euo pipefail
 
@@ -56,6 +62,15 @@ db_password="$(random_hex)"
 # Any host, port and database; the user must match MCP_DYNAMIC_PG_URL in docker-compose.yml.
 write_secret pgpass "$dynamic_mcp_uid" "*:*:*:dynamic_mcp_registry:$db_password"
 write_secret registry_db_password "$postgres_uid" "$db_password"
+write_secret sandbox_secrets.json "$dynamic_mcp_uid" '{"secrets": []}'
+
+egress_dir="${DYNAMIC_MCP_EGRESS_DIR:-/var/lib/dynamic-mcp-egress}"
+if [[ ! -d "$egress_dir" ]]; then
+  mkdir -p "$egress_dir"
+  say "created $egress_dir"
+fi
+chown "$dynamic_mcp_uid:$dynamic_mcp_uid" "$egress_dir"
+chmod 0711 "$egress_dir"
 
 if [[ -e "$env_file" ]]; then
   say "kept $env_file (edit it, or delete it to write a new one)"
@@ -78,6 +93,7 @@ fi
   [[ -n "$base_image" ]] && echo "DYNAMIC_MCP_BASE_IMAGE=$base_image"
   [[ -n "${DYNAMIC_MCP_SECRETS_DIR:-}" ]] && echo "DYNAMIC_MCP_SECRETS_DIR=$secrets_dir"
   [[ -n "${DYNAMIC_MCP_EXECUTOR_ID:-}" ]] && echo "DYNAMIC_MCP_EXECUTOR_ID=$DYNAMIC_MCP_EXECUTOR_ID"
+  [[ -n "${DYNAMIC_MCP_EGRESS_DIR:-}" ]] && echo "DYNAMIC_MCP_EGRESS_DIR=$egress_dir"
   true
 } >"$env_file"
 say "wrote $env_file"

@@ -86,9 +86,10 @@ impl From<ExecError> for Status {
             ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
             ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
             ExecError::DockerUnreachable(_) => Status::unavailable(message),
-            ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::EgressProxy(_) | ExecError::Internal(_) => {
-                Status::internal(message)
-            }
+            ExecError::Docker { .. }
+            | ExecError::ContainerGone
+            | ExecError::EgressProxy(_)
+            | ExecError::Internal(_) => Status::internal(message),
         }
     }
 }
@@ -118,7 +119,10 @@ mod tests {
             (ExecError::SessionEnded { id: "s".into() }, Code::NotFound),
             (ExecError::TooManySessions { max: 20 }, Code::ResourceExhausted),
             (ExecError::BadRequest("x".into()), Code::InvalidArgument),
-            (ExecError::Egress(crate::egress::EgressError::Disabled), Code::InvalidArgument),
+            (
+                ExecError::Egress(crate::egress::EgressError::Disabled),
+                Code::InvalidArgument,
+            ),
             (ExecError::Busy { max: 3 }, Code::ResourceExhausted),
             (
                 ExecError::ImageMissing { image: "x:1".into() },

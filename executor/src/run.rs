@@ -129,12 +129,12 @@ impl Runner {
         } = self.source.acquire(&spec).await?;
         // Before the envelope: the shim it names must be in place.
         let grant = match &plan.egress {
-            Some(egress) => Some(self.egress.open(
-                egress,
-                Subject::Tool(plan.tool_name.clone()),
-                egress_events,
-                egress_dir,
-            )?),
+            Some(egress) => {
+                Some(
+                    self.egress
+                        .open(egress, Subject::Tool(plan.tool_name.clone()), egress_events, egress_dir)?,
+                )
+            }
             None => None,
         };
         on_started(container.id());
@@ -142,7 +142,13 @@ impl Runner {
         let markers = harness::Markers::fresh();
         let node_modules = prepared.map(|p| p.key.node_modules());
         let shim = grant.as_ref().map(|_| Grant::shim_path());
-        let envelope = harness::envelope(&plan.code, &plan.args, &markers, node_modules.as_deref(), shim.as_deref());
+        let envelope = harness::envelope(
+            &plan.code,
+            &plan.args,
+            &markers,
+            node_modules.as_deref(),
+            shim.as_deref(),
+        );
         let mut captured = self.judge.output(&markers);
         // From hand-out: how long a warm container waited does not count.
         let timeout = Duration::from_millis(plan.timeout_ms.into());

@@ -49,7 +49,9 @@ fn find<'a>(events: &'a [EgressEvent], host: &str, port: u32) -> Vec<&'a EgressE
 }
 
 fn error_of(value: &Value) -> &str {
-    value["error"].as_str().unwrap_or_else(|| panic!("expected an error, got {value}"))
+    value["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error, got {value}"))
 }
 
 /// Everything an attacker in a run or session tries: what gets through and
@@ -122,7 +124,10 @@ async fn a_tool_reaches_its_hosts_and_nothing_else() {
         "{forbidden}"
     );
     assert_eq!(out["forbidden"]["code"], "EGRESS_REFUSED");
-    assert!(error_of(&out["ipLiteral"]).contains("connecting to an IP address is not allowed"), "{out:#}");
+    assert!(
+        error_of(&out["ipLiteral"]).contains("connecting to an IP address is not allowed"),
+        "{out:#}"
+    );
     let rebind = error_of(&out["rebind"]);
     assert!(rebind.contains("127.0.0.1") && rebind.contains("loopback"), "{rebind}");
     assert!(error_of(&out["metadata"]).contains("link-local"), "{out:#}");
@@ -139,7 +144,11 @@ async fn a_tool_reaches_its_hosts_and_nothing_else() {
 
     // Every decision came back as an event, and only allowed requests arrived.
     let events = &ran.egress;
-    let decided = |host: &str, port: u32| find(events, host, port).first().map(|e| (e.decision(), e.reason.clone()));
+    let decided = |host: &str, port: u32| {
+        find(events, host, port)
+            .first()
+            .map(|e| (e.decision(), e.reason.clone()))
+    };
     assert_eq!(decided(ALLOWED, 443), Some((EgressDecision::Allowed, String::new())));
     assert_eq!(find(events, ALLOWED, 443)[0].scheme(), EgressScheme::Connect);
     assert_eq!(decided(ALLOWED, 80), Some((EgressDecision::Allowed, String::new())));
@@ -199,7 +208,11 @@ async fn policy_is_checked_before_anything_runs() {
     assert_eq!(prepared.network_allow, [ALLOWED]);
 
     for (allow, secrets, expected) in [
-        (vec!["www.example.com"], vec![], "outside what this server allows (MCP_SANDBOX_EGRESS_ALLOWED_HOSTS"),
+        (
+            vec!["www.example.com"],
+            vec![],
+            "outside what this server allows (MCP_SANDBOX_EGRESS_ALLOWED_HOSTS",
+        ),
         (vec!["10.0.0.1"], vec![], "MCP_SANDBOX_EGRESS_ALLOW_IP_LITERALS"),
         (vec!["https://api.allowed.test/"], vec![], "not a URL"),
         (vec![ALLOWED], vec!["API_KEY"], "MCP_SANDBOX_SECRETS_FILE is not set"),
@@ -214,7 +227,11 @@ async fn policy_is_checked_before_anything_runs() {
         assert!(status.message().contains(expected), "{allow:?}: {}", status.message());
         let run = egress_request("return 1;", json!({}), &allow, &secrets);
         let status = executor.client.run_tool(run).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "a run is refused at once: {allow:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "a run is refused at once: {allow:?}"
+        );
     }
     let session = executor
         .client
@@ -226,8 +243,16 @@ async fn policy_is_checked_before_anything_runs() {
         .await
         .unwrap_err();
     assert_eq!(session.code(), Code::InvalidArgument);
-    assert!(session.message().contains("network.allow[1] 'www.example.com'"), "{}", session.message());
-    assert_eq!(creations.of("run").await + creations.of("session").await, 0, "nothing started");
+    assert!(
+        session.message().contains("network.allow[1] 'www.example.com'"),
+        "{}",
+        session.message()
+    );
+    assert_eq!(
+        creations.of("run").await + creations.of("session").await,
+        0,
+        "nothing started"
+    );
     executor.stop().await;
 }
 
@@ -254,7 +279,12 @@ return out;
     let inspected = docker.inspect_container(&started.container_id, None).await.unwrap();
     let host = inspected.host_config.unwrap();
     assert_eq!(host.network_mode.as_deref(), Some("none"));
-    assert!(host.mounts.unwrap_or_default().iter().all(|m| m.target.as_deref() != Some("/run/dynamic-mcp-egress")));
+    assert!(
+        host.mounts
+            .unwrap_or_default()
+            .iter()
+            .all(|m| m.target.as_deref() != Some("/run/dynamic-mcp-egress"))
+    );
     let outcome = loop {
         match stream.message().await.unwrap().and_then(|e| e.event) {
             Some(run_event::Event::Finished(outcome)) => break outcome,
@@ -266,7 +296,10 @@ return out;
     let out = result_of(&outcome);
     assert_eq!(out["egressDir"], false);
     assert_eq!(out["interfaces"], json!(["lo"]));
-    assert!(matches!(out["fetch"].as_str(), Some("EAI_AGAIN" | "ENOTFOUND")), "{out:#}");
+    assert!(
+        matches!(out["fetch"].as_str(), Some("EAI_AGAIN" | "ENOTFOUND")),
+        "{out:#}"
+    );
     assert_eq!(out["env"], json!([]));
     assert!(world.received(&world.allowed).await.is_empty());
     executor.stop().await;
@@ -299,7 +332,8 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
         .run_js_in_session(RunJsInSessionRequest {
             owner: "alice".into(),
             session_id: session.session_id.clone(),
-            code: r#"const r = await fetch("http://api.allowed.test/from-run-js"); return (await r.json()).path;"#.into(),
+            code: r#"const r = await fetch("http://api.allowed.test/from-run-js"); return (await r.json()).path;"#
+                .into(),
             ..Default::default()
         })
         .await
@@ -331,7 +365,9 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
         .into_inner();
     assert_eq!(exec.results[0].stdout.trim(), "/from-exec", "{:?}", exec.results[0]);
     assert!(
-        exec.results[1].stdout.contains("evil.forbidden.test:80 is not in the network.allow of this sandbox session"),
+        exec.results[1]
+            .stdout
+            .contains("evil.forbidden.test:80 is not in the network.allow of this sandbox session"),
         "{:?}",
         exec.results[1]
     );
@@ -349,7 +385,12 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
         (refused.decision(), refused.reason.as_str()),
         (EgressDecision::Refused, "host_not_allowed")
     );
-    let paths: Vec<Value> = world.received(&world.allowed).await.iter().map(|r| r["path"].clone()).collect();
+    let paths: Vec<Value> = world
+        .received(&world.allowed)
+        .await
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
     assert_eq!(paths, [json!("/from-run-js"), json!("/from-exec")]);
     executor.stop().await;
 }
@@ -376,9 +417,7 @@ async fn a_run_cannot_use_another_runs_credential() {
         .session
         .unwrap();
     let read_token = r#"return JSON.parse((await import("node:fs")).readFileSync("/run/dynamic-mcp-egress/egress.json", "utf8")).token;"#;
-    let theirs = executor
-        .run_js("alice", &session.session_id, read_token, "{}")
-        .await;
+    let theirs = executor.run_js("alice", &session.session_id, read_token, "{}").await;
     let theirs = result_of(&theirs);
     const SEND: &str = r#"
 const http = await import("node:http");
@@ -399,17 +438,28 @@ return { ownIsDifferent: own !== args.theirs, stolen: await send(args.theirs, "/
     let out = result_of(&ran.outcome);
     assert_eq!(out["ownIsDifferent"], true);
     assert!(
-        out["stolen"].as_str().is_some_and(|m| m.contains("the proxy credential is not this run's")),
+        out["stolen"]
+            .as_str()
+            .is_some_and(|m| m.contains("the proxy credential is not this run's")),
         "{out:#}"
     );
     assert_eq!(out["own"], 200, "{out:#}");
-    assert_eq!(out["mounted"], json!(["egress.json", "egress.mjs", "proxy.sock"]), "only its own socket");
+    assert_eq!(
+        out["mounted"],
+        json!(["egress.json", "egress.mjs", "proxy.sock"]),
+        "only its own socket"
+    );
     assert!(
         ran.egress
             .iter()
             .any(|e| e.reason == "bad_credential" && e.decision() == EgressDecision::Refused)
     );
-    let paths: Vec<Value> = world.received(&world.allowed).await.iter().map(|r| r["path"].clone()).collect();
+    let paths: Vec<Value> = world
+        .received(&world.allowed)
+        .await
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
     assert_eq!(paths, [json!("/own")], "the stolen credential got nothing through");
     executor.stop().await;
 }
@@ -460,7 +510,9 @@ async fn secrets_reach_only_their_hosts_and_never_the_container() {
     .unwrap();
     let secrets_path = secrets_file.display().to_string();
     let env = settings(&world, &[("MCP_SANDBOX_SECRETS_FILE", secrets_path.as_str())]);
-    let executor = TestExecutor::start_with_log(&as_refs(&env)).await.expect("Docker is there");
+    let executor = TestExecutor::start_with_log(&as_refs(&env))
+        .await
+        .expect("Docker is there");
 
     let run = egress_request(SECRET_CODE, json!({"lingerMs": 2500}), &[ALLOWED, OTHER], &["API_KEY"]);
     let (mut stream, started) = support::start_run(&executor.client, run).await;
@@ -492,14 +544,25 @@ async fn secrets_reach_only_their_hosts_and_never_the_container() {
     };
     let out = result_of(&outcome);
     let placeholder = out["key"].as_str().unwrap().to_owned();
-    assert!(placeholder.starts_with("dmcp_API_KEY_") && placeholder != value, "{placeholder}");
+    assert!(
+        placeholder.starts_with("dmcp_API_KEY_") && placeholder != value,
+        "{placeholder}"
+    );
     assert_eq!(out["sameGlobal"], true);
     // What the code saw: the placeholder, even where the server echoed the value.
     assert_eq!(out["allowed"]["authorization"], format!("Bearer {placeholder}"));
     assert_eq!(out["allowed"]["body"], json!({"key": placeholder}).to_string());
     assert_eq!(out["other"]["authorization"], format!("Bearer {placeholder}"));
-    assert!(out["plain"].as_str().unwrap().contains("plain http:// is not allowed"), "{out:#}");
-    assert!(out["files"]["ca.pem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(
+        out["plain"].as_str().unwrap().contains("plain http:// is not allowed"),
+        "{out:#}"
+    );
+    assert!(
+        out["files"]["ca.pem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
     let everything = format!("{outcome:?}");
     assert!(!everything.contains(&value), "the outcome holds the secret");
 
@@ -588,8 +651,16 @@ async fn runs_with_egress_come_warm_from_the_pool_too() {
         .run_request(egress_request(fetch, json!({"n": 2}), &[ALLOWED], &[]))
         .await;
     assert_eq!(result_of(&second.outcome), json!("/2"));
-    assert!(waiting.contains(&second.container_id), "the second run got a warm container");
-    let paths: Vec<Value> = world.received(&world.allowed).await.iter().map(|r| r["path"].clone()).collect();
+    assert!(
+        waiting.contains(&second.container_id),
+        "the second run got a warm container"
+    );
+    let paths: Vec<Value> = world
+        .received(&world.allowed)
+        .await
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
     assert_eq!(paths, [json!("/1"), json!("/2")]);
     executor.stop().await;
 }

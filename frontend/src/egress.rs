@@ -134,13 +134,20 @@ mod tests {
         };
         let line = witness.audit_event(&refused);
         assert_eq!(
-            (line.action.as_str(), line.actor.as_str(), line.target.as_deref(), line.result),
+            (
+                line.action.as_str(),
+                line.actor.as_str(),
+                line.target.as_deref(),
+                line.result
+            ),
             (CONNECT_ACTION, "alice", Some("weather.get"), AuditResult::Denied)
         );
         assert_eq!(
             line.details,
-            Some(json!({"host": "evil.test", "port": 443, "scheme": "connect", "reason": "host_not_allowed",
-                "message": "egress to evil.test:443 refused by policy: …", "requestId": "req-7"}))
+            Some(
+                json!({"host": "evil.test", "port": 443, "scheme": "connect", "reason": "host_not_allowed",
+                "message": "egress to evil.test:443 refused by policy: …", "requestId": "req-7"})
+            )
         );
         let injected = EgressEvent {
             host: "api.test".into(),
@@ -152,12 +159,18 @@ mod tests {
             ..Default::default()
         };
         let line = EgressWitness::in_session(&call(), "sandbox.run_js", "s-1").audit_event(&injected);
-        assert_eq!((line.action.as_str(), line.result), (SECRET_ACTION, AuditResult::Success));
+        assert_eq!(
+            (line.action.as_str(), line.result),
+            (SECRET_ACTION, AuditResult::Success)
+        );
         let details = line.details.unwrap();
         assert_eq!(details["injected"], json!(["API_KEY"]));
         assert_eq!(details["sessionId"], "s-1");
         let encoded = crate::audit::encode(&line_with(details), 10_000, time::OffsetDateTime::UNIX_EPOCH);
-        assert!(encoded.contains(r#""injected":["API_KEY"]"#), "names survive redaction: {encoded}");
+        assert!(
+            encoded.contains(r#""injected":["API_KEY"]"#),
+            "names survive redaction: {encoded}"
+        );
     }
 
     fn line_with(details: Value) -> AuditEvent {

@@ -182,7 +182,10 @@ pub fn egress(tool: &str, event: &EgressEvent) {
         counter!(EGRESS_CONNECTIONS, "tool" => tool.to_owned(), "decision" => decision, "reason" => event.reason.clone())
             .increment(1);
     }
-    for (outcome, names) in [("injected", &event.secrets_injected), ("withheld", &event.secrets_withheld)] {
+    for (outcome, names) in [
+        ("injected", &event.secrets_injected),
+        ("withheld", &event.secrets_withheld),
+    ] {
         if !names.is_empty() {
             counter!(EGRESS_SECRET_USES, "tool" => tool.to_owned(), "outcome" => outcome).increment(names.len() as u64);
         }

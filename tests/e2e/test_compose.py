@@ -32,6 +32,7 @@ import pytest
 from mcp import Client
 
 from docker_probe import docker, inspect, wait_for_only_warm_containers
+from egress_world import ALLOWED, FORBIDDEN, EgressWorld
 from mcp_calls import (
     SEED_CODE,
     ListChangedCounter,
@@ -74,6 +75,7 @@ class Stack:
     frontend_urls: dict[str, str]
     admin_token: str
     executor_id: str
+    world: EgressWorld | None = None
 
     def compose(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True) -> str:
         argv = [
@@ -166,6 +168,9 @@ def stack(request, tmp_path_factory, executor_id_prefix) -> Iterator[Stack]:
     built = time.monotonic()
 
     workdir = tmp_path_factory.mktemp("compose")
+    # Hosts for the executor's egress proxy: test servers on a network of their own, which the
+    # executor joins once it runs.
+    world = EgressWorld(workdir)
     project = f"dmcp-e2e-{uuid.uuid4().hex[:8]}"
     executor_id = f"{executor_id_prefix}-compose"
     lb_port = free_tcp_port()
@@ -177,10 +182,17 @@ def stack(request, tmp_path_factory, executor_id_prefix) -> Iterator[Stack]:
         "DYNAMIC_MCP_ENV_FILE": str(env_file),
         "DYNAMIC_MCP_PORT": str(lb_port),
         "DYNAMIC_MCP_EXECUTOR_ID": executor_id,
+        "DYNAMIC_MCP_EGRESS_DIR": str(workdir / "egress"),
     }
     run_script(REPO_ROOT / "deploy" / "configure.sh", {**env, **settings}, 60)
     # The deps cache is a volume of the engine, not of the project: one per run, removed below.
-    env = {**env, "DYNAMIC_MCP_DEPS_VOLUME": f"{project}-deps"}
+    egress = {key: value for key, value in world.executor_settings().items() if "UPSTREAM_CA" not in key}
+    env = {
+        **env,
+        "DYNAMIC_MCP_DEPS_VOLUME": f"{project}-deps",
+        **egress,
+        "MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP": "true",
+    }
     write_override(override_file, frontend_ports)
 
     stack = Stack(
@@ -205,6 +217,8 @@ def stack(request, tmp_path_factory, executor_id_prefix) -> Iterator[Stack]:
         for name, port in frontend_ports.items():
             wait_for(f"{name}'s /readyz", lambda port=port: http_ok(f"http://127.0.0.1:{port}/readyz"), 30, stack)
         wait_for("the load balancer to route to a frontend", lambda: lb_routes(stack.lb_url), 30, stack)
+        docker("network", "connect", world.network, stack.container("executor")["Id"])
+        stack.world = world
         up = time.monotonic()
         print(f"\ncompose stack: images built in {built - started:.0f} s, up and healthy in {up - built:.0f} s")
         yield stack
@@ -216,6 +230,8 @@ def stack(request, tmp_path_factory, executor_id_prefix) -> Iterator[Stack]:
         subprocess.run(["docker", "volume", "rm", "-f", env["DYNAMIC_MCP_DEPS_VOLUME"]], capture_output=True)
         # The secrets belong to the containers' users; root (who runs this) removes them.
         shutil.rmtree(workdir / "secrets", ignore_errors=True)
+        shutil.rmtree(workdir / "egress", ignore_errors=True)
+        world.close()
 
 
 def print_logs(stack: Stack) -> None:
@@ -328,3 +344,29 @@ def test_only_the_load_balancer_is_published_and_only_the_executor_has_docker(st
             assert sockets, "the executor has no Docker socket"
         else:
             assert not sockets, f"{service} has the Docker socket"
+
+
+EGRESS_PROBE = """
+const attempt = async (url) => {
+  try { const response = await fetch(url); return { status: response.status, body: await response.json() }; }
+  catch (error) { return { error: error.message }; }
+};
+return { allowed: await attempt("http://api.allowed.test/from-compose"), forbidden: await attempt("http://evil.forbidden.test/") };
+"""
+
+
+@pytest.mark.anyio
+async def test_code_reaches_its_hosts_through_the_proxy_of_the_executor_in_a_container(stack: Stack):
+    """The executor runs in a container here: its egress proxy's sockets live in a host directory
+    that it and the sandboxes (siblings on the host's engine) both mount."""
+    async with client(stack.lb_url, ERA_MODERN) as modern:
+        result = await modern.call_tool(
+            "run_js_ephemeral",
+            {"code": EGRESS_PROBE, "network": {"allow": [ALLOWED]}, "adminToken": stack.admin_token,
+             "timeoutMs": 20000},
+        )
+    assert not result.is_error, result.content
+    out = result.structured_content["result"]
+    assert out["allowed"]["status"] == 200 and out["allowed"]["body"]["path"] == "/from-compose", out
+    assert f"{FORBIDDEN}:80 is not in the network.allow" in out["forbidden"]["error"], out
+    assert [r["path"] for r in stack.world.received(stack.world.allowed)] == ["/from-compose"]

@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
 use super::cap::ContainerSlot;
-use crate::egress::RunDir;
 use crate::docker::{call_failed, is_not_found};
+use crate::egress::RunDir;
 use crate::error::ExecError;
 
 /// The container's stdin, attached before it started.

@@ -10,10 +10,10 @@ use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 
-use super::{ContainerSpec, EgressMount};
 use super::cap::{ContainerCap, ContainerSlot};
 use super::hardening::{SandboxLimits, container_body};
 use super::lease::{Lease, OwnedContainer};
+use super::{ContainerSpec, EgressMount};
 use crate::docker::{Engine, call_failed, create_failed};
 use crate::egress::{RunDir, RunDirs};
 use crate::error::ExecError;

@@ -135,9 +135,7 @@ impl PortPattern {
 }
 
 fn is_below(name: &str, domain: &str) -> bool {
-    name.len() > domain.len() + 1
-        && name.ends_with(domain)
-        && name.as_bytes()[name.len() - domain.len() - 1] == b'.'
+    name.len() > domain.len() + 1 && name.ends_with(domain) && name.as_bytes()[name.len() - domain.len() - 1] == b'.'
 }
 
 impl Target {
@@ -212,7 +210,9 @@ impl FromStr for IpNetwork {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (base, prefix) = s.split_once('/').ok_or("a network looks like 10.0.0.0/8")?;
         let base: IpAddr = base.parse().map_err(|_| format!("'{base}' is not an IP address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| format!("'/{prefix}' is not a prefix length"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("'/{prefix}' is not a prefix length"))?;
         Self::new(canonical(base), prefix)
     }
 }
@@ -277,7 +277,9 @@ fn parse_rule(entry: &str) -> Result<Rule, String> {
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, `v6` (no port), `net/len`, `net/len:port`.
 fn split_port(text: &str) -> Result<(&str, Option<&str>), String> {
     if let Some(rest) = text.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']').ok_or("an IPv6 address in brackets lacks its ']'")?;
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 address in brackets lacks its ']'")?;
         return match after {
             "" => Ok((inside, None)),
             _ => match after.strip_prefix(':') {
@@ -338,7 +340,11 @@ fn check_name(name: &str) -> Result<(), String> {
             ));
         }
     }
-    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("it looks like a partial IP address".into());
     }
     Ok(())
@@ -346,8 +352,14 @@ fn check_name(name: &str) -> Result<(), String> {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bracket = matches!(self.host, HostPattern::Ip(IpAddr::V6(_)) | HostPattern::Network(IpNetwork { base: IpAddr::V6(_), .. }))
-            && self.port != PortPattern::Web;
+        let bracket = matches!(
+            self.host,
+            HostPattern::Ip(IpAddr::V6(_))
+                | HostPattern::Network(IpNetwork {
+                    base: IpAddr::V6(_),
+                    ..
+                })
+        ) && self.port != PortPattern::Web;
         let host = match &self.host {
             HostPattern::AnyName => "*".to_owned(),
             HostPattern::Exact(name) => name.clone(),
@@ -462,10 +474,7 @@ mod tests {
     #[test]
     fn targets_are_canonical() {
         assert_eq!(Target::parse("API.example.COM.").unwrap(), name("api.example.com"));
-        assert_eq!(
-            Target::parse("[2001:db8::1]").unwrap().to_string(),
-            "[2001:db8::1]"
-        );
+        assert_eq!(Target::parse("[2001:db8::1]").unwrap().to_string(), "[2001:db8::1]");
         assert!(Target::parse("bad host").is_err());
         assert!(Target::parse("").is_err());
     }
@@ -477,7 +486,10 @@ mod tests {
         assert!(covers("api.example.com", "api.example.com:443"));
         assert!(!covers("api.example.com", "api.example.com:8443"));
         assert!(covers("api.example.com:*", "api.example.com:8443"));
-        assert!(!covers("api.example.com:443", "api.example.com"), "the entry also allows port 80");
+        assert!(
+            !covers("api.example.com:443", "api.example.com"),
+            "the entry also allows port 80"
+        );
         assert!(covers("*.example.com", "api.example.com"));
         assert!(covers("*.example.com", "*.example.com"));
         assert!(covers("*.example.com", "*.api.example.com"));

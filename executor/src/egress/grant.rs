@@ -50,7 +50,12 @@ struct ShimSettings<'a> {
 impl Grant {
     /// Starts the proxy in `dir` (a container's, still empty) and writes
     /// what the shim reads next to its socket.
-    pub(super) fn open(dir: RunDir, ca_pem: Option<&str>, proxy: RunProxy, max_connections: usize) -> std::io::Result<Self> {
+    pub(super) fn open(
+        dir: RunDir,
+        ca_pem: Option<&str>,
+        proxy: RunProxy,
+        max_connections: usize,
+    ) -> std::io::Result<Self> {
         let path = dir.path();
         let written = (|| {
             let socket = path.join(SOCKET);
@@ -66,7 +71,10 @@ impl Grant {
                     .map(|s| (s.secret.name.as_str(), s.placeholder.as_str()))
                     .collect(),
             };
-            write_readable(&path.join(SETTINGS_FILE), &serde_json::to_vec(&settings).unwrap_or_default())?;
+            write_readable(
+                &path.join(SETTINGS_FILE),
+                &serde_json::to_vec(&settings).unwrap_or_default(),
+            )?;
             write_readable(&path.join(SHIM_FILE), SHIM.as_bytes())?;
             if let Some(pem) = ca_pem {
                 write_readable(&path.join(CA_FILE), pem.as_bytes())?;

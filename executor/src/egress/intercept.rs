@@ -52,7 +52,9 @@ pub async fn serve(
 ) {
     let stop = run.stop.clone();
     let served = async {
-        let upgraded = on_upgrade.await.map_err(|e| format!("the CONNECT was not upgraded: {e}"))?;
+        let upgraded = on_upgrade
+            .await
+            .map_err(|e| format!("the CONNECT was not upgraded: {e}"))?;
         let ca = run.shared.ca.as_ref().ok_or("no interception CA")?;
         let config = ca.server_config(&target).map_err(|e| e.to_string())?;
         let code_side = TlsAcceptor::from(config)
@@ -153,11 +155,19 @@ async fn forward(
     let mut upstream = upstream.lock().await;
     let sender = match upstream.ready(run, target).await {
         Ok(sender) => sender,
-        Err(why) => return status_response(StatusCode::BAD_GATEWAY, format!("cannot reach {target}:{port}: {why}\n")),
+        Err(why) => {
+            return status_response(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach {target}:{port}: {why}\n"),
+            );
+        }
     };
     match sender.send_request(Request::from_parts(parts, body::full(bytes))).await {
         Ok(response) => pass_back(response, &run.secrets),
-        Err(e) => status_response(StatusCode::BAD_GATEWAY, format!("{target}:{port} did not answer: {e}\n")),
+        Err(e) => status_response(
+            StatusCode::BAD_GATEWAY,
+            format!("{target}:{port} did not answer: {e}\n"),
+        ),
     }
 }
 
@@ -174,11 +184,15 @@ fn inject(
 ) -> Result<Bytes, String> {
     let injector = Injector::new(&run.secrets, target, port);
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-    let path = injector.inject(path.as_bytes(), report).unwrap_or_else(|| path.into_bytes());
-    parts.uri = Uri::from_maybe_shared(Bytes::from(path)).map_err(|_| "a secret cannot go into a URL as it is".to_owned())?;
+    let path = injector
+        .inject(path.as_bytes(), report)
+        .unwrap_or_else(|| path.into_bytes());
+    parts.uri =
+        Uri::from_maybe_shared(Bytes::from(path)).map_err(|_| "a secret cannot go into a URL as it is".to_owned())?;
     for (name, value) in parts.headers.iter_mut() {
         if let Some(injected) = injector.inject_header(value.as_bytes(), report) {
-            *value = HeaderValue::from_bytes(&injected).map_err(|_| format!("a secret cannot go into the {name} header"))?;
+            *value =
+                HeaderValue::from_bytes(&injected).map_err(|_| format!("a secret cannot go into the {name} header"))?;
         }
     }
     strip_hop_by_hop(&mut parts.headers);

@@ -37,15 +37,15 @@ use std::sync::Arc;
 use dynamic_mcp_proto::v1::NetworkPolicy;
 use sha2::{Digest, Sha256};
 
+use self::addresses::AddressPolicy;
+use self::ca::InterceptCa;
+use self::events::Reporter;
 pub use self::events::{EventSink, SinkCloser, closable};
 pub use self::grant::{CONTAINER_DIR, Grant};
 pub use self::policy::{EgressError, EgressPlan, EgressPolicy};
 pub use self::proxy::Subject;
-pub use self::run_dir::{RunDir, RunDirs};
-use self::addresses::AddressPolicy;
-use self::events::Reporter;
-use self::ca::InterceptCa;
 use self::proxy::{ProxyShared, RunProxy};
+pub use self::run_dir::{RunDir, RunDirs};
 use self::secrets::{RunSecret, SecretStore};
 use self::settings::EgressArgs;
 use self::upstream::UpstreamTls;
@@ -250,7 +250,8 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), EgressSetupError> {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| fail(e.to_string()))?;
         }
         Err(e) => return Err(fail(e.to_string())),
     }

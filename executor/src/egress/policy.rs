@@ -99,10 +99,12 @@ impl EgressPolicy {
         }
         let mut allow: Vec<Rule> = Vec::new();
         for (index, entry) in network_allow.iter().enumerate() {
-            let rule: Rule = entry.parse().map_err(|e: super::allow_list::BadEntry| EgressError::BadEntry {
-                index,
-                reason: e.to_string(),
-            })?;
+            let rule: Rule = entry
+                .parse()
+                .map_err(|e: super::allow_list::BadEntry| EgressError::BadEntry {
+                    index,
+                    reason: e.to_string(),
+                })?;
             if rule.is_ip() && !self.allow_ip_literals {
                 return Err(EgressError::IpLiteral {
                     index,
@@ -207,11 +209,16 @@ mod tests {
     fn entries_must_be_inside_the_ceiling() {
         let policy = policy(&["*.example.com", "other.example.net:8443"]);
         let plan = policy
-            .check(&strings(&["API.example.com", "api.example.com", "other.example.net:8443"]), &[])
+            .check(
+                &strings(&["API.example.com", "api.example.com", "other.example.net:8443"]),
+                &[],
+            )
             .unwrap()
             .unwrap();
         assert_eq!(describe(&plan.allow), "api.example.com, other.example.net:8443");
-        let err = policy.check(&strings(&["api.example.com", "evil.test"]), &[]).unwrap_err();
+        let err = policy
+            .check(&strings(&["api.example.com", "evil.test"]), &[])
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "network.allow[1] 'evil.test' is outside what this server allows (MCP_SANDBOX_EGRESS_ALLOWED_HOSTS: \
@@ -266,7 +273,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, EgressError::SecretUnreachable { .. }), "{err}");
         assert!(
-            policy.check(&strings(&["*.example.com"]), &strings(&["API_KEY"])).is_ok(),
+            policy
+                .check(&strings(&["*.example.com"]), &strings(&["API_KEY"]))
+                .is_ok(),
             "a wildcard that covers the secret's host reaches it"
         );
         assert_eq!(

@@ -234,10 +234,7 @@ fn credential(value: &HeaderValue) -> Option<String> {
 /// request URL's host and the Host header, which must agree.
 fn destination(request: &Request<Incoming>) -> Result<(Target, u16), String> {
     if request.method() == Method::CONNECT {
-        let authority = request
-            .uri()
-            .authority()
-            .ok_or("CONNECT needs a host:port target")?;
+        let authority = request.uri().authority().ok_or("CONNECT needs a host:port target")?;
         let target = Target::parse(authority.host())?;
         return Ok((target, authority.port_u16().unwrap_or(443)));
     }
@@ -350,7 +347,14 @@ async fn connect(
             }
         };
         run.reporter.allowed(&to, Vec::new(), Vec::new());
-        tokio::spawn(intercept::serve(Arc::clone(&run), on_upgrade, tls, target, port, addresses));
+        tokio::spawn(intercept::serve(
+            Arc::clone(&run),
+            on_upgrade,
+            tls,
+            target,
+            port,
+            addresses,
+        ));
     } else {
         run.reporter.allowed(&to, Vec::new(), Vec::new());
         let stop = run.stop.clone();
@@ -445,7 +449,12 @@ async fn forward_plain(
             run.reporter.allowed(&to, report.injected, report.withheld);
             pass_back(response, &run.secrets)
         }
-        Err(e) => failed(&run, &to, Reason::ConnectFailed, format!("the server did not answer ({e})")),
+        Err(e) => failed(
+            &run,
+            &to,
+            Reason::ConnectFailed,
+            format!("the server did not answer ({e})"),
+        ),
     }
 }
 

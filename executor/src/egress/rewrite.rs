@@ -23,7 +23,11 @@ pub struct Injection {
 
 impl Injection {
     fn note(&mut self, secret: &RunSecret, allowed: bool) {
-        let list = if allowed { &mut self.injected } else { &mut self.withheld };
+        let list = if allowed {
+            &mut self.injected
+        } else {
+            &mut self.withheld
+        };
         if !list.contains(&secret.secret.name) {
             list.push(secret.secret.name.clone());
         }
@@ -245,7 +249,10 @@ mod tests {
         );
         assert_eq!(report.withheld, ["KEY", "LONGER"]);
         let mut report = Injection::default();
-        assert_eq!(Injector::new(&secrets, &api, 443).inject(b"nothing here", &mut report), None);
+        assert_eq!(
+            Injector::new(&secrets, &api, 443).inject(b"nothing here", &mut report),
+            None
+        );
         assert!(report.is_empty());
         let mut report = Injection::default();
         assert_eq!(Injector::watching(&secrets).inject(body.as_bytes(), &mut report), None);

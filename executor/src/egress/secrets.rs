@@ -250,22 +250,46 @@ mod tests {
     fn bad_files_are_refused_without_quoting_values() {
         for (text, why) in [
             ("{", "EOF"),
-            (r#"{"secrets": [{"name": "k", "value": "longenough", "hosts": ["a.example"]}]}"#, "not a secret name"),
-            (r#"{"secrets": [{"name": "K", "value": "short", "hosts": ["a.example"]}]}"#, "shorter than 8"),
-            (r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": []}]}"#, "list the hosts"),
-            (r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["https://a"]}]}"#, "not a URL"),
-            (r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["10.0.0.1"]}]}"#, "IP address"),
+            (
+                r#"{"secrets": [{"name": "k", "value": "longenough", "hosts": ["a.example"]}]}"#,
+                "not a secret name",
+            ),
+            (
+                r#"{"secrets": [{"name": "K", "value": "short", "hosts": ["a.example"]}]}"#,
+                "shorter than 8",
+            ),
+            (
+                r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": []}]}"#,
+                "list the hosts",
+            ),
+            (
+                r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["https://a"]}]}"#,
+                "not a URL",
+            ),
+            (
+                r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["10.0.0.1"]}]}"#,
+                "IP address",
+            ),
             (
                 r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["a.example"]},
                                {"name": "K", "value": "longenough", "hosts": ["a.example"]}]}"#,
                 "defined twice",
             ),
-            (r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["a.example"], "x": 1}]}"#, "unknown field"),
-            (r#"{"secrets": [{"name": "K", "value": 12345678987, "hosts": ["a.example"]}]}"#, "wrong type"),
+            (
+                r#"{"secrets": [{"name": "K", "value": "longenough", "hosts": ["a.example"], "x": 1}]}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"secrets": [{"name": "K", "value": 12345678987, "hosts": ["a.example"]}]}"#,
+                "wrong type",
+            ),
         ] {
             let err = SecretStore::parse(text, false).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
-            assert!(!err.contains("longenough") && !err.contains("short\"") && !err.contains("12345678987"), "{err}");
+            assert!(
+                !err.contains("longenough") && !err.contains("short\"") && !err.contains("12345678987"),
+                "{err}"
+            );
         }
         assert!(
             SecretStore::parse(

@@ -19,7 +19,11 @@ pub struct EgressArgs {
     /// tool's and session's network.allow. Entries: api.example.com,
     /// *.example.com, either with :port (none: 443 and 80; :* any port), or
     /// * for any name. Empty (the default): no code gets any network.
-    #[arg(long = "egress-allowed-hosts", env = "MCP_SANDBOX_EGRESS_ALLOWED_HOSTS", default_value = "")]
+    #[arg(
+        long = "egress-allowed-hosts",
+        env = "MCP_SANDBOX_EGRESS_ALLOWED_HOSTS",
+        default_value = ""
+    )]
     pub allowed_hosts: RuleList,
 
     /// Let network.allow (and the ceiling, and secrets' hosts) hold IP
@@ -35,7 +39,11 @@ pub struct EgressArgs {
     /// Networks the proxy may connect to although they are internal
     /// (loopback, link-local, private, the executor's own), comma-separated
     /// CIDRs such as 10.20.0.0/16. Empty: none.
-    #[arg(long = "egress-allowed-networks", env = "MCP_SANDBOX_EGRESS_ALLOWED_NETWORKS", default_value = "")]
+    #[arg(
+        long = "egress-allowed-networks",
+        env = "MCP_SANDBOX_EGRESS_ALLOWED_NETWORKS",
+        default_value = ""
+    )]
     pub allowed_networks: NetworkList,
 
     /// Names the proxy resolves to fixed addresses instead of asking DNS,

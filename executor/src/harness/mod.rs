@@ -163,7 +163,11 @@ mod tests {
                 .ends_with(r#","nodeModules":"/deps/k/node_modules"}"#)
         );
         let bytes = envelope("", &args, &markers, None, Some("/run/x/egress.mjs"));
-        assert!(String::from_utf8(bytes).unwrap().ends_with(r#","egress":"/run/x/egress.mjs"}"#));
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .ends_with(r#","egress":"/run/x/egress.mjs"}"#)
+        );
     }
 
     #[test]

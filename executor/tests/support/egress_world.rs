@@ -136,7 +136,11 @@ impl World {
             self.log_lines(&id).await.iter().any(|line| line["ready"] == true)
         })
         .await;
-        assert!(ready, "the test server {name} did not start: {:?}", self.log_lines(&id).await);
+        assert!(
+            ready,
+            "the test server {name} did not start: {:?}",
+            self.log_lines(&id).await
+        );
         let ip = self
             .docker
             .inspect_container(&id, None)
@@ -160,7 +164,10 @@ impl World {
             ("MCP_SANDBOX_EGRESS_ALLOWED_HOSTS", CEILING.into()),
             ("MCP_SANDBOX_EGRESS_ALLOWED_NETWORKS", self.subnet.clone()),
             ("MCP_SANDBOX_EGRESS_RESOLVE", pins),
-            ("MCP_SANDBOX_EGRESS_UPSTREAM_CA_FILE", self.ca_file.display().to_string()),
+            (
+                "MCP_SANDBOX_EGRESS_UPSTREAM_CA_FILE",
+                self.ca_file.display().to_string(),
+            ),
         ]
     }
 

@@ -176,10 +176,10 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
     let answer = answer.map_err(ToolError::executor)?.into_inner();
     witness.record_all(state, &answer.egress);
     let outcome = answer.outcome.ok_or_else(|| {
-            ToolError::executor(tonic::Status::internal(
-                "the executor ran the code but reported no outcome",
-            ))
-        })?;
+        ToolError::executor(tonic::Status::internal(
+            "the executor ran the code but reported no outcome",
+        ))
+    })?;
     Ok(outcome_result(Ran::Code(RUN_JS), outcome))
 }
 
