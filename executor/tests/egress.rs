@@ -39,6 +39,28 @@ fn egress_request(code: &str, args: Value, allow: &[&str], secrets: &[&str]) -> 
     }
 }
 
+/// A session of "alice" that may reach `host`.
+async fn session_reaching(executor: &mut TestExecutor, host: &str) -> dynamic_mcp_proto::v1::SessionInfo {
+    executor
+        .client
+        .start_session(StartSessionRequest {
+            owner: "alice".into(),
+            network_allow: vec![host.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("a session with network.allow starts")
+        .into_inner()
+        .session
+        .expect("the session is described")
+}
+
+/// An executor with the world's settings and plain HTTP allowed.
+async fn executor_for(world: &World) -> TestExecutor {
+    let env = settings(world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
+    TestExecutor::start(&as_refs(&env)).await.expect("Docker is there")
+}
+
 fn result_of(outcome: &dynamic_mcp_proto::v1::RunOutcome) -> Value {
     assert_eq!(outcome.status(), RunStatus::Ok, "{outcome:?}");
     serde_json::from_str(&outcome.result_json).expect("the result is JSON")
@@ -103,8 +125,7 @@ async fn a_tool_reaches_its_hosts_and_nothing_else() {
         return;
     };
     let world = World::start(&docker).await;
-    let env = settings(&world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
-    let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
+    let mut executor = executor_for(&world).await;
 
     let args = json!({"ca": world.ca_pem, "ip": world.allowed.ip});
     let ran = executor
@@ -262,8 +283,7 @@ async fn a_tool_without_a_network_list_has_no_network_at_all() {
         return;
     };
     let world = World::start(&docker).await;
-    let env = settings(&world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
-    let executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
+    let executor = executor_for(&world).await;
     const CODE: &str = r#"
 const fs = await import("node:fs");
 const os = await import("node:os");
@@ -311,20 +331,8 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
         return;
     };
     let world = World::start(&docker).await;
-    let env = settings(&world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
-    let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
-    let session = executor
-        .client
-        .start_session(StartSessionRequest {
-            owner: "alice".into(),
-            network_allow: vec![ALLOWED.into()],
-            ..Default::default()
-        })
-        .await
-        .expect("a session with network.allow starts")
-        .into_inner()
-        .session
-        .unwrap();
+    let mut executor = executor_for(&world).await;
+    let session = session_reaching(&mut executor, ALLOWED).await;
     assert_eq!(session.network_allow, [ALLOWED]);
 
     let ran = executor
@@ -401,21 +409,9 @@ async fn a_run_cannot_use_another_runs_credential() {
         return;
     };
     let world = World::start(&docker).await;
-    let env = settings(&world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
-    let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
+    let mut executor = executor_for(&world).await;
     // A session keeps its proxy (and credential) alive while the run tries it.
-    let session = executor
-        .client
-        .start_session(StartSessionRequest {
-            owner: "alice".into(),
-            network_allow: vec![ALLOWED.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let session = session_reaching(&mut executor, ALLOWED).await;
     let read_token = r#"return JSON.parse((await import("node:fs")).readFileSync("/run/dynamic-mcp-egress/egress.json", "utf8")).token;"#;
     let theirs = executor.run_js("alice", &session.session_id, read_token, "{}").await;
     let theirs = result_of(&theirs);
@@ -614,8 +610,7 @@ async fn runs_with_egress_come_warm_from_the_pool_too() {
         return;
     };
     let world = World::start(&docker).await;
-    let env = settings(&world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
-    let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
+    let mut executor = executor_for(&world).await;
     let fetch = r#"return (await (await fetch("http://api.allowed.test/" + args.n)).json()).path;"#;
     let first = executor
         .run_request(egress_request(fetch, json!({"n": 1}), &[ALLOWED], &[]))

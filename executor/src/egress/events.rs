@@ -140,22 +140,17 @@ impl Reporter {
     }
 
     pub fn allowed(&self, to: &Destination, injected: Vec<String>, withheld: Vec<String>) {
-        self.send(EgressEvent {
-            kind: EgressEventKind::Connection.into(),
-            host: to.host.clone(),
-            port: u32::from(to.port),
-            scheme: to.scheme.into(),
-            decision: EgressDecision::Allowed.into(),
-            secrets_injected: injected,
-            secrets_withheld: withheld,
-            ..Default::default()
-        });
+        self.allow(EgressEventKind::Connection, to, injected, withheld);
     }
 
     /// A request in an intercepted connection that carried placeholders.
     pub fn secret_use(&self, to: &Destination, injected: Vec<String>, withheld: Vec<String>) {
+        self.allow(EgressEventKind::SecretUse, to, injected, withheld);
+    }
+
+    fn allow(&self, kind: EgressEventKind, to: &Destination, injected: Vec<String>, withheld: Vec<String>) {
         self.send(EgressEvent {
-            kind: EgressEventKind::SecretUse.into(),
+            kind: kind.into(),
             host: to.host.clone(),
             port: u32::from(to.port),
             scheme: to.scheme.into(),

@@ -159,10 +159,24 @@ async fn handle(run: Arc<RunProxy>, request: Request<Incoming>, over_limit: bool
             return refusal_response(&refusal);
         }
     };
+    let allowed = Allowed {
+        target,
+        port,
+        addresses,
+        to,
+    };
     match scheme {
-        EgressScheme::Connect => connect(run, request, target, port, addresses, to).await,
-        _ => forward_plain(run, request, target, port, addresses, to).await,
+        EgressScheme::Connect => connect(run, request, allowed).await,
+        _ => forward_plain(run, request, allowed).await,
     }
+}
+
+/// A destination that passed every check, with the addresses it may use.
+struct Allowed {
+    target: Target,
+    port: u16,
+    addresses: Vec<SocketAddr>,
+    to: Destination,
 }
 
 impl RunProxy {
@@ -320,14 +334,13 @@ pub fn refusal_response(refusal: &Refusal) -> Response<ProxyBody> {
 /// An allowed CONNECT: the upstream connection first (so a failure is an
 /// answer, not a broken tunnel), then a tunnel — or, for runs with
 /// secrets, TLS interception.
-async fn connect(
-    run: Arc<RunProxy>,
-    request: Request<Incoming>,
-    target: Target,
-    port: u16,
-    addresses: Vec<SocketAddr>,
-    to: Destination,
-) -> Response<ProxyBody> {
+async fn connect(run: Arc<RunProxy>, request: Request<Incoming>, allowed: Allowed) -> Response<ProxyBody> {
+    let Allowed {
+        target,
+        port,
+        addresses,
+        to,
+    } = allowed;
     let tcp = match upstream::connect(&addresses).await {
         Ok(tcp) => tcp,
         Err(why) => return failed(&run, &to, Reason::ConnectFailed, format!("cannot connect ({why})")),
@@ -383,14 +396,13 @@ fn failed(run: &RunProxy, to: &Destination, reason: Reason, why: String) -> Resp
 
 /// An allowed plain-HTTP request, forwarded by its Host header. Secrets
 /// never go over plain HTTP: a placeholder in it goes out as it is.
-async fn forward_plain(
-    run: Arc<RunProxy>,
-    request: Request<Incoming>,
-    target: Target,
-    port: u16,
-    addresses: Vec<SocketAddr>,
-    to: Destination,
-) -> Response<ProxyBody> {
+async fn forward_plain(run: Arc<RunProxy>, request: Request<Incoming>, allowed: Allowed) -> Response<ProxyBody> {
+    let Allowed {
+        target,
+        port,
+        addresses,
+        to,
+    } = allowed;
     let (mut parts, incoming) = request.into_parts();
     let origin_form = parts
         .uri
