@@ -14,9 +14,11 @@ for each setup:
   secret       one HTTPS fetch with a secret (TLS intercepted by the proxy, value put in)
 
 Besides the whole call, the code times its own requests (first and second, the second on a
-kept-alive connection where there is one). Then, in a sandbox session with network.allow, it
-times `node -e 0` started with and without the shim, to isolate the shim's start-up cost. Prints
-figures; asserts nothing about them.
+kept-alive connection where there is one). The same requests made directly, without the proxy,
+from a plain container on the servers' network (`docker run`, not hardened) are the baseline for
+those in-run figures: a first request pays for Node's own lazy start-up of fetch or TLS either
+way. Then, in a sandbox session with network.allow, it times `node -e 0` started with and without
+the shim, to isolate the shim's start-up cost. Prints figures; asserts nothing about them.
 
     cargo build --release --bins
     python3 bench/egress_latency.py [--calls 30] [--pause-ms 300] [--setups none,allow,http,https,secret]
@@ -26,6 +28,7 @@ import argparse
 import json
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +125,33 @@ def bench_calls(client: StatelessClient, setup: str, calls: int, pause_s: float,
     return walls, firsts, seconds
 
 
+DIRECT = """
+const https = await import("node:https");
+const args = JSON.parse(process.env.ARGS);
+globalThis.httpsModule = https;
+globalThis.keepAlive = new https.Agent({ keepAlive: true });
+const run = async () => { BODY };
+console.log(JSON.stringify(await run()));
+"""
+
+
+def bench_direct(world: EgressWorld, setup: str, runs: int) -> tuple[list, list]:
+    """The in-run request times of `setup` without the proxy, from a container on the servers' network."""
+    code = DIRECT.replace("BODY", TIMED.replace("args.request()", f"({REQUESTS[setup]})()"))
+    firsts, seconds = [], []
+    for _ in range(runs):
+        done = subprocess.run(
+            ["docker", "run", "--rm", "--network", world.network,
+             "--add-host", f"{ALLOWED}:{world.ip(world.allowed)}", "-e", f"ARGS={json.dumps({'ca': world.ca_pem})}",
+             "--entrypoint", "node", "dynamic-mcp-sandbox:latest", "--input-type=module", "-e", code],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        first, second = json.loads(done.stdout.strip().splitlines()[-1])
+        firsts.append(first)
+        seconds.append(second)
+    return firsts, seconds
+
+
 def bench_startup(client: StatelessClient, runs: int) -> dict:
     session = client.call_ok("sandbox.initialize", {"network": {"allow": [ALLOWED]}})["structuredContent"]["sessionId"]
     try:
@@ -136,6 +166,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--pause-ms", type=int, default=300, help="pause before each call")
     parser.add_argument("--startup-runs", type=int, default=20)
+    parser.add_argument("--direct-runs", type=int, default=10, help="docker runs per direct baseline")
     parser.add_argument("--binary", default=str(REPO / "target/release/dynamic-mcp"))
     parser.add_argument("--setups", default="none,allow,http,https,secret")
     args = parser.parse_args()
@@ -160,6 +191,10 @@ def main() -> None:
                 if firsts:
                     summarize(f"  in the run: 1st request, {setup}", firsts)
                     summarize(f"  in the run: 2nd request, {setup}", seconds)
+                if setup in ("http", "https"):
+                    direct_firsts, direct_seconds = bench_direct(world, setup, args.direct_runs)
+                    summarize(f"  direct, no proxy: 1st request, {setup}", direct_firsts)
+                    summarize(f"  direct, no proxy: 2nd request, {setup}", direct_seconds)
             startup = bench_startup(client, args.startup_runs)
             summarize("node -e 0 (in a session)", startup["plain"])
             summarize("node --import=egress.mjs -e 0", startup["shim"])
