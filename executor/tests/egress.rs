@@ -12,8 +12,8 @@ mod world;
 use std::time::Duration;
 
 use dynamic_mcp_proto::v1::{
-    EgressDecision, EgressEvent, EgressScheme, PrepareToolRequest, RunJsInSessionRequest, RunStatus, RunToolRequest,
-    StartSessionRequest, run_event,
+    EgressDecision, EgressEvent, EgressScheme, NetworkPolicy, PrepareToolRequest, RunJsInSessionRequest, RunStatus,
+    RunToolRequest, StartSessionRequest, run_event,
 };
 use serde_json::{Value, json};
 use support::{TestExecutor, exec_request};
@@ -31,9 +31,16 @@ fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// `network: {allow}`; none for an empty list.
+fn network(allow: &[&str]) -> Option<NetworkPolicy> {
+    (!allow.is_empty()).then(|| NetworkPolicy {
+        allow: allow.iter().map(|h| (*h).to_owned()).collect(),
+    })
+}
+
 fn egress_request(code: &str, args: Value, allow: &[&str], secrets: &[&str]) -> RunToolRequest {
     RunToolRequest {
-        network_allow: allow.iter().map(|h| (*h).to_owned()).collect(),
+        network: network(allow),
         secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
         ..support::request(code, &args.to_string(), Some(20_000))
     }
@@ -45,7 +52,7 @@ async fn session_reaching(executor: &mut TestExecutor, host: &str) -> dynamic_mc
         .client
         .start_session(StartSessionRequest {
             owner: "alice".into(),
-            network_allow: vec![host.into()],
+            network: network(&[host]),
             ..Default::default()
         })
         .await
@@ -220,13 +227,13 @@ async fn policy_is_checked_before_anything_runs() {
     let prepared = executor
         .client
         .prepare_tool(PrepareToolRequest {
-            network_allow: vec!["API.Allowed.Test".into(), "api.allowed.test".into()],
+            network: network(&["API.Allowed.Test", "api.allowed.test"]),
             ..Default::default()
         })
         .await
         .expect("an entry inside the ceiling is accepted")
         .into_inner();
-    assert_eq!(prepared.network_allow, [ALLOWED]);
+    assert_eq!(prepared.network, network(&[ALLOWED]));
 
     for (allow, secrets, expected) in [
         (
@@ -239,7 +246,7 @@ async fn policy_is_checked_before_anything_runs() {
         (vec![ALLOWED], vec!["API_KEY"], "MCP_SANDBOX_SECRETS_FILE is not set"),
     ] {
         let request = PrepareToolRequest {
-            network_allow: allow.iter().map(|h| (*h).to_owned()).collect(),
+            network: network(&allow),
             secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
             ..Default::default()
         };
@@ -258,7 +265,7 @@ async fn policy_is_checked_before_anything_runs() {
         .client
         .start_session(StartSessionRequest {
             owner: "alice".into(),
-            network_allow: vec![FORBIDDEN.into(), "www.example.com".into()],
+            network: network(&[FORBIDDEN, "www.example.com"]),
             ..Default::default()
         })
         .await
@@ -333,7 +340,7 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
     let world = World::start(&docker).await;
     let mut executor = executor_for(&world).await;
     let session = session_reaching(&mut executor, ALLOWED).await;
-    assert_eq!(session.network_allow, [ALLOWED]);
+    assert_eq!(session.network, network(&[ALLOWED]));
 
     let ran = executor
         .client

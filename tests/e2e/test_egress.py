@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from egress_world import ALLOWED, FORBIDDEN, OTHER, EgressWorld
-from mcp_calls import admin, failure_message, text_of
+from mcp_calls import admin, create_tool, failure_message, run_tool, text_of, unique_name
 from stack import ERA_LEGACY, ERA_MODERN
 
 pytestmark = pytest.mark.anyio
@@ -207,3 +207,29 @@ async def test_a_secret_reaches_its_host_and_nothing_else(server, world, launche
     everything = server.audit_path.read_text() + "".join(path.read_text() for path in launcher.log_paths)
     assert secret_value not in everything, "the secret is in the audit log or a log"
     assert placeholder not in server.audit_path.read_text(), "placeholders are not audited either"
+
+
+TOOL_CODE = """
+const response = await fetch("https://api.allowed.test/tool", { headers: { "x-api-key": process.env.API_KEY } });
+return { seen: (await response.json()).apiKey, placeholder: process.env.API_KEY };
+"""
+
+
+@pytest.mark.parametrize("era", [ERA_LEGACY, ERA_MODERN])
+async def test_a_stored_tool_reaches_its_host_with_its_secret(server, world, secret_value, era):
+    name = unique_name("egress")
+    async with server.connect(era) as client:
+        created = await create_tool(client, name, TOOL_CODE, network={"allow": ["API.allowed.test"]}, secrets=["API_KEY"])
+        assert created["network"] == {"allow": [ALLOWED]}, f"stored in the policy's spelling: {created}"
+        out = await run_tool(client, name, {})
+        assert out["seen"] == out["placeholder"] and out["placeholder"].startswith("dmcp_API_KEY_"), out
+        message = await failure_message(
+            client, "dynamic.tool.update", {"name": name, "patch": {"network": {"allow": ["www.example.com"]}}}
+        )
+        assert "outside what this server allows (MCP_SANDBOX_EGRESS_ALLOWED_HOSTS" in message, message
+    assert any(r["path"] == "/tool" and r["apiKey"] == secret_value for r in world.received(world.allowed))
+    lines = await wait_for_audit(
+        server, lambda lines: any(line["target"] == name and line["action"] == "egress.secret" for line in lines), "the tool's secret use"
+    )
+    uses = [line for line in lines if line["target"] == name]
+    assert {line["action"] for line in uses} == {"egress.connect", "egress.secret"}, uses

@@ -467,7 +467,11 @@ pub async fn create(state: &ServerState, call: &CallContext, args: JsonObject) -
     } = parse_args(CREATE, args)?;
     let prepared = prepare(state, call, tool.policy_fields()).await?;
     let setup = prepared.dependency_setup;
-    let spec = tool.into_spec(prepared.image, prepared.timeout_ms);
+    let mut spec = tool.into_spec(prepared.image, prepared.timeout_ms);
+    // Stored as the executor's policy reads it (lower case, no duplicates).
+    if prepared.network.is_some() {
+        spec.network = prepared.network;
+    }
     let key = idempotency_key.unwrap_or_else(fresh_key);
     let mut examples = None;
     if !spec.examples.is_empty() {
@@ -538,6 +542,9 @@ pub async fn update(state: &ServerState, call: &CallContext, args: JsonObject) -
             }
             if input.patch.timeout_ms.is_some() {
                 patch.timeout_ms = Some(prepared.timeout_ms);
+            }
+            if patch.network.is_some() {
+                patch.network = prepared.network.or(patch.network.take());
             }
             // The check above holds for this revision only.
             expected_revision = expected_revision.or(Some(current.revision));
