@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from mcp_calls import admin, create_tool, run_tool_error, unique_name
+from mcp_calls import SEED_CODE, admin, create_tool, failure_message, run_tool, run_tool_error, unique_name
 from stack import ERA_MODERN
 
 pytestmark = pytest.mark.anyio
@@ -52,3 +52,22 @@ async def test_a_registry_that_is_down_is_named_with_its_address(launcher):
     where = re.escape(f"unix:{services.registry_socket}")
     expected = rf"the registry is unavailable: it cannot be reached at {where} \(.+\); try again in a few seconds$"
     assert re.match(expected, message), message
+
+
+async def test_calls_get_and_list_keep_working_from_the_catalog_while_the_registry_is_down(launcher):
+    """dynamic.tool.get and .list, like calls, are served from the frontend's catalog: no
+    registry round trip. Only what the catalog cannot know (an older revision) needs it."""
+    services = launcher.start_services()
+    frontend = launcher.http_frontend(services)
+    name = unique_name("cached")
+    async with frontend.connect(ERA_MODERN) as client:
+        await create_tool(client, name)
+        assert await run_tool(client, name, {"text": "a"}) == {"upper": "A"}
+        services.registry.kill_hard()
+        assert await run_tool(client, name, {"text": "b"}) == {"upper": "B"}
+        got = (await admin(client, "dynamic.tool.get", {"name": name}))["tool"]
+        assert (got["name"], got["revision"], got["code"]) == (name, 1, SEED_CODE), got
+        listed = (await admin(client, "dynamic.tool.list", {}))["tools"]
+        assert [t["name"] for t in listed] == [name] and "code" not in listed[0], listed
+        message = await failure_message(client, "dynamic.tool.get", {"name": name, "revision": 1})
+    assert "registry is unavailable" in message, message

@@ -670,28 +670,60 @@ pub async fn enable(state: &ServerState, call: &CallContext, args: JsonObject) -
     ))
 }
 
+/// Served from this frontend's catalog, which the registry's change feed
+/// keeps current (a write through this frontend is in it before the write
+/// answers); with code, or before the first snapshot, from the registry.
 pub async fn list(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: ListInput = parse_args(LIST, args)?;
-    let request = ListToolsRequest {
-        include_code: input.include_code,
+    let listed = (!input.include_code)
+        .then(|| {
+            state.catalog.read(|c| {
+                c.synced.then(|| {
+                    c.all()
+                        .map(|t| ToolView::of(ToolRecord::clone(t), false))
+                        .collect::<Vec<_>>()
+                })
+            })
+        })
+        .flatten();
+    let views = match listed {
+        Some(views) => views,
+        None => {
+            let request = ListToolsRequest {
+                include_code: input.include_code,
+            };
+            let mut tools = state
+                .services
+                .registry
+                .clone()
+                .list(request)
+                .await
+                .map_err(ToolError::registry)?
+                .into_inner()
+                .tools;
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
+            tools.into_iter().map(|t| ToolView::of(t, input.include_code)).collect()
+        }
     };
-    let mut tools = state
-        .services
-        .registry
-        .clone()
-        .list(request)
-        .await
-        .map_err(ToolError::registry)?
-        .into_inner()
-        .tools;
-    tools.sort_by(|a, b| a.name.cmp(&b.name));
-    let views: Vec<_> = tools.into_iter().map(|t| ToolView::of(t, input.include_code)).collect();
     Ok(CallToolResult::structured(json!({ "tools": views })))
 }
 
+/// The current revision comes from the catalog, with its code from the
+/// catalog's per-revision cache; an older revision, or a tool this
+/// frontend's feed has not shown yet, from the registry.
 pub async fn get(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: GetInput = parse_args(GET, args)?;
-    let record = get_record(state, &input.name, input.revision).await?;
+    let listed = match input.revision {
+        None => state.catalog.read(|c| c.tool(&input.name).cloned()),
+        Some(_) => None,
+    };
+    let record = match listed {
+        Some(listed) => {
+            let with_code = state.catalog.with_code(&listed).await.map_err(ToolError::registry)?;
+            ToolRecord::clone(&with_code)
+        }
+        None => get_record(state, &input.name, input.revision).await?,
+    };
     Ok(CallToolResult::structured(
         json!({ "tool": ToolView::of(record, true) }),
     ))
