@@ -776,6 +776,8 @@ pub(super) fn candidate(
 
 /// Sends a keyed write, again when the registry could not be reached or
 /// answer: the key makes a retry of a write that did land return its answer.
+/// A refusal the registry itself sent (its database is down, say) is final:
+/// only statuses made on this side of the link carry a source error.
 pub(super) async fn commit<F, Fut>(mut send: F) -> Result<ToolWriteResponse, ToolError>
 where
     F: FnMut() -> Fut,
@@ -785,7 +787,7 @@ where
     loop {
         match send().await {
             Ok(answer) => return Ok(answer.into_inner()),
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown) && attempt < WRITE_ATTEMPTS => {
+            Err(status) if no_answer(&status) && attempt < WRITE_ATTEMPTS => {
                 tracing::info!(code = ?status.code(), attempt, "a registry write got no answer; retrying with its key");
                 tokio::time::sleep(WRITE_RETRY_PAUSE * attempt as u32).await;
                 attempt += 1;
@@ -793,6 +795,12 @@ where
             Err(status) => return Err(ToolError::registry(status)),
         }
     }
+}
+
+/// Whether the call never got an answer from the registry (a broken or
+/// refused connection), as opposed to the registry answering with an error.
+fn no_answer(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown) && std::error::Error::source(status).is_some()
 }
 
 /// Asks the executor whether the run settings are allowed, for the
@@ -1226,5 +1234,23 @@ mod tests {
     fn list_defaults_to_no_code() {
         let input: ListInput = parse_args(LIST, JsonObject::new()).unwrap();
         assert!(!input.include_code);
+    }
+
+    #[tokio::test]
+    async fn only_a_missing_answer_is_retried() {
+        use dynamic_mcp_common::addr::ServiceUrl;
+        use dynamic_mcp_common::internal_auth::InternalAuth;
+        use dynamic_mcp_proto::v1::registry_client::RegistryClient;
+
+        let nowhere = ServiceUrl::Unix("/nonexistent/registry.sock".into());
+        let mut registry = RegistryClient::new(InternalAuth::default().channel(&nowhere, None).unwrap());
+        let unreachable = registry.list(ListToolsRequest::default()).await.unwrap_err();
+        assert_eq!(unreachable.code(), Code::Unavailable, "{unreachable:?}");
+        assert!(no_answer(&unreachable), "{unreachable:?}");
+        // The registry's own answer that its database is down is final.
+        assert!(!no_answer(&tonic::Status::unavailable(
+            "the tool database is unavailable"
+        )));
+        assert!(!no_answer(&tonic::Status::aborted("stale revision")));
     }
 }
