@@ -10,6 +10,7 @@ pub mod system;
 pub mod tool_test;
 pub mod typed;
 
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use rmcp::RoleServer;
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::ADMIN_TOKEN_HEADER;
-use crate::auth::{Caller, Principal};
+use crate::auth::{Caller, ClientAddr, Principal};
 use crate::error::ToolError;
 use crate::progress::Progress;
 use crate::server::ServerState;
@@ -80,6 +81,8 @@ pub struct CallContext {
     pub caller: Caller,
     /// Whether the call came over Streamable HTTP.
     pub over_http: bool,
+    /// The HTTP client's address.
+    pub client: Option<IpAddr>,
     /// The X-MCP-Admin-Token header, if sent.
     pub admin_header: Option<String>,
     /// The HTTP request's `x-request-id`, for audit lines.
@@ -110,6 +113,9 @@ impl CallContext {
         Self {
             caller,
             over_http: parts.is_some(),
+            client: parts
+                .and_then(|p| p.extensions.get::<ClientAddr>())
+                .map(|ClientAddr(addr)| addr.ip()),
             admin_header: header(ADMIN_TOKEN_HEADER),
             request_id: header("x-request-id"),
             cancel: request.ct.clone(),

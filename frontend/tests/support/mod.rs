@@ -6,6 +6,7 @@
 // Each test file uses a different part of these helpers.
 #![allow(dead_code)]
 
+pub mod in_process;
 pub mod jwks;
 pub mod pki;
 
