@@ -535,3 +535,65 @@ async fn sessions_count_against_the_container_cap() {
     assert_eq!(second.code(), Code::ResourceExhausted);
     executor.stop().await;
 }
+
+#[tokio::test]
+async fn a_call_right_after_the_session_died_says_it_has_ended() {
+    let Some(mut executor) = TestExecutor::start(&[]).await else {
+        return;
+    };
+    for round in 0..3 {
+        let id = executor.start_session(ALICE).await.session_id;
+        // `kill 1` ends the session's init (tini forwards the TERM to the idle
+        // loop, which exits); the next command starts while Docker still
+        // counts the container as running.
+        let began = Instant::now();
+        let answer = executor
+            .client
+            .exec_in_session(exec_request(ALICE, &id, &["kill 1", "echo still here"], None))
+            .await;
+        let ended = match answer {
+            Err(status) => status,
+            Ok(response) => panic!("round {round}: the dead session answered {:?}", response.into_inner()),
+        };
+        assert_eq!(ended.code(), Code::NotFound, "{}", ended.message());
+        assert!(ended.message().contains("has ended"), "{}", ended.message());
+        assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
+        let listed = executor
+            .client
+            .list_sessions(ListSessionsRequest { owner: ALICE.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .sessions;
+        assert!(
+            listed.is_empty(),
+            "round {round}: a dead session is still listed: {listed:?}"
+        );
+    }
+    // JavaScript right after the death, in the next call.
+    let id = executor.start_session(ALICE).await.session_id;
+    let _ = executor
+        .client
+        .exec_in_session(exec_request(ALICE, &id, &["kill 1"], None))
+        .await;
+    let js = executor
+        .client
+        .run_js_in_session(RunJsInSessionRequest {
+            owner: ALICE.into(),
+            session_id: id.clone(),
+            code: "return 1;".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the session died");
+    assert_eq!(js.code(), Code::NotFound, "{}", js.message());
+    assert!(js.message().contains("has ended"), "{}", js.message());
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            executor.containers_of("session").await.is_empty()
+        })
+        .await,
+        "a dead session's container was left behind"
+    );
+    executor.stop().await;
+}

@@ -5,11 +5,16 @@
 //! Docker has no "kill this exec" call, so every exec carries a random
 //! marker in its environment (children inherit it), and killing means a
 //! second exec that SIGKILLs every process in the container that has it.
+//!
+//! For a moment after a container's init has died, Docker still counts it
+//! as running: an exec then "ends" with 126 and Docker's own error in its
+//! output. [`ExecProcess::check_started`] tells that from a command's exit.
 
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::query_parameters::WaitContainerOptionsBuilder;
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -31,6 +36,13 @@ done"#;
 
 /// The kill itself must not hang a call that is already over time.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What Docker writes into an exec's output, with exit code 126, when runc
+/// cannot start it because the container has stopped.
+const STOPPED_STATE: &[u8] = b"cannot exec in a stopped state";
+const START_FAILED: i64 = 126;
+/// How long Docker may take to see that such a container has stopped.
+const STOPPING_WITHIN: Duration = Duration::from_secs(5);
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -115,6 +127,26 @@ impl ExecProcess {
         }
     }
 
+    /// Whether an exec that ended with `code`, printing `stdout`, really ran:
+    /// if it never started because the container has stopped, the container
+    /// is gone for good ([`ExecError::ContainerGone`]). The words alone could
+    /// come from the command itself, so they count only once Docker agrees
+    /// that the container has stopped.
+    pub async fn check_started(&self, code: Option<i64>, stdout: &[u8]) -> Result<(), ExecError> {
+        if code != Some(START_FAILED) || !stdout.windows(STOPPED_STATE.len()).any(|w| w == STOPPED_STATE) {
+            return Ok(());
+        }
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut waits = self.docker.wait_container(&self.container_id, Some(options));
+        match tokio::time::timeout(STOPPING_WITHIN, waits.next()).await {
+            Ok(Some(Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
+                Err(ExecError::ContainerGone)
+            }
+            Ok(Some(Err(e))) if is_gone(&e) => Err(ExecError::ContainerGone),
+            _ => Ok(()),
+        }
+    }
+
     /// The process is known to end on its own: dropping it must not kill
     /// what it may have left running, as a process that ended would not.
     pub fn ends_by_itself(&mut self) {
@@ -174,13 +206,17 @@ async fn kill_marked(docker: &Docker, container_id: &str, user: &str, marker: &s
     }
 }
 
-/// 404: no such container; 409: it is not running.
+/// 404: no such container; 409: it is not running (or 500 saying so, as
+/// Docker answers while a container is stopping).
 fn is_gone(err: &bollard::errors::Error) -> bool {
-    is_not_found(err)
-        || matches!(
-            err,
-            bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }
-        )
+    match err {
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, .. } => true,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => message.contains("is not running"),
+        _ => is_not_found(err),
+    }
 }
 
 fn exec_failed(err: bollard::errors::Error) -> ExecError {

@@ -88,14 +88,17 @@ impl Sessions {
                 process.ends_by_itself();
                 Some(Ended::Framed)
             }
-            Ok(false) => process
-                .wait(deadline)
-                .await
-                .map_err(|e| self.ended(session, e))?
-                .map(|code| Ended::Exited {
+            Ok(false) => {
+                let code = process.wait(deadline).await.map_err(|e| self.ended(session, e))?;
+                process
+                    .check_started(code, captured.stdout.user_output().bytes())
+                    .await
+                    .map_err(|e| self.ended(session, e))?;
+                code.map(|code| Ended::Exited {
                     code,
                     oom_killed: false,
-                }),
+                })
+            }
             Err(_elapsed) => None,
         };
         let ended = match settled {
@@ -136,6 +139,10 @@ impl Sessions {
             process.kill().await;
             result.timed_out = true;
         }
+        process
+            .check_started(result.exit_code, stdout.bytes())
+            .await
+            .map_err(|e| self.ended(call.session(), e))?;
         result.stdout = stdout.to_text();
         result.stdout_truncated = stdout.truncated();
         result.stderr = stderr.to_text();
