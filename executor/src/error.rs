@@ -29,6 +29,17 @@ pub enum ExecError {
     #[error("installing the npm dependencies failed (npm exited with code {code}):\n{summary}")]
     InstallFailed { code: i64, summary: String },
     #[error(
+        "the npm registry {registry} cannot be reached from the install network '{network}', so the \
+         dependencies cannot be installed:\n{cause}\nCheck MCP_SANDBOX_INSTALL_NETWORK, \
+         MCP_SANDBOX_NPM_REGISTRY and (behind a TLS-intercepting proxy) MCP_SANDBOX_EXTRA_CA_FILE, \
+         or leave out the dependencies"
+    )]
+    RegistryUnreachable {
+        registry: String,
+        network: String,
+        cause: String,
+    },
+    #[error(
         "installing the npm dependencies did not finish within {seconds} s \
          (MCP_SANDBOX_INSTALL_TIMEOUT_SECONDS) and was stopped"
     )]
@@ -73,7 +84,9 @@ impl From<ExecError> for Status {
                 Status::invalid_argument(message)
             }
             ExecError::SessionNotFound { .. } | ExecError::SessionEnded { .. } => Status::not_found(message),
-            ExecError::ImageMissing { .. } | ExecError::InstallFailed { .. } => Status::failed_precondition(message),
+            ExecError::ImageMissing { .. }
+            | ExecError::InstallFailed { .. }
+            | ExecError::RegistryUnreachable { .. } => Status::failed_precondition(message),
             ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
             ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
             ExecError::DockerUnreachable(_) => Status::unavailable(message),
@@ -103,6 +116,14 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (ExecError::InstallTimedOut { seconds: 300 }, Code::DeadlineExceeded),
+            (
+                ExecError::RegistryUnreachable {
+                    registry: "https://registry.npmjs.org/".into(),
+                    network: "bridge".into(),
+                    cause: "npm error code ECONNREFUSED".into(),
+                },
+                Code::FailedPrecondition,
+            ),
             (ExecError::SessionNotFound { id: "s".into() }, Code::NotFound),
             (ExecError::SessionEnded { id: "s".into() }, Code::NotFound),
             (ExecError::TooManySessions { max: 20 }, Code::ResourceExhausted),
