@@ -8,9 +8,20 @@ import re
 import urllib.error
 import urllib.request
 
+import anyio
 import pytest
 
-from mcp_calls import SEED_CODE, admin, create_tool, failure_message, run_tool, run_tool_error, unique_name
+from docker_probe import run_labels, wait_for_container
+from mcp_calls import (
+    SEED_CODE,
+    admin,
+    create_tool,
+    failure_message,
+    run_tool,
+    run_tool_error,
+    text_of,
+    unique_name,
+)
 from processes import wait_until
 from stack import ERA_MODERN
 
@@ -80,3 +91,25 @@ async def test_calls_get_and_list_keep_working_from_the_catalog_while_the_regist
         assert [t["name"] for t in listed] == [name] and "code" not in listed[0], listed
         message = await failure_message(client, "dynamic.tool.get", {"name": name, "revision": 1})
     assert "registry is unavailable" in message, message
+
+
+async def test_an_executor_crash_mid_call_says_the_call_can_be_retried(launcher):
+    services = launcher.start_services()
+    frontend = launcher.http_frontend(services)
+    name = unique_name("slow")
+    answers = []
+    async with frontend.connect(ERA_MODERN) as client:
+        await create_tool(client, name, "await new Promise((r) => setTimeout(r, 30000)); return 1;")
+
+        async def call() -> None:
+            answers.append(await client.call_tool(name, {"args": {}}))
+
+        async with anyio.create_task_group() as calls:
+            calls.start_soon(call)
+            await wait_for_container(run_labels(services.executor_id), 30)
+            services.executor.kill_hard()
+    [result] = answers
+    assert result.is_error
+    message = text_of(result)
+    assert "the executor stopped during the call (it crashed or restarted)" in message, message
+    assert "can be retried" in message and "h2" not in message, message
