@@ -278,13 +278,7 @@ async fn idle_sessions_expire_but_busy_ones_do_not() {
     let slept = executor.exec(ALICE, &busy, &["sleep 3; echo done"]).await;
     assert_eq!(slept[0].stdout, "done\n");
 
-    let listed = executor
-        .client
-        .list_sessions(ListSessionsRequest { owner: ALICE.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions;
+    let listed = executor.sessions_of(ALICE).await;
     let ids: Vec<&str> = listed.iter().map(|s| s.session_id.as_str()).collect();
     assert_eq!(ids, [busy.as_str()], "after {:?}", began.elapsed());
     let expired = executor
@@ -558,13 +552,7 @@ async fn a_call_right_after_the_session_died_says_it_has_ended() {
         assert_eq!(ended.code(), Code::NotFound, "{}", ended.message());
         assert!(ended.message().contains("has ended"), "{}", ended.message());
         assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
-        let listed = executor
-            .client
-            .list_sessions(ListSessionsRequest { owner: ALICE.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .sessions;
+        let listed = executor.sessions_of(ALICE).await;
         assert!(
             listed.is_empty(),
             "round {round}: a dead session is still listed: {listed:?}"

@@ -40,15 +40,6 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<(Vec<u
     Some((received, closed))
 }
 
-async fn metrics(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn counter(metrics: &str, line_start: &str) -> u64 {
     metrics
         .lines()
@@ -99,7 +90,7 @@ async fn slowloris_connections_are_cut_at_the_header_timeout() {
             "a slowloris connection lasted {lasted:?}"
         );
     }
-    let text = metrics(&frontend.base).await;
+    let text = frontend.metrics().await;
     assert!(
         counter(&text, r#"mcp_http_connections_closed_total{reason="header_timeout"}"#) >= 20,
         "{text}"
@@ -170,7 +161,7 @@ async fn idle_connections_are_closed_but_an_open_stream_is_not() {
         quiet.is_err(),
         "the stream ended while idle connections were closed: {quiet:?}"
     );
-    let text = metrics(&frontend.base).await;
+    let text = frontend.metrics().await;
     assert!(
         counter(&text, r#"mcp_http_connections_closed_total{reason="idle_timeout"}"#) >= 51,
         "{text}"
@@ -192,7 +183,7 @@ async fn a_stalled_upload_is_answered_408_and_closed() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("MCP_HTTP_BODY_READ_TIMEOUT_MS"), "{answer}");
     assert!(closed - began < Duration::from_secs(10));
-    let text = metrics(&frontend.base).await;
+    let text = frontend.metrics().await;
     assert_eq!(
         counter(&text, r#"mcp_http_requests_refused_total{reason="body_timeout"}"#),
         1,

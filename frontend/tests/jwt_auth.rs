@@ -310,12 +310,7 @@ async fn invalid_tokens_back_off_per_address_but_a_valid_token_always_passes() {
         .wait_for(|l| l["action"] == "http.authenticate" && l["details"]["retryAfterMs"] == 60_000)
         .await;
     assert_eq!(line["details"]["reason"], "bad_signature");
-    let metrics = reqwest::get(format!("{}/metrics", jwt.frontend.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = jwt.frontend.metrics().await;
     assert!(
         metrics.contains(r#"mcp_auth_backoff_refusals_total{realm="bearer"} 1"#),
         "{metrics}"

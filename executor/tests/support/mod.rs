@@ -18,8 +18,8 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, L
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
-    CommandResult, ExecInSessionRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted, RunToolRequest,
-    SessionInfo, StartSessionRequest, run_event,
+    CommandResult, ExecInSessionRequest, ListSessionsRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted,
+    RunToolRequest, SessionInfo, StartSessionRequest, run_event,
 };
 use futures::StreamExt;
 use tokio::process::{Child, Command};
@@ -259,6 +259,16 @@ impl TestExecutor {
             .into_inner()
             .session
             .expect("StartSession returns the session")
+    }
+
+    /// The owner's open sessions, as ListSessions reports them.
+    pub async fn sessions_of(&mut self, owner: &str) -> Vec<SessionInfo> {
+        self.client
+            .list_sessions(ListSessionsRequest { owner: owner.into() })
+            .await
+            .expect("ListSessions succeeds")
+            .into_inner()
+            .sessions
     }
 
     pub async fn exec(&mut self, owner: &str, session: &str, commands: &[&str]) -> Vec<CommandResult> {

@@ -276,6 +276,16 @@ impl Frontend {
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
+
+    /// The Prometheus text at /metrics.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 /// Headers as a map, for requests.
