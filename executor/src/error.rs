@@ -89,7 +89,10 @@ impl From<ExecError> for Status {
             | ExecError::RegistryUnreachable { .. } => Status::failed_precondition(message),
             ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
             ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
-            ExecError::DockerUnreachable(_) => Status::unavailable(message),
+            // Its cause names the engine's socket or address: for the log only.
+            ExecError::DockerUnreachable(_) => {
+                Status::unavailable("the executor cannot reach the Docker engine (the executor's log says why)")
+            }
             ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::Internal(_) => Status::internal(message),
         }
     }
@@ -142,6 +145,10 @@ mod tests {
             let status = Status::from(err);
             assert_eq!(status.code(), code, "{}", status.message());
         }
+        let unreachable = Status::from(ExecError::DockerUnreachable(
+            bollard::errors::Error::SocketNotFoundError("/run/secret/docker.sock".into()),
+        ));
+        assert!(!unreachable.message().contains("/run"), "{}", unreachable.message());
         let missing = Status::from(ExecError::ImageMissing { image: "x:1".into() });
         assert!(missing.message().contains("sandbox/build-offline.sh"));
         let full = Status::from(ExecError::TooManySessions { max: 20 });
