@@ -91,17 +91,17 @@ pub async fn serve(
 }
 
 /// The layers of the MCP endpoint between the bearer check and rmcp.
-pub struct Edge {
-    pub body_read_timeout: Duration,
-    pub streams: StreamSlots,
+struct Edge {
+    body_read_timeout: Duration,
+    streams: StreamSlots,
     /// With legacy sessions on: their cap.
-    pub legacy_sessions: Option<Arc<LegacySessions>>,
+    legacy_sessions: Option<Arc<LegacySessions>>,
 }
 
 impl Edge {
     /// `mcp` (rmcp's service, nested at the endpoint) inside these layers,
     /// outermost first: body limit, JSON-RPC checks, stream cap, sessions.
-    pub fn wrap(&self, mcp: Router) -> Router {
+    fn wrap(&self, mcp: Router) -> Router {
         let mut mcp = mcp;
         if let Some(sessions) = &self.legacy_sessions {
             mcp = mcp.layer(middleware::from_fn_with_state(

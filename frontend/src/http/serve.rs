@@ -113,7 +113,7 @@ const SPARE_FILES: u64 = 64;
 
 /// Warns when the open-file limit is too low for `max_connections`: accepts
 /// would fail (EMFILE) before the cap refuses anyone.
-pub fn warn_if_files_run_out(max_connections: u32) {
+pub(super) fn warn_if_files_run_out(max_connections: u32) {
     let soft_limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|limits| {
         limits
             .lines()
