@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod container;
+pub mod content;
 pub mod deps;
 pub mod docker;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod outcome;
 pub mod output;
 pub mod policy;
+pub mod progress;
 pub mod reaper;
 pub mod run;
 pub mod service;

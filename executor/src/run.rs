@@ -1,8 +1,8 @@
 //! One tool run: policy check → its dependencies from the cache → a
-//! container from the source → the stdin envelope → capped stdout/stderr
-//! under the run's timeout → exactly one outcome, as soon as the harness's
-//! frame is complete. The container goes away with the lease (in the
-//! background), whatever happens here.
+//! container from the source → the stdin envelope → the supervisor's
+//! records (capped output, progress) under the run's timeout → exactly one
+//! outcome, as soon as its `done` record is in. The container goes away
+//! with the lease (in the background), whatever happens here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use dynamic_mcp_proto::v1::{
 };
 use serde_json::value::RawValue;
 
+use crate::config::SandboxUser;
 use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, Role, labels};
@@ -20,6 +21,7 @@ use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::{Ended, Judge};
 use crate::policy::Policy;
+use crate::progress::ProgressSender;
 use crate::streams::{collect_into, feed};
 
 /// A run that passed policy, ready to start.
@@ -32,6 +34,8 @@ pub struct RunPlan {
     dependencies: Vec<Dependency>,
     code: String,
     args: Box<RawValue>,
+    /// Whether the caller wants the code's progress reports.
+    pub report_progress: bool,
 }
 
 pub struct Runner {
@@ -39,15 +43,23 @@ pub struct Runner {
     source: Arc<dyn ContainerSource>,
     deps: Arc<DepsCache>,
     judge: Judge,
+    user: SandboxUser,
 }
 
 impl Runner {
-    pub fn new(policy: Policy, source: Arc<dyn ContainerSource>, deps: Arc<DepsCache>, judge: Judge) -> Self {
+    pub fn new(
+        policy: Policy,
+        source: Arc<dyn ContainerSource>,
+        deps: Arc<DepsCache>,
+        judge: Judge,
+        user: SandboxUser,
+    ) -> Self {
         Self {
             policy,
             source,
             deps,
             judge,
+            user,
         }
     }
 
@@ -86,17 +98,24 @@ impl Runner {
             revision: request.revision,
             dependencies: request.dependencies,
             code: request.code,
+            report_progress: request.report_progress,
         })
     }
 
     /// Runs the plan once. `on_started` gets the container id as soon as
-    /// the container runs. Dropping this future removes the container.
-    pub async fn run(&self, plan: RunPlan, on_started: impl FnOnce(&str) + Send) -> Result<RunOutcome, ExecError> {
+    /// the container runs; the code's progress goes to `progress`. Dropping
+    /// this future removes the container.
+    pub async fn run(
+        &self,
+        plan: RunPlan,
+        on_started: impl FnOnce(&str) + Send,
+        progress: ProgressSender,
+    ) -> Result<RunOutcome, ExecError> {
         // Normally cached by PrepareTool; installed here if not (e.g. the cache was cleared).
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
         let began = Instant::now();
         let deps = prepared.as_ref().map(|p| (self.deps.volume(), &p.key));
-        let spec = container_spec(&plan.image, deps).label(labels::TOOL, &plan.tool_name);
+        let spec = container_spec(&plan.image, deps, &self.user).label(labels::TOOL, &plan.tool_name);
         let Lease {
             container,
             stdin,
@@ -104,15 +123,25 @@ impl Runner {
         } = self.source.acquire(&spec).await?;
         on_started(container.id());
 
-        let markers = harness::Markers::fresh();
+        let marker = harness::new_marker();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let envelope = harness::envelope(&plan.code, &plan.args, &markers, node_modules.as_deref());
-        let mut captured = self.judge.output(&markers);
+        let call = harness::Call {
+            code: &plan.code,
+            args: &plan.args,
+            node_modules: node_modules.as_deref(),
+            progress: plan.report_progress,
+            preload: &[],
+            timeout_ms: plan.timeout_ms,
+            output_cap: self.judge.output_cap(),
+            result_cap: self.judge.result_cap(),
+        };
+        let envelope = harness::envelope(&call, &marker);
+        let mut captured = self.judge.output(&marker, Some(progress));
         // From hand-out: how long a warm container waited does not count.
         let timeout = Duration::from_millis(plan.timeout_ms.into());
         let finished = tokio::time::timeout(timeout, async {
             let (_, complete) = tokio::join!(feed(stdin, envelope), collect_into(output, &mut captured));
-            // Without a complete frame only the exit code can tell.
+            // Without the outcome record only the exit code can tell.
             if complete {
                 Ok(None)
             } else {
@@ -127,22 +156,22 @@ impl Runner {
                 }
                 Ended::TimedOut
             }
-            Ok(Ok(None)) => Ended::Framed,
+            Ok(Ok(None)) => Ended::Done,
             Ok(Ok(Some(code))) => {
                 let oom_killed = captured.needs_oom_check(code) && container.oom_killed().await.unwrap_or(false);
                 Ended::Exited { code, oom_killed }
             }
             Ok(Err(e)) => return Err(e),
         };
-        Ok(self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed()))
+        self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed())
     }
 }
 
 /// The container a run of `image` needs, before its tool label: the same
 /// for every tool with no dependencies, and for every tool with the same
 /// dependency set (in the cache `volume`), so the warm pool can serve them.
-pub fn container_spec(image: &str, deps: Option<(&str, &DepsKey)>) -> ContainerSpec {
-    let spec = ContainerSpec::new(Role::Run, image, harness::command());
+pub fn container_spec(image: &str, deps: Option<(&str, &DepsKey)>, user: &SandboxUser) -> ContainerSpec {
+    let spec = ContainerSpec::new(Role::Run, image, harness::command(user, None));
     match deps {
         Some((volume, key)) => {
             let mut spec = spec.label(labels::DEPS_KEY, key.as_str());

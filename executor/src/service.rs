@@ -10,9 +10,8 @@ use std::sync::Arc;
 use dynamic_mcp_proto::v1::executor_server::Executor;
 use dynamic_mcp_proto::v1::{
     DescribeSandboxRequest, ExecInSessionRequest, ExecInSessionResponse, ListSessionsRequest, ListSessionsResponse,
-    PrepareToolRequest, PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunJsInSessionResponse, RunOutcome,
-    RunStarted, RunToolRequest, SandboxDescription, StartSessionRequest, StartSessionResponse, StopSessionRequest,
-    StopSessionResponse, run_event,
+    PrepareToolRequest, PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted, RunToolRequest,
+    SandboxDescription, StartSessionRequest, StartSessionResponse, StopSessionRequest, StopSessionResponse, run_event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,8 +19,15 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::ExecError;
+use crate::progress::{self, ProgressSender};
 use crate::run::Runner;
 use crate::session::Sessions;
+
+type Events = mpsc::Sender<Result<RunEvent, Status>>;
+
+/// Room for `started` and a few progress reports, so sending `started`
+/// never waits; progress beyond it waits (coalesced) for the caller.
+const EVENT_BUFFER: usize = 8;
 
 pub struct ExecutorService {
     runner: Arc<Runner>,
@@ -61,29 +67,21 @@ impl Executor for ExecutorService {
 
     type RunToolStream = ReceiverStream<Result<RunEvent, Status>>;
 
-    /// Sends `started`, then exactly one `finished` (or an error). If the
-    /// caller drops the stream, the run is dropped and its container removed.
+    /// Sends `started`, the code's progress, then exactly one `finished` (or
+    /// an error). If the caller drops the stream, the run is dropped and its
+    /// container removed.
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<Self::RunToolStream>, Status> {
         let plan = self.runner.plan(request.into_inner())?;
         let span = tracing::info_span!("run", tool = %plan.tool_name, revision = plan.revision);
-        // Room for both events, so sending `started` never waits.
-        let (events, receiver) = mpsc::channel(2);
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let runner = Arc::clone(&self.runner);
         tokio::spawn(
             async move {
-                let started = events.clone();
-                let run = runner.run(plan, move |container_id| {
-                    let _ = started.try_send(Ok(event(run_event::Event::Started(RunStarted {
-                        container_id: container_id.to_owned(),
-                    }))));
-                });
-                tokio::select! {
-                    () = events.closed() => tracing::info!("the caller went away; run cancelled"),
-                    result = run => {
-                        log_result(&result);
-                        let _ = events.send(result.map(finished).map_err(Status::from)).await;
-                    }
-                }
+                let on_started = started_sender(&events);
+                stream_run(events, |progress| async move {
+                    runner.run(plan, on_started, progress).await
+                })
+                .await;
             }
             .instrument(span),
         );
@@ -117,17 +115,32 @@ impl Executor for ExecutorService {
         Ok(Response::new(response?))
     }
 
+    type RunJsInSessionStream = ReceiverStream<Result<RunEvent, Status>>;
+
+    /// As `run_tool`; `started` names the session's container.
     async fn run_js_in_session(
         &self,
         request: Request<RunJsInSessionRequest>,
-    ) -> Result<Response<RunJsInSessionResponse>, Status> {
+    ) -> Result<Response<Self::RunJsInSessionStream>, Status> {
         let request = request.into_inner();
         let span = tracing::info_span!("run_js", session = %request.session_id);
-        let outcome = self.sessions.run_js(request).instrument(span.clone()).await;
-        span.in_scope(|| log_result(&outcome));
-        Ok(Response::new(RunJsInSessionResponse {
-            outcome: Some(outcome?),
-        }))
+        let plan = self
+            .sessions
+            .plan_js(request)
+            .inspect_err(|e| span.in_scope(|| log_error(e, "run_js refused")))?;
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let sessions = Arc::clone(&self.sessions);
+        tokio::spawn(
+            async move {
+                let on_started = started_sender(&events);
+                stream_run(events, |progress| async move {
+                    sessions.run_js(plan, on_started, progress).await
+                })
+                .await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
     async fn stop_session(
@@ -150,6 +163,50 @@ impl Executor for ExecutorService {
 
 fn event(event: run_event::Event) -> RunEvent {
     RunEvent { event: Some(event) }
+}
+
+/// What tells the caller the run's container is there.
+fn started_sender(events: &Events) -> impl FnOnce(&str) + Send + 'static {
+    let events = events.clone();
+    move |container_id| {
+        let _ = events.try_send(Ok(event(run_event::Event::Started(RunStarted {
+            container_id: container_id.to_owned(),
+        }))));
+    }
+}
+
+/// Runs `run`, passing its progress on as it comes, then its outcome;
+/// stops (dropping the run) as soon as the caller goes away.
+async fn stream_run<F, Fut>(events: Events, run: F)
+where
+    F: FnOnce(ProgressSender) -> Fut,
+    Fut: Future<Output = Result<RunOutcome, ExecError>>,
+{
+    let (sender, mut receiver) = progress::channel();
+    let forward = {
+        let events = events.clone();
+        async move {
+            while let Some(report) = receiver.next().await {
+                if events
+                    .send(Ok(event(run_event::Event::Progress(report))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    };
+    // The forwarder ends once the run has dropped its sender and the last
+    // report is out, so that report comes before `finished`.
+    let work = async { tokio::join!(run(sender), forward).0 };
+    tokio::select! {
+        () = events.closed() => tracing::info!("the caller went away; run cancelled"),
+        result = work => {
+            log_result(&result);
+            let _ = events.send(result.map(finished).map_err(Status::from)).await;
+        }
+    }
 }
 
 fn finished(outcome: RunOutcome) -> RunEvent {

@@ -181,9 +181,8 @@ async fn a_dependency_is_installed_once_and_imported_by_tools_and_sessions() {
         })
         .await
         .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap();
+        .into_inner();
+    let outcome = support::follow(outcome).await.outcome;
     assert_eq!(
         (outcome.status(), outcome.result_json.as_str()),
         (RunStatus::Ok, "true")

@@ -342,9 +342,8 @@ async fn a_timeout_kills_the_command_and_its_children_and_the_session_survives()
         })
         .await
         .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap();
+        .into_inner();
+    let outcome = support::follow(outcome).await.outcome;
     assert_eq!(outcome.status(), RunStatus::TimedOut, "{outcome:?}");
     assert_eq!(processes_like(&mut executor, &id, "input-type=modul[e]").await, 0);
 

@@ -74,7 +74,7 @@ pub async fn call_tool(
     let mut facts = run_dynamic::RunFacts::default();
     let work = async {
         match &listed {
-            Some(listed) => Some(run_dynamic::run(state, listed, Some(args), &mut facts).await),
+            Some(listed) => Some(run_dynamic::run(state, listed, Some(args), call.progress.as_ref(), &mut facts).await),
             None => tools::call_builtin(state, &name, args, &call).await,
         }
     };

@@ -18,7 +18,7 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, L
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
-    CommandResult, ExecInSessionRequest, ListSessionsRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted,
+    CommandResult, ExecInSessionRequest, ListSessionsRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunProgress, RunStarted,
     RunToolRequest, SessionInfo, StartSessionRequest, run_event,
 };
 use futures::StreamExt;
@@ -60,7 +60,41 @@ pub struct TestExecutor {
 pub struct Ran {
     pub container_id: String,
     pub outcome: RunOutcome,
+    pub progress: Vec<RunProgress>,
     pub wall: Duration,
+}
+
+/// A run's event stream, followed to its end.
+#[derive(Debug)]
+pub struct Followed {
+    pub started: Option<RunStarted>,
+    pub progress: Vec<RunProgress>,
+    pub outcome: RunOutcome,
+}
+
+/// Reads a RunTool or RunJsInSession stream to its end, checking its
+/// contract: `started` first, `progress` in between, one `finished` last.
+pub async fn follow(mut stream: tonic::Streaming<RunEvent>) -> Followed {
+    let mut started = None;
+    let mut progress = Vec::new();
+    while let Some(event) = stream.message().await.expect("the run stream delivers events") {
+        match event.event.expect("an event has a body") {
+            run_event::Event::Started(event) => {
+                assert!(started.is_none() && progress.is_empty(), "`started` comes first, once");
+                started = Some(event);
+            }
+            run_event::Event::Progress(report) => progress.push(report),
+            run_event::Event::Finished(outcome) => {
+                assert!(stream.message().await.unwrap().is_none(), "nothing follows `finished`");
+                return Followed {
+                    started,
+                    progress,
+                    outcome,
+                };
+            }
+        }
+    }
+    panic!("the run stream ended without `finished`");
 }
 
 /// Docker with the sandbox image, or `None` (test skipped) when Docker is
@@ -146,30 +180,30 @@ impl TestExecutor {
 
     /// Runs code to its outcome, remembering the container it ran in.
     pub async fn run(&mut self, code: &str, args_json: &str, timeout_ms: Option<u32>) -> Ran {
+        self.run_request(request(code, args_json, timeout_ms)).await
+    }
+
+    pub async fn run_request(&mut self, run: RunToolRequest) -> Ran {
         let began = Instant::now();
-        let mut stream = self
+        let stream = self
             .client
-            .run_tool(request(code, args_json, timeout_ms))
+            .run_tool(run)
             .await
             .expect("RunTool is accepted")
             .into_inner();
-        let mut container_id = None;
-        while let Some(event) = stream.message().await.expect("the run stream delivers events") {
-            match event.event.expect("an event has a body") {
-                run_event::Event::Started(started) => container_id = Some(started.container_id),
-                run_event::Event::Finished(outcome) => {
-                    assert!(stream.message().await.unwrap().is_none(), "nothing follows `finished`");
-                    let container_id = container_id.expect("`started` comes before `finished`");
-                    self.ran.push(container_id.clone());
-                    return Ran {
-                        container_id,
-                        outcome,
-                        wall: began.elapsed(),
-                    };
-                }
-            }
+        let Followed {
+            started,
+            progress,
+            outcome,
+        } = follow(stream).await;
+        let container_id = started.expect("`started` comes before `finished`").container_id;
+        self.ran.push(container_id.clone());
+        Ran {
+            container_id,
+            outcome,
+            progress,
+            wall: began.elapsed(),
         }
-        panic!("the run stream ended without `finished`");
     }
 
     /// Checks that every container of this executor but its sessions (and
@@ -281,19 +315,25 @@ impl TestExecutor {
     }
 
     pub async fn run_js(&mut self, owner: &str, session: &str, code: &str, args_json: &str) -> RunOutcome {
-        self.client
-            .run_js_in_session(RunJsInSessionRequest {
-                owner: owner.into(),
-                session_id: session.into(),
-                code: code.into(),
-                args_json: args_json.into(),
-                ..Default::default()
-            })
+        self.run_js_request(RunJsInSessionRequest {
+            owner: owner.into(),
+            session_id: session.into(),
+            code: code.into(),
+            args_json: args_json.into(),
+            ..Default::default()
+        })
+        .await
+        .outcome
+    }
+
+    pub async fn run_js_request(&mut self, request: RunJsInSessionRequest) -> Followed {
+        let stream = self
+            .client
+            .run_js_in_session(request)
             .await
-            .expect("RunJsInSession succeeds")
-            .into_inner()
-            .outcome
-            .expect("RunJsInSession returns an outcome")
+            .expect("RunJsInSession is accepted")
+            .into_inner();
+        follow(stream).await
     }
 }
 

@@ -1,9 +1,11 @@
 //! The built-in tools, one file per family, and the call of a dynamic tool.
 
+mod content;
 pub mod dynamic_tool;
 pub mod revisions;
 pub mod run_dynamic;
 pub mod run_js_ephemeral;
+mod run_stream;
 pub mod sandbox;
 pub mod self_test;
 pub mod system;

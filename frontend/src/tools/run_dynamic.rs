@@ -3,7 +3,6 @@
 //! The run and the outcome mapping are shared with the built-ins that run
 //! JavaScript (`run_js_ephemeral`, `sandbox.run_js`).
 
-use dynamic_mcp_proto::v1::run_event::Event;
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus, RunToolRequest, ToolRecord};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::{Value, json};
@@ -11,8 +10,10 @@ use serde_json::{Value, json};
 use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
 
 use super::typed::{self, Refusal};
+use super::{content, run_stream};
 use crate::error::ToolError;
 use crate::metrics;
+use crate::progress::Progress;
 use crate::server::ServerState;
 
 /// How a dynamic tool appears in tools/list (see `typed.rs`).
@@ -55,12 +56,13 @@ pub struct RunFacts {
 }
 
 /// Runs `tool` (as listed, without code) once, noting what happened in
-/// `facts`. Dropping the future drops the executor stream, which stops the
-/// container.
+/// `facts`; the code's progress goes to `progress`. Dropping the future
+/// drops the executor stream, which stops the container.
 pub async fn run(
     state: &ServerState,
     listed: &ToolRecord,
     arguments: Option<JsonObject>,
+    progress: Option<&Progress>,
     facts: &mut RunFacts,
 ) -> Result<CallToolResult, ToolError> {
     facts.revision = Some(listed.revision);
@@ -89,7 +91,9 @@ pub async fn run(
         contract
     };
     facts.revision = Some(tool.revision);
-    let outcome = execute(state, request_for(&tool, args.to_string())).await?;
+    let mut request = request_for(&tool, args.to_string());
+    request.report_progress = progress.is_some();
+    let outcome = execute_with(state, request, progress, None).await?;
     facts.exit_code = outcome.exit_code;
     if let Some(mismatch) = typed::check_result(&tool.name, &contract, &outcome) {
         return Ok(mismatch);
@@ -123,14 +127,26 @@ pub fn request_for(tool: &ToolRecord, args_json: String) -> RunToolRequest {
         isolation: tool.isolation,
         network: tool.network.clone(),
         secrets: tool.secrets.clone(),
+        report_progress: false,
     }
 }
 
 /// One RunTool call, to its single outcome. Dropping the future drops the
 /// stream, and the executor kills the container.
 pub async fn execute(state: &ServerState, request: RunToolRequest) -> Result<RunOutcome, ToolError> {
+    execute_with(state, request, None, None).await
+}
+
+/// `execute`, with the code's progress to `progress` (and `installing` as a
+/// heartbeat until the container runs).
+pub async fn execute_with(
+    state: &ServerState,
+    request: RunToolRequest,
+    progress: Option<&Progress>,
+    installing: Option<&str>,
+) -> Result<RunOutcome, ToolError> {
     let tool_name = request.tool_name.clone();
-    let mut events = state
+    let events = state
         .services
         .executor
         .clone()
@@ -138,19 +154,11 @@ pub async fn execute(state: &ServerState, request: RunToolRequest) -> Result<Run
         .await
         .map_err(ToolError::executor)?
         .into_inner();
-    while let Some(event) = events.message().await.map_err(ToolError::executor)? {
-        match event.event {
-            Some(Event::Finished(outcome)) => return Ok(outcome),
-            Some(Event::Started(started)) => {
-                metrics::container_started();
-                tracing::debug!(tool = %tool_name, container = %started.container_id, "run started");
-            }
-            None => {}
-        }
-    }
-    Err(ToolError::executor(tonic::Status::internal(format!(
-        "the run of '{tool_name}' ended without an outcome; try again"
-    ))))
+    run_stream::follow(events, &format!("'{tool_name}'"), progress, installing, |started| {
+        metrics::container_started();
+        tracing::debug!(tool = %tool_name, container = %started.container_id, "run started");
+    })
+    .await
 }
 
 /// What ran, for the wording of its outcome.
@@ -203,6 +211,10 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
     };
     let message = &outcome.error_message;
     let (reason, text) = match outcome.status() {
+        RunStatus::Ok if outcome.content.is_some() => {
+            let blocks = outcome.content.clone().unwrap_or_default();
+            return content::result(blocks, &outcome);
+        }
         RunStatus::Ok => match serde_json::from_str::<Value>(&outcome.result_json) {
             Ok(result) => {
                 let mut body = json!({"ok": true, "result": result, "durationMs": outcome.duration_ms});
@@ -279,7 +291,7 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
 }
 
 /// Adds stdout/stderr (and whether they were cut) only when there is some.
-fn add_output(body: &mut Value, outcome: &RunOutcome) {
+pub(super) fn add_output(body: &mut Value, outcome: &RunOutcome) {
     for (key, text, truncated) in [
         ("stdout", &outcome.stdout, outcome.stdout_truncated),
         ("stderr", &outcome.stderr, outcome.stderr_truncated),

@@ -9,12 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
-use super::run_dynamic::{Ran, code_args_json, execute, outcome_result};
+use super::run_dynamic::{Ran, code_args_json, execute_with, outcome_result};
 use dynamic_mcp_common::limits::CODE_CHARS;
 
 use super::{CallContext, parse_args, schema, timeout_field};
 use crate::error::ToolError;
-use crate::progress::Progress;
 use crate::server::ServerState;
 
 pub const NAME: &str = "run_js_ephemeral";
@@ -47,14 +46,11 @@ pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> R
         dependencies: to_proto(input.dependencies),
         code: input.code,
         args_json: code_args_json(input.args)?,
+        report_progress: call.progress.is_some(),
         ..Default::default()
     };
-    let outcome = if request.dependencies.is_empty() {
-        execute(state, request).await
-    } else {
-        let message = installing_message(request.dependencies.len());
-        Progress::while_running(call.progress.as_ref(), &message, execute(state, request)).await
-    }?;
+    let installing = (!request.dependencies.is_empty()).then(|| installing_message(request.dependencies.len()));
+    let outcome = execute_with(state, request, call.progress.as_ref(), installing.as_deref()).await?;
     Ok(outcome_result(Ran::Code(NAME), outcome))
 }
 

@@ -17,10 +17,9 @@ use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field
 use super::run_dynamic::{Ran, code_args_json, outcome_result};
 use dynamic_mcp_common::limits::SESSION_COMMANDS;
 
-use super::{CallContext, parse_args, schema, timeout_field};
+use super::{CallContext, parse_args, run_stream, schema, timeout_field};
 use crate::auth::Caller;
 use crate::error::ToolError;
-use crate::progress::Progress;
 use crate::server::ServerState;
 
 pub const INITIALIZE: &str = "sandbox.initialize";
@@ -152,6 +151,7 @@ pub async fn exec(state: &ServerState, call: &CallContext, args: JsonObject) -> 
 pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: RunJsInput = parse_args(RUN_JS, args)?;
     let dependencies = to_proto(input.dependencies);
+    let installing = (!dependencies.is_empty()).then(|| installing_message(dependencies.len()));
     let request = RunJsInSessionRequest {
         owner: owner(&call.caller),
         session_id: input.session_id,
@@ -159,23 +159,17 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
         args_json: code_args_json(input.args)?,
         dependencies,
         timeout_ms: input.timeout_ms,
+        report_progress: call.progress.is_some(),
     };
-    let mut executor = state.services.executor.clone();
-    let answer = if request.dependencies.is_empty() {
-        executor.run_js_in_session(request).await
-    } else {
-        let message = installing_message(request.dependencies.len());
-        Progress::while_running(call.progress.as_ref(), &message, executor.run_js_in_session(request)).await
-    };
-    let outcome = answer
+    let events = state
+        .services
+        .executor
+        .clone()
+        .run_js_in_session(request)
+        .await
         .map_err(ToolError::executor)?
-        .into_inner()
-        .outcome
-        .ok_or_else(|| {
-            ToolError::executor(tonic::Status::internal(
-                "the executor ran the code but reported no outcome",
-            ))
-        })?;
+        .into_inner();
+    let outcome = run_stream::follow(events, RUN_JS, call.progress.as_ref(), installing.as_deref(), |_| {}).await?;
     Ok(outcome_result(Ran::Code(RUN_JS), outcome))
 }
 
