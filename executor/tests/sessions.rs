@@ -584,3 +584,29 @@ async fn a_call_right_after_the_session_died_says_it_has_ended() {
     );
     executor.stop().await;
 }
+
+#[tokio::test]
+async fn run_js_in_a_session_reports_progress_and_returns_content() {
+    let Some(mut executor) = TestExecutor::start(&[]).await else {
+        return;
+    };
+    let id = executor.start_session(ALICE).await.session_id;
+    let session_container = executor.containers_of("session").await.remove(0).id.unwrap();
+    let followed = executor
+        .run_js_request(RunJsInSessionRequest {
+            owner: ALICE.into(),
+            session_id: id.clone(),
+            code: "await progress(1, 3); await progress(3, 3, 'done'); return mcp.text('from the session');".into(),
+            report_progress: true,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(followed.outcome.status(), RunStatus::Ok, "{:?}", followed.outcome);
+    assert_eq!(followed.started.map(|s| s.container_id), Some(session_container));
+    let values: Vec<f64> = followed.progress.iter().map(|p| p.progress).collect();
+    assert_eq!(values, [1.0, 3.0]);
+    assert_eq!(followed.outcome.content.map(|c| c.blocks.len()), Some(1));
+    // Neither process of the call is left behind.
+    assert_eq!(processes_like(&mut executor, &id, "input-type=modul[e]").await, 0);
+    executor.stop().await;
+}
