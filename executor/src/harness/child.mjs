@@ -3,7 +3,8 @@
 // see: no marker, no progress token. Until the code arrives it runs only
 // this file.
 //
-// fd 3 (from the supervisor): one line {"moduleDir"}, then the envelope
+// fd 3 (from the supervisor): one line {"moduleDir", "problem"} at once, then (when the
+//   call comes) the envelope to the end of the stream:
 //   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
 // fd 4 (to the supervisor): report lines, each one JSON object:
 //   {"kind":"progress","progress","total"?,"message"?}
@@ -287,12 +288,32 @@ for (const [name, value] of Object.entries({ mcp, progress })) {
 
 // ---- the run ---------------------------------------------------------------
 
-const input = [];
-for await (const chunk of new Socket({ fd: 3, readable: true, writable: false })) input.push(chunk);
-const received = Buffer.concat(input);
-const lineEnd = received.indexOf(10);
-const { moduleDir } = JSON.parse(received.subarray(0, lineEnd).toString("utf8"));
-const envelope = JSON.parse(received.subarray(lineEnd + 1).toString("utf8"));
+// The supervisor's line, at once; the envelope, when the call comes.
+const input = new Socket({ fd: 3, readable: true, writable: false });
+const received = [];
+const firstLine = new Promise((resolve) => {
+  input.on("data", (chunk) => {
+    received.push(chunk);
+    const all = Buffer.concat(received);
+    if (all.includes(10)) resolve(all);
+  });
+});
+const everything = new Promise((resolve) => input.on("end", () => resolve(Buffer.concat(received))));
+const head = await firstLine;
+const { moduleDir, problem } = JSON.parse(head.subarray(0, head.indexOf(10)).toString("utf8"));
+
+// Node's module loader starts slowly the first time; warm it up while no
+// call is waiting (an import of a file like the tool's own module).
+if (moduleDir) {
+  try {
+    const warm = join(moduleDir, "warm-up.mjs");
+    writeFileSync(warm, "export async function run(args) {\n}\n");
+    await (await import(pathToFileURL(warm).href)).run({});
+  } catch {}
+}
+
+const all = await everything;
+const envelope = JSON.parse(all.subarray(all.indexOf(10) + 1).toString("utf8"));
 progressWanted = envelope.progress === true;
 
 // Modules the executor adds to prepare the environment before the code runs
@@ -313,6 +334,7 @@ async function preload(modules) {
 // the first line with the code, so stack line numbers are the code's own.
 let toolModule;
 try {
+  if (problem) throw new Error(problem);
   await preload(envelope.preload);
 } catch (error) {
   settle({ ...threw(error), message: `the run could not be prepared: ${threw(error).message}` });

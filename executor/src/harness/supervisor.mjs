@@ -101,14 +101,24 @@ function start(uid, gid) {
     fail(`cannot drop to ${uid}:${gid}: ${error.message}`);
     return;
   }
-  const problem = unreachable(uid, gid);
-  if (problem) {
+  const exposed = reachable(uid, gid);
+  if (exposed) {
     child.kill("SIGKILL");
-    fail(problem);
+    fail(exposed);
     return;
   }
-  // Made now, as the code's user: the child writes the tool's module there.
-  serve(child, mkdtempSync(join(tmpdir(), "dynamic-mcp-")));
+  // Made now, as the code's user: the child writes the tool's module there,
+  // and warms up Node's module loader in it before the envelope arrives. A
+  // full /tmp (in a session) becomes the call's error, through the child.
+  let moduleDir = null;
+  let problem = null;
+  try {
+    moduleDir = mkdtempSync(join(tmpdir(), "dynamic-mcp-"));
+  } catch (error) {
+    problem = `cannot create the run's directory in ${tmpdir()}: ${error.message}`;
+  }
+  child.stdio[3].write(JSON.stringify({ moduleDir, problem }) + "\n");
+  serve(child, moduleDir);
 }
 
 function spawnChild(uid, gid) {
@@ -134,7 +144,7 @@ function homeOf(uid) {
 }
 
 // Why the code's process could still reach us, or null.
-function unreachable(uid, gid) {
+function reachable(uid, gid) {
   if (process.getuid() !== uid || process.geteuid() !== uid || process.getgid() !== gid || process.getegid() !== gid) {
     return "the credentials did not change";
   }
@@ -322,7 +332,7 @@ function serve(child, moduleDir) {
     record(done, resultPayload);
     if (childExited === null) child.kill("SIGKILL");
     try {
-      rmSync(moduleDir, { recursive: true, force: true });
+      if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
     } catch {}
     // Exit only once the records are flushed.
     process.stdout.write("", () => process.exit(0));
@@ -350,8 +360,7 @@ function serve(child, moduleDir) {
   readEnvelope((header, body) => {
     call = header;
     for (const kind of ["stdout", "stderr"]) for (const chunk of early[kind].splice(0)) output(kind, chunk);
-    // The child reads one line from us, then the executor's bytes for it.
-    child.stdio[3].write(JSON.stringify({ moduleDir }) + "\n");
+    // After our line with its module directory, the child reads the executor's bytes for it.
     child.stdio[3].end(body);
     timeout = setTimeout(() => finish({ status: "timed_out" }), call.timeoutMs);
     if (childExited) {
