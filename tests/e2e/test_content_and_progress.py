@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -267,3 +268,25 @@ async def test_the_conformance_suites_fixture_tools_can_be_written_as_dynamic_to
             callback = log if name == "test_tool_with_progress" else None
             result = await client.call_tool(name, {}, progress_callback=callback)
             check_like_the_suite(name, result, log.seen)
+
+
+def readme_chart_code() -> str:
+    """The README's example tool, as printed there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Images, other content, and progress", 1)[1]
+    return section.split("```js\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_chart_tool_returns_an_image_and_reports_progress(http_frontend):
+    async with http_frontend.connect(ERA_MODERN) as client:
+        name = unique_name("chart")
+        await create_tool(client, name, readme_chart_code())
+        log = ProgressLog()
+        result = await client.call_tool(name, {"args": {"values": [1, 9, 4, 6]}}, progress_callback=log)
+        assert not result.is_error, text_of(result)
+        caption, image = result.content
+        assert caption.text == "A bar chart of 1, 9, 4, 6"
+        png = base64.b64decode(image.data)
+        assert image.mime_type == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n", image
+        assert int.from_bytes(png[16:20], "big") == 40, "the chart is 10 pixels per value wide"
+        assert log.seen and log.seen[-1] == (40, 40, "row 40 of 40"), log.seen
