@@ -8,8 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dynamic_mcp_executor::config::SandboxUser;
 use dynamic_mcp_executor::container::cap::ContainerCap;
-use dynamic_mcp_executor::container::hardening::{SandboxLimits, SandboxUser};
+use dynamic_mcp_executor::container::hardening::SandboxLimits;
 use dynamic_mcp_executor::container::lease::Lease;
 use dynamic_mcp_executor::container::source::{ColdStart, ContainerSource};
 use dynamic_mcp_executor::container::{ContainerSpec, Role};
