@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use crate::container::hardening::SandboxLimits;
 use crate::content;
 use crate::error::ExecError;
+use crate::harness::Call;
 use crate::harness::records::{Done, Ending, Format, Record, RecordReader};
 use crate::output::CappedBuffer;
 use crate::progress::ProgressSender;
@@ -118,13 +119,34 @@ impl Judge {
         }
     }
 
-    pub fn output_cap(&self) -> usize {
+    fn output_cap(&self) -> usize {
         self.max_output_bytes
     }
 
     /// The largest result, JSON or content, in bytes.
-    pub fn result_cap(&self) -> usize {
+    fn result_cap(&self) -> usize {
         self.max_output_bytes * RESULT_CAP_FACTOR
+    }
+
+    /// One call's input for the harness, with this executor's caps.
+    pub fn call<'a>(
+        &self,
+        code: &'a str,
+        args: &'a RawValue,
+        node_modules: Option<&'a str>,
+        progress: bool,
+        timeout_ms: u32,
+    ) -> Call<'a> {
+        Call {
+            code,
+            args,
+            node_modules,
+            progress,
+            preload: &[],
+            timeout_ms,
+            output_cap: self.output_cap(),
+            result_cap: self.result_cap(),
+        }
     }
 
     /// Fresh buffers for a call with this marker; progress goes to `progress`.

@@ -125,16 +125,13 @@ impl Runner {
 
         let marker = harness::new_marker();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let call = harness::Call {
-            code: &plan.code,
-            args: &plan.args,
-            node_modules: node_modules.as_deref(),
-            progress: plan.report_progress,
-            preload: &[],
-            timeout_ms: plan.timeout_ms,
-            output_cap: self.judge.output_cap(),
-            result_cap: self.judge.result_cap(),
-        };
+        let call = self.judge.call(
+            &plan.code,
+            &plan.args,
+            node_modules.as_deref(),
+            plan.report_progress,
+            plan.timeout_ms,
+        );
         let envelope = harness::envelope(&call, &marker);
         let mut captured = self.judge.output(&marker, Some(progress));
         // From hand-out: how long a warm container waited does not count.

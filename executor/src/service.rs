@@ -73,19 +73,11 @@ impl Executor for ExecutorService {
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<Self::RunToolStream>, Status> {
         let plan = self.runner.plan(request.into_inner())?;
         let span = tracing::info_span!("run", tool = %plan.tool_name, revision = plan.revision);
-        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let runner = Arc::clone(&self.runner);
-        tokio::spawn(
-            async move {
-                let on_started = started_sender(&events);
-                stream_run(events, |progress| async move {
-                    runner.run(plan, on_started, progress).await
-                })
-                .await;
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        let stream = streamed(span, move |started, progress| async move {
+            runner.run(plan, |id| started.send(id), progress).await
+        });
+        Ok(Response::new(stream))
     }
 
     async fn start_session(
@@ -128,19 +120,11 @@ impl Executor for ExecutorService {
             .sessions
             .plan_js(request)
             .inspect_err(|e| span.in_scope(|| log_error(e, "run_js refused")))?;
-        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let sessions = Arc::clone(&self.sessions);
-        tokio::spawn(
-            async move {
-                let on_started = started_sender(&events);
-                stream_run(events, |progress| async move {
-                    sessions.run_js(plan, on_started, progress).await
-                })
-                .await;
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        let stream = streamed(span, move |started, progress| async move {
+            sessions.run_js(plan, |id| started.send(id), progress).await
+        });
+        Ok(Response::new(stream))
     }
 
     async fn stop_session(
@@ -166,13 +150,32 @@ fn event(event: run_event::Event) -> RunEvent {
 }
 
 /// What tells the caller the run's container is there.
-fn started_sender(events: &Events) -> impl FnOnce(&str) + Send + 'static {
-    let events = events.clone();
-    move |container_id| {
-        let _ = events.try_send(Ok(event(run_event::Event::Started(RunStarted {
+struct StartedSender(Events);
+
+impl StartedSender {
+    fn send(self, container_id: &str) {
+        let _ = self.0.try_send(Ok(event(run_event::Event::Started(RunStarted {
             container_id: container_id.to_owned(),
         }))));
     }
+}
+
+/// Runs `run` in a task of its own and streams its events (`stream_run`);
+/// `run` gets what announces `started` and where its progress goes.
+fn streamed<F, Fut>(span: tracing::Span, run: F) -> ReceiverStream<Result<RunEvent, Status>>
+where
+    F: FnOnce(StartedSender, ProgressSender) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<RunOutcome, ExecError>> + Send,
+{
+    let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+    tokio::spawn(
+        async move {
+            let started = StartedSender(events.clone());
+            stream_run(events, |progress| run(started, progress)).await;
+        }
+        .instrument(span),
+    );
+    ReceiverStream::new(receiver)
 }
 
 /// Runs `run`, passing its progress on as it comes, then its outcome;

@@ -111,19 +111,10 @@ impl Sessions {
         let deadline = began + Duration::from_millis(timeout_ms.into());
         let marker = harness::new_marker();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let envelope = harness::envelope(
-            &harness::Call {
-                code: &code,
-                args: &args,
-                node_modules: node_modules.as_deref(),
-                progress: report_progress,
-                preload: &[],
-                timeout_ms,
-                output_cap: self.judge.output_cap(),
-                result_cap: self.judge.result_cap(),
-            },
-            &marker,
-        );
+        let input = self
+            .judge
+            .call(&code, &args, node_modules.as_deref(), report_progress, timeout_ms);
+        let envelope = harness::envelope(&input, &marker);
         let tag = ExecTag::fresh();
         let command = harness::command(&self.settings.user, Some(&tag.entry()));
         on_started(session.container.id());

@@ -210,11 +210,12 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
         }
     };
     let message = &outcome.error_message;
+    if outcome.status() == RunStatus::Ok
+        && let Some(blocks) = outcome.content.clone()
+    {
+        return content::result(blocks, &outcome);
+    }
     let (reason, text) = match outcome.status() {
-        RunStatus::Ok if outcome.content.is_some() => {
-            let blocks = outcome.content.clone().unwrap_or_default();
-            return content::result(blocks, &outcome);
-        }
         RunStatus::Ok => match serde_json::from_str::<Value>(&outcome.result_json) {
             Ok(result) => {
                 let mut body = json!({"ok": true, "result": result, "durationMs": outcome.duration_ms});
