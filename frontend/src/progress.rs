@@ -24,12 +24,33 @@ pub struct Progress {
     sent: Mutex<Sent>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Sent {
     /// The last value sent on this token.
     last: Option<f64>,
     /// What the code's values are shifted by, fixed at its first report.
     code_base: Option<f64>,
+}
+
+impl Sent {
+    /// A code report's value and total on this token: past the heartbeats
+    /// sent before the code's first report, unchanged without any.
+    fn shifted(&mut self, progress: f64, total: Option<f64>) -> (f64, Option<f64>) {
+        let last = self.last;
+        let base = *self
+            .code_base
+            .get_or_insert_with(|| last.map_or(0.0, |last| last.floor() + 1.0));
+        (base + progress, total.map(|total| base + total))
+    }
+
+    /// Whether `progress` may go out (it increases), noting it if so.
+    fn admit(&mut self, progress: f64) -> bool {
+        if self.last.is_some_and(|last| progress <= last) {
+            return false;
+        }
+        self.last = Some(progress);
+        true
+    }
 }
 
 impl Progress {
@@ -62,24 +83,13 @@ impl Progress {
     /// One report of the code. After heartbeats on this token, the code's
     /// values (and total) are shifted past the last one sent.
     pub async fn report(&self, report: &RunProgress) {
-        let base = {
-            let mut sent = self.lock();
-            let last = sent.last;
-            *sent
-                .code_base
-                .get_or_insert_with(|| last.map_or(0.0, |last| last.floor() + 1.0))
-        };
-        let total = report.total.map(|total| base + total);
-        self.send(base + report.progress, total, report.message.clone()).await;
+        let (progress, total) = self.lock().shifted(report.progress, report.total);
+        self.send(progress, total, report.message.clone()).await;
     }
 
     async fn send(&self, progress: f64, total: Option<f64>, message: Option<String>) {
-        {
-            let mut sent = self.lock();
-            if sent.last.is_some_and(|last| progress <= last) {
-                return;
-            }
-            sent.last = Some(progress);
+        if !self.lock().admit(progress) {
+            return;
         }
         let mut notification = ProgressNotificationParam::new(self.token.clone(), progress);
         if let Some(total) = total {
@@ -127,5 +137,39 @@ impl Heartbeat {
         };
         progress.send(f64::from(self.beat), None, Some(text)).await;
         self.beat += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_reports_keep_their_values_unless_heartbeats_came_first() {
+        let mut plain = Sent::default();
+        assert_eq!(plain.shifted(0.0, Some(100.0)), (0.0, Some(100.0)));
+        assert!(plain.admit(0.0));
+        assert_eq!(plain.shifted(50.0, Some(100.0)), (50.0, Some(100.0)));
+
+        let mut after_install = Sent::default();
+        for beat in 0..3 {
+            assert!(after_install.admit(f64::from(beat)));
+        }
+        assert_eq!(after_install.shifted(0.0, Some(10.0)), (3.0, Some(13.0)));
+        assert!(after_install.admit(3.0));
+        assert_eq!(
+            after_install.shifted(10.0, Some(10.0)),
+            (13.0, Some(13.0)),
+            "the shift stays"
+        );
+    }
+
+    #[test]
+    fn values_that_do_not_increase_are_held_back() {
+        let mut sent = Sent::default();
+        assert!(sent.admit(1.0));
+        assert!(!sent.admit(1.0));
+        assert!(!sent.admit(0.5));
+        assert!(sent.admit(2.0));
     }
 }
