@@ -229,6 +229,9 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     client_cpu: float
+    p90_ms: float = 0.0
+    # The share of calls at 36-48 ms, where a Nagle stall shows.
+    stall_share: float = 0.0
 
 
 def run_wrk(port: int, method: str, params: dict[str, Any], name: str | None, connections: int, seconds: int) -> WrkResult:
@@ -261,5 +264,7 @@ def run_wrk(port: int, method: str, params: dict[str, Any], name: str | None, co
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         client_cpu=client_cpu,
+        p90_ms=summary["p90_us"] / 1000,
+        stall_share=summary["stall_share"],
     )
 

@@ -76,6 +76,30 @@ def containers_started(executor_id: str, since: float, until: float) -> int:
     return len(listed.stdout.split())
 
 
+def idle_pool_memory_mib(executor_id: str) -> list[float]:
+    """The memory cgroup usage of each idle warm container of an executor."""
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=dynamic-mcp.executor={executor_id}",
+         "--filter", "label=dynamic-mcp.role=run"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.split()
+    if not ids:
+        return []
+    stats = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *ids],
+        capture_output=True, text=True, timeout=120,
+    ).stdout.splitlines()
+    units = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "B": 1 / 1024 / 1024}
+    used = []
+    for line in stats:
+        amount = line.split("/")[0].strip()
+        for unit, factor in units.items():
+            if amount.endswith(unit):
+                used.append(float(amount[: -len(unit)]) * factor)
+                break
+    return used
+
+
 def limit_of(host_cpu: float, client_cpu: float, containers_per_s: float, rate: float) -> str:
     if client_cpu >= 0.9:
         return "client"
@@ -146,6 +170,10 @@ def product_row(args, name: str, settings: dict[str, str], pause_s: float | None
     try:
         time.sleep(2)  # let the pool fill and the processes settle before the idle reading
         row.rss_idle = product.rss_mib()
+        if settings.get("MCP_EXECUTOR_WARM_POOL_SIZE", "1") != "0":
+            idle = idle_pool_memory_mib(product.executor_id)
+            if idle:
+                row.note = f"{len(idle)} idle warm containers, {statistics.fmean(idle):.1f} MiB each (cgroup memory)"
         client = product.client()
         tool = f"bench.upper{product.port}"
         try:

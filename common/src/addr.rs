@@ -95,6 +95,8 @@ fn restrict_socket(path: &Path) -> io::Result<()> {
 }
 
 /// Accepted connections of either kind, as one stream tonic can serve.
+/// TCP connections get TCP_NODELAY here: tonic's own `tcp_nodelay` setting
+/// applies only to listeners it binds itself.
 pub enum Incoming {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -285,6 +287,20 @@ mod tests {
         );
         assert!("nonsense".parse::<ListenAddr>().is_err());
         assert!("unix:".parse::<ListenAddr>().is_err());
+    }
+
+    #[tokio::test]
+    async fn accepted_tcp_connections_do_not_wait_for_nagle() {
+        use tokio_stream::StreamExt;
+
+        let listen: ListenAddr = "127.0.0.1:0".parse().unwrap();
+        let mut incoming = listen.bind().await.unwrap();
+        let addr = incoming.local_tcp_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let Some(Ok(Conn::Tcp(accepted))) = incoming.next().await else {
+            panic!("a TCP connection");
+        };
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]

@@ -259,7 +259,7 @@ impl ExecutorConfig {
             max_sessions: self.max_sessions,
             idle_timeout: Duration::from_secs(self.session_timeout_seconds),
             network: self.session_network.clone(),
-            user: self.user.to_string(),
+            user: self.user,
             max_output_bytes: self.max_output_bytes as usize,
         }
     }
@@ -528,9 +528,9 @@ mod tests {
     }
 
     #[test]
-    fn root_users_are_refused() {
-        for root in ["root", "0", "0:0", "65534:0", "root:65534", "1000:root"] {
-            assert!(parse(&["--user", root]).is_err(), "{root} should be refused");
+    fn the_user_must_be_numeric_and_not_root() {
+        for bad in ["root", "0", "0:0", "65534:0", "root:65534", "1000:root", "node", "1000"] {
+            assert!(parse(&["--user", bad]).is_err(), "{bad} should be refused");
         }
         assert_eq!(
             parse(&["--user", "1000:1001"]).unwrap().user,

@@ -34,6 +34,17 @@ pub enum ExecError {
     #[error("installing the npm dependencies failed (npm exited with code {code}):\n{summary}")]
     InstallFailed { code: i64, summary: String },
     #[error(
+        "the npm registry {registry} cannot be reached from the install network '{network}', so the \
+         dependencies cannot be installed:\n{cause}\nCheck MCP_SANDBOX_INSTALL_NETWORK, \
+         MCP_SANDBOX_NPM_REGISTRY and (behind a TLS-intercepting proxy) MCP_SANDBOX_EXTRA_CA_FILE, \
+         or leave out the dependencies"
+    )]
+    RegistryUnreachable {
+        registry: String,
+        network: String,
+        cause: String,
+    },
+    #[error(
         "installing the npm dependencies did not finish within {seconds} s \
          (MCP_SANDBOX_INSTALL_TIMEOUT_SECONDS) and was stopped"
     )]
@@ -82,14 +93,18 @@ impl From<ExecError> for Status {
                 Status::invalid_argument(message)
             }
             ExecError::SessionNotFound { .. } | ExecError::SessionEnded { .. } => Status::not_found(message),
-            ExecError::ImageMissing { .. } | ExecError::InstallFailed { .. } => Status::failed_precondition(message),
+            ExecError::ImageMissing { .. }
+            | ExecError::InstallFailed { .. }
+            | ExecError::RegistryUnreachable { .. } => Status::failed_precondition(message),
             ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
             ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
-            ExecError::DockerUnreachable(_) => Status::unavailable(message),
-            ExecError::Docker { .. }
-            | ExecError::ContainerGone
-            | ExecError::EgressProxy(_)
-            | ExecError::Internal(_) => Status::internal(message),
+            // Its cause names the engine's socket or address: for the log only.
+            ExecError::DockerUnreachable(_) => {
+                Status::unavailable("the executor cannot reach the Docker engine (the executor's log says why)")
+            }
+            ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::EgressProxy(_) | ExecError::Internal(_) => {
+                Status::internal(message)
+            }
         }
     }
 }
@@ -115,6 +130,14 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (ExecError::InstallTimedOut { seconds: 300 }, Code::DeadlineExceeded),
+            (
+                ExecError::RegistryUnreachable {
+                    registry: "https://registry.npmjs.org/".into(),
+                    network: "bridge".into(),
+                    cause: "npm error code ECONNREFUSED".into(),
+                },
+                Code::FailedPrecondition,
+            ),
             (ExecError::SessionNotFound { id: "s".into() }, Code::NotFound),
             (ExecError::SessionEnded { id: "s".into() }, Code::NotFound),
             (ExecError::TooManySessions { max: 20 }, Code::ResourceExhausted),
@@ -137,6 +160,10 @@ mod tests {
             let status = Status::from(err);
             assert_eq!(status.code(), code, "{}", status.message());
         }
+        let unreachable = Status::from(ExecError::DockerUnreachable(
+            bollard::errors::Error::SocketNotFoundError("/run/secret/docker.sock".into()),
+        ));
+        assert!(!unreachable.message().contains("/run"), "{}", unreachable.message());
         let missing = Status::from(ExecError::ImageMissing { image: "x:1".into() });
         assert!(missing.message().contains("sandbox/build-offline.sh"));
         let full = Status::from(ExecError::TooManySessions { max: 20 });

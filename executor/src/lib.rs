@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod container;
+pub mod content;
 pub mod deps;
 pub mod docker;
 pub mod egress;
@@ -21,6 +22,7 @@ pub mod health;
 pub mod outcome;
 pub mod output;
 pub mod policy;
+pub mod progress;
 pub mod reaper;
 pub mod run;
 pub mod service;

@@ -70,7 +70,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     };
     let pool_keeper = pool.as_ref().map(|pool| {
         if let Some(default_image) = config.allowed_images.0.first() {
-            pool.pin(&run::container_spec(default_image, None));
+            pool.pin(&run::container_spec(default_image, None, &limits.user));
         }
         let pool = Arc::clone(pool);
         tokio::spawn(async move { pool.keep_warm().await })
@@ -87,6 +87,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         Arc::clone(&source),
         Arc::clone(&deps),
         judge.clone(),
+        limits.user,
     ));
     let sessions = Arc::new(Sessions::new(
         id.clone(),

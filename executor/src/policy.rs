@@ -103,7 +103,7 @@ impl Policy {
                 name: dep.name.clone(),
                 reason,
             })?;
-            if dependencies[..i].iter().any(|d| d.name.eq_ignore_ascii_case(&dep.name)) {
+            if dependencies[..i].iter().any(|d| d.name == dep.name) {
                 return Err(PolicyError::DuplicateDependency { name: dep.name.clone() });
             }
             check_version(&dep.version).map_err(|reason| PolicyError::BadVersion {
@@ -154,6 +154,9 @@ fn check_name_part(part: &str) -> Result<(), &'static str> {
     }
     if part.starts_with('.') || part.starts_with('_') {
         return Err("it must not start with '.' or '_'");
+    }
+    if part.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err("it must be lower case: npm refuses capital letters in package names");
     }
     if !part
         .chars()
@@ -355,7 +358,7 @@ mod tests {
 
     #[test]
     fn package_names_follow_npm_rules() {
-        for good in ["lodash", "@types/node", "JSONStream", "left-pad", "a.b_c~d"] {
+        for good in ["lodash", "@types/node", "jsonstream", "left-pad", "a.b_c~d"] {
             assert!(check_dep(good, "^1.0.0").is_ok(), "{good}");
         }
         for bad in [
@@ -368,6 +371,9 @@ mod tests {
             "../x",
             "a/b",
             "x@1",
+            "Lodash",
+            "@Types/node",
+            "@types/Node",
             &"a".repeat(215),
         ] {
             let err = check_dep(bad, "1.0.0").unwrap_err();
@@ -437,7 +443,7 @@ mod tests {
             policy().dependencies(&many).unwrap_err(),
             PolicyError::TooManyDependencies { count: 4, max: 3 }
         );
-        let twice = [dep("lodash", "1"), dep("Lodash", "2")];
+        let twice = [dep("lodash", "1"), dep("lodash", "2")];
         assert!(matches!(
             policy().dependencies(&twice).unwrap_err(),
             PolicyError::DuplicateDependency { .. }

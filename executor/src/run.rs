@@ -1,18 +1,21 @@
 //! One tool run: policy check → its dependencies from the cache → a
-//! container from the source → the stdin envelope → capped stdout/stderr
-//! under the run's timeout → exactly one outcome, as soon as the harness's
-//! frame is complete. The container goes away with the lease (in the
-//! background), whatever happens here. A run with egress gets its own proxy
-//! (`egress/`) for its lifetime, and its socket in the container.
+//! container from the source → the stdin envelope → the supervisor's
+//! records (capped output, progress) under the run's timeout → exactly one
+//! outcome, as soon as its `done` record is in. The container goes away
+//! with the lease (in the background), whatever happens here. A run with
+//! egress gets its own proxy (`egress/`) for its lifetime, and its socket in
+//! the container.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_proto::v1::{
-    Dependency, DependencySetup, PrepareToolRequest, PrepareToolResponse, RunOutcome, RunToolRequest,
+    Dependency, DependencySetup, PrepareToolRequest, PrepareToolResponse, RunOutcome, RunToolRequest, content_block,
+    embedded_resource,
 };
 use serde_json::value::RawValue;
 
+use crate::config::SandboxUser;
 use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, EgressMount, Role, labels};
@@ -22,6 +25,7 @@ use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::{Ended, Judge};
 use crate::policy::Policy;
+use crate::progress::ProgressSender;
 use crate::streams::{collect_into, feed};
 
 /// A run that passed policy, ready to start.
@@ -35,6 +39,8 @@ pub struct RunPlan {
     code: String,
     args: Box<RawValue>,
     egress: Option<EgressPlan>,
+    /// Whether the caller wants the code's progress reports.
+    pub report_progress: bool,
 }
 
 pub struct Runner {
@@ -43,6 +49,7 @@ pub struct Runner {
     source: Arc<dyn ContainerSource>,
     deps: Arc<DepsCache>,
     judge: Judge,
+    user: SandboxUser,
 }
 
 impl Runner {
@@ -52,6 +59,7 @@ impl Runner {
         source: Arc<dyn ContainerSource>,
         deps: Arc<DepsCache>,
         judge: Judge,
+        user: SandboxUser,
     ) -> Self {
         Self {
             policy,
@@ -59,6 +67,7 @@ impl Runner {
             source,
             deps,
             judge,
+            user,
         }
     }
 
@@ -101,23 +110,26 @@ impl Runner {
             revision: request.revision,
             dependencies: request.dependencies,
             code: request.code,
+            report_progress: request.report_progress,
         })
     }
 
     /// Runs the plan once. `on_started` gets the container id as soon as
-    /// the container runs; `egress_events` what its proxy decides, if it has
-    /// one. Dropping this future removes the container and stops the proxy.
+    /// the container runs; the code's progress goes to `progress`, and what
+    /// its egress proxy decides, if it has one, to `egress_events`. Dropping
+    /// this future removes the container and stops the proxy.
     pub async fn run(
         &self,
         plan: RunPlan,
         on_started: impl FnOnce(&str) + Send,
+        progress: ProgressSender,
         egress_events: EventSink,
     ) -> Result<RunOutcome, ExecError> {
         // Normally cached by PrepareTool; installed here if not (e.g. the cache was cleared).
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
         let began = Instant::now();
         let deps = prepared.as_ref().map(|p| (self.deps.volume(), &p.key));
-        let mut spec = container_spec(&plan.image, deps).label(labels::TOOL, &plan.tool_name);
+        let mut spec = container_spec(&plan.image, deps, &self.user).label(labels::TOOL, &plan.tool_name);
         if plan.egress.is_some() {
             spec.egress = EgressMount::Wanted;
         }
@@ -139,22 +151,24 @@ impl Runner {
         };
         on_started(container.id());
 
-        let markers = harness::Markers::fresh();
+        let marker = harness::new_marker();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let shim = grant.as_ref().map(|_| Grant::shim_path());
-        let envelope = harness::envelope(
+        let preload: Vec<_> = grant.iter().map(|_| Grant::preload()).collect();
+        let call = self.judge.call(
             &plan.code,
             &plan.args,
-            &markers,
             node_modules.as_deref(),
-            shim.as_deref(),
+            &preload,
+            plan.report_progress,
+            plan.timeout_ms,
         );
-        let mut captured = self.judge.output(&markers);
+        let envelope = harness::envelope(&call, &marker);
+        let mut captured = self.judge.output(&marker, Some(progress));
         // From hand-out: how long a warm container waited does not count.
         let timeout = Duration::from_millis(plan.timeout_ms.into());
         let finished = tokio::time::timeout(timeout, async {
             let (_, complete) = tokio::join!(feed(stdin, envelope), collect_into(output, &mut captured));
-            // Without a complete frame only the exit code can tell.
+            // Without the outcome record only the exit code can tell.
             if complete {
                 Ok(None)
             } else {
@@ -169,14 +183,14 @@ impl Runner {
                 }
                 Ended::TimedOut
             }
-            Ok(Ok(None)) => Ended::Framed,
+            Ok(Ok(None)) => Ended::Done,
             Ok(Ok(Some(code))) => {
                 let oom_killed = captured.needs_oom_check(code) && container.oom_killed().await.unwrap_or(false);
                 Ended::Exited { code, oom_killed }
             }
             Ok(Err(e)) => return Err(e),
         };
-        let mut outcome = self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed());
+        let mut outcome = self.judge.outcome(captured, ended, plan.timeout_ms, began.elapsed())?;
         if let Some(grant) = &grant {
             scrub(grant, &mut outcome);
         }
@@ -187,8 +201,8 @@ impl Runner {
 /// The container a run of `image` needs, before its tool label: the same
 /// for every tool with no dependencies, and for every tool with the same
 /// dependency set (in the cache `volume`), so the warm pool can serve them.
-pub fn container_spec(image: &str, deps: Option<(&str, &DepsKey)>) -> ContainerSpec {
-    let spec = ContainerSpec::new(Role::Run, image, harness::command());
+pub fn container_spec(image: &str, deps: Option<(&str, &DepsKey)>, user: &SandboxUser) -> ContainerSpec {
+    let spec = ContainerSpec::new(Role::Run, image, harness::command(user, None));
     match deps {
         Some((volume, key)) => {
             let mut spec = spec.label(labels::DEPS_KEY, key.as_str());
@@ -208,6 +222,24 @@ pub fn scrub(grant: &Grant, outcome: &mut RunOutcome) {
         &mut outcome.stderr,
     ] {
         grant.scrub(text);
+    }
+    let blocks = outcome.content.iter_mut().flat_map(|content| content.blocks.iter_mut());
+    for block in blocks.filter_map(|b| b.block.as_mut()) {
+        match block {
+            content_block::Block::Text(text) => grant.scrub(&mut text.text),
+            content_block::Block::ResourceLink(link) => {
+                grant.scrub(&mut link.uri);
+                grant.scrub(&mut link.name);
+                link.title.iter_mut().chain(link.description.iter_mut()).for_each(|t| grant.scrub(t));
+            }
+            content_block::Block::Resource(resource) => {
+                grant.scrub(&mut resource.uri);
+                if let Some(embedded_resource::Contents::Text(text)) = &mut resource.contents {
+                    grant.scrub(text);
+                }
+            }
+            content_block::Block::Image(_) | content_block::Block::Audio(_) => {}
+        }
     }
 }
 

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use dynamic_mcp_proto::v1::executor_server::Executor;
 use dynamic_mcp_proto::v1::{
     DescribeSandboxRequest, ExecInSessionRequest, ExecInSessionResponse, ListSessionsRequest, ListSessionsResponse,
-    PrepareToolRequest, PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunJsInSessionResponse, RunOutcome,
-    RunStarted, RunToolRequest, SandboxDescription, StartSessionRequest, StartSessionResponse, StopSessionRequest,
-    StopSessionResponse, run_event,
+    PrepareToolRequest, PrepareToolResponse, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted, RunToolRequest,
+    SandboxDescription, StartSessionRequest, StartSessionResponse, StopSessionRequest, StopSessionResponse, run_event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,8 +20,16 @@ use tracing::Instrument;
 
 use crate::egress::{EventSink, SinkCloser, closable};
 use crate::error::ExecError;
+use crate::progress::{self, ProgressSender};
 use crate::run::Runner;
 use crate::session::Sessions;
+
+type Events = mpsc::Sender<Result<RunEvent, Status>>;
+
+/// Room for `started` and the egress events a run may have in flight to a
+/// slow caller, so sending those never waits (egress events beyond it are
+/// dropped; each is logged anyway); progress beyond it waits, coalesced.
+const EVENT_BUFFER: usize = 256;
 
 pub struct ExecutorService {
     runner: Arc<Runner>,
@@ -62,39 +69,17 @@ impl Executor for ExecutorService {
 
     type RunToolStream = ReceiverStream<Result<RunEvent, Status>>;
 
-    /// Sends `started`, then exactly one `finished` (or an error). If the
-    /// caller drops the stream, the run is dropped and its container removed.
+    /// Sends `started`, the code's progress, then exactly one `finished` (or
+    /// an error). If the caller drops the stream, the run is dropped and its
+    /// container removed.
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<Self::RunToolStream>, Status> {
         let plan = self.runner.plan(request.into_inner())?;
         let span = tracing::info_span!("run", tool = %plan.tool_name, revision = plan.revision);
-        // Room for `started` and egress events, so sending them never waits.
-        let (events, receiver) = mpsc::channel(EVENTS_BUFFERED);
         let runner = Arc::clone(&self.runner);
-        tokio::spawn(
-            async move {
-                let started = events.clone();
-                let (egress, egress_closer) = egress_forwarder(events.clone());
-                let run = runner.run(
-                    plan,
-                    move |container_id| {
-                        let _ = started.try_send(Ok(event(run_event::Event::Started(RunStarted {
-                            container_id: container_id.to_owned(),
-                        }))));
-                    },
-                    egress,
-                );
-                tokio::select! {
-                    () = events.closed() => tracing::info!("the caller went away; run cancelled"),
-                    result = run => {
-                        log_result(&result);
-                        egress_closer.close();
-                        let _ = events.send(result.map(finished).map_err(Status::from)).await;
-                    }
-                }
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        let stream = streamed(span, move |started, progress, egress| async move {
+            runner.run(plan, |id| started.send(id), progress, egress).await
+        });
+        Ok(Response::new(stream))
     }
 
     async fn start_session(
@@ -132,19 +117,28 @@ impl Executor for ExecutorService {
         Ok(Response::new(response))
     }
 
+    type RunJsInSessionStream = ReceiverStream<Result<RunEvent, Status>>;
+
+    /// As `run_tool`; `started` names the session's container.
     async fn run_js_in_session(
         &self,
         request: Request<RunJsInSessionRequest>,
-    ) -> Result<Response<RunJsInSessionResponse>, Status> {
+    ) -> Result<Response<Self::RunJsInSessionStream>, Status> {
         let request = request.into_inner();
         let (owner, id) = (request.owner.clone(), request.session_id.clone());
         let span = tracing::info_span!("run_js", session = %request.session_id);
-        let outcome = self.sessions.run_js(request).instrument(span.clone()).await;
-        span.in_scope(|| log_result(&outcome));
-        Ok(Response::new(RunJsInSessionResponse {
-            outcome: Some(outcome?),
-            egress: self.sessions.take_egress(&owner, &id),
-        }))
+        let plan = self
+            .sessions
+            .plan_js(request)
+            .inspect_err(|e| span.in_scope(|| log_error(e, "run_js refused")))?;
+        let sessions = Arc::clone(&self.sessions);
+        let stream = streamed(span, move |started, progress, egress| async move {
+            let outcome = sessions.run_js(plan, |id| started.send(id), progress).await;
+            // The session's proxy outlives the call: what it decided meanwhile.
+            sessions.take_egress(&owner, &id).into_iter().for_each(|e| egress(e));
+            outcome
+        });
+        Ok(Response::new(stream))
     }
 
     async fn stop_session(
@@ -165,9 +159,6 @@ impl Executor for ExecutorService {
     }
 }
 
-/// Events a run may have in flight to a slow caller; egress events beyond
-/// it are dropped (each is logged here anyway).
-const EVENTS_BUFFERED: usize = 256;
 
 /// Egress events into the run's stream, until the outcome is sent.
 fn egress_forwarder(events: mpsc::Sender<Result<RunEvent, Status>>) -> (EventSink, SinkCloser) {
@@ -180,6 +171,72 @@ fn egress_forwarder(events: mpsc::Sender<Result<RunEvent, Status>>) -> (EventSin
 
 fn event(event: run_event::Event) -> RunEvent {
     RunEvent { event: Some(event) }
+}
+
+/// What tells the caller the run's container is there.
+struct StartedSender(Events);
+
+impl StartedSender {
+    fn send(self, container_id: &str) {
+        let _ = self.0.try_send(Ok(event(run_event::Event::Started(RunStarted {
+            container_id: container_id.to_owned(),
+        }))));
+    }
+}
+
+/// Runs `run` in a task of its own and streams its events (`stream_run`);
+/// `run` gets what announces `started`, where its progress goes and where
+/// its egress events go.
+fn streamed<F, Fut>(span: tracing::Span, run: F) -> ReceiverStream<Result<RunEvent, Status>>
+where
+    F: FnOnce(StartedSender, ProgressSender, EventSink) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<RunOutcome, ExecError>> + Send,
+{
+    let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+    tokio::spawn(
+        async move {
+            let started = StartedSender(events.clone());
+            stream_run(events, |progress, egress| run(started, progress, egress)).await;
+        }
+        .instrument(span),
+    );
+    ReceiverStream::new(receiver)
+}
+
+/// Runs `run`, passing its progress and egress events on as they come,
+/// then its outcome; stops (dropping the run) as soon as the caller goes away.
+async fn stream_run<F, Fut>(events: Events, run: F)
+where
+    F: FnOnce(ProgressSender, EventSink) -> Fut,
+    Fut: Future<Output = Result<RunOutcome, ExecError>>,
+{
+    let (sender, mut receiver) = progress::channel();
+    let forward = {
+        let events = events.clone();
+        async move {
+            while let Some(report) = receiver.next().await {
+                if events
+                    .send(Ok(event(run_event::Event::Progress(report))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    };
+    // The forwarder ends once the run has dropped its sender and the last
+    // report is out, so that report comes before `finished`.
+    let (egress, egress_closer) = egress_forwarder(events.clone());
+    let work = async { tokio::join!(run(sender, egress), forward).0 };
+    tokio::select! {
+        () = events.closed() => tracing::info!("the caller went away; run cancelled"),
+        result = work => {
+            log_result(&result);
+            egress_closer.close();
+            let _ = events.send(result.map(finished).map_err(Status::from)).await;
+        }
+    }
 }
 
 fn finished(outcome: RunOutcome) -> RunEvent {

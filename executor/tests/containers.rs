@@ -23,7 +23,11 @@ async fn docker_inspect_shows_every_hardening_setting() {
     };
     let (mut stream, started) = start_run(
         &executor.client,
-        request("await new Promise((r) => setTimeout(r, 3000)); return 1;", "{}", None),
+        request(
+            "await new Promise((r) => setTimeout(r, 3000)); return 'code-4f1d';",
+            "{}",
+            None,
+        ),
     )
     .await;
 
@@ -39,6 +43,7 @@ async fn docker_inspect_shows_every_hardening_setting() {
     let config = inspected.config.unwrap();
     assert_eq!(host.readonly_rootfs, Some(true));
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
     assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
     assert_eq!(host.pids_limit, Some(128));
     assert_eq!(host.memory, Some(512 << 20));
@@ -46,7 +51,7 @@ async fn docker_inspect_shows_every_hardening_setting() {
     assert_eq!(host.nano_cpus, Some(1_000_000_000));
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.ipc_mode.as_deref(), Some("none"));
-    assert_eq!(host.init, Some(true));
+    assert_eq!(host.init, Some(false), "the supervisor is PID 1");
     assert_eq!(host.log_config.and_then(|l| l.typ).as_deref(), Some("none"));
     let tmpfs = host.tmpfs.unwrap();
     assert!(
@@ -54,7 +59,8 @@ async fn docker_inspect_shows_every_hardening_setting() {
         "{tmpfs:?}"
     );
     assert!(tmpfs["/work"].contains("noexec"), "{tmpfs:?}");
-    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    // Root only to start the supervisor, which drops to 65534 (see below).
+    assert_eq!(config.user.as_deref(), Some("0:0"));
     assert_eq!(config.network_disabled, Some(true));
     assert_eq!(config.working_dir.as_deref(), Some("/work"));
     let labels = config.labels.unwrap();
@@ -63,7 +69,7 @@ async fn docker_inspect_shows_every_hardening_setting() {
     // Code and args travel over stdin only.
     let visible = format!("{:?} {:?}", config.env, config.cmd);
     assert!(
-        !visible.contains("setTimeout"),
+        !visible.contains("code-4f1d"),
         "code is visible in docker inspect: {visible}"
     );
 
@@ -92,7 +98,15 @@ async fn the_sandbox_is_locked_down_from_the_inside() {
             writeWork: attempt(() => fs.writeFileSync("/work/x", "1")),
             execTmp: attempt(() => execFileSync("/tmp/run.sh")),
             capEff: /CapEff:\s*(\w+)/.exec(status)[1],
+            capPrm: /CapPrm:\s*(\w+)/.exec(status)[1],
+            capBnd: /CapBnd:\s*(\w+)/.exec(status)[1],
             noNewPrivs: /NoNewPrivs:\s*(\d)/.exec(status)[1],
+            // Every process in the container: [pid, uid, CapEff].
+            processes: fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map((pid) => {
+                const s = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+                return [Number(pid), Number(/Uid:\s*(\d+)/.exec(s)[1]), /CapEff:\s*(\w+)/.exec(s)[1]];
+            }),
+            supervisorMemory: attempt(() => fs.openSync("/proc/1/mem", "r")),
             interfaces: Object.keys(os.networkInterfaces()),
             env: Object.keys(process.env).sort(),
         };
@@ -107,7 +121,21 @@ async fn the_sandbox_is_locked_down_from_the_inside() {
     assert_eq!(seen["writeWork"], "allowed");
     assert_eq!(seen["execTmp"], "EACCES");
     assert_eq!(seen["capEff"], "0000000000000000");
+    assert_eq!(seen["capPrm"], "0000000000000000");
+    // SETUID and SETGID stay in the bounding set, for the supervisor; with
+    // no-new-privileges and no setuid file nothing can raise them again.
+    assert_eq!(seen["capBnd"], "00000000000000c0");
     assert_eq!(seen["noNewPrivs"], "1");
+    let processes = seen["processes"].as_array().unwrap();
+    assert!(
+        processes.iter().all(|p| p[1] == 65534 && p[2] == "0000000000000000"),
+        "a process in the run container is root or holds capabilities: {processes:?}"
+    );
+    assert!(
+        processes.iter().any(|p| p[0] == 1),
+        "PID 1 is the supervisor: {processes:?}"
+    );
+    assert_eq!(seen["supervisorMemory"], "EACCES", "the supervisor is not dumpable");
     assert_eq!(seen["interfaces"], serde_json::json!(["lo"]));
     let env = seen["env"].as_array().unwrap();
     assert!(

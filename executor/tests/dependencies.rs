@@ -181,9 +181,8 @@ async fn a_dependency_is_installed_once_and_imported_by_tools_and_sessions() {
         })
         .await
         .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap();
+        .into_inner();
+    let outcome = support::follow(outcome).await.outcome;
     assert_eq!(
         (outcome.status(), outcome.result_json.as_str()),
         (RunStatus::Ok, "true")
@@ -342,4 +341,34 @@ async fn blocked_packages_and_non_registry_versions_are_refused_before_any_conta
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(creations.of("install").await, 0);
     executor.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_fails_fast_with_what_to_check() {
+    // The container's own loopback: nothing listens there.
+    let Some((mut executor, volume)) =
+        executor_with_cache(&[("MCP_SANDBOX_NPM_REGISTRY", "http://127.0.0.1:9/")]).await
+    else {
+        return;
+    };
+    let began = Instant::now();
+    let refused = executor
+        .client
+        .prepare_tool(prepare(vec![dependency("is-number", "^7.0.0")]))
+        .await
+        .unwrap_err();
+    let took = began.elapsed();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{}", refused.message());
+    let message = refused.message();
+    assert!(
+        message.starts_with("the npm registry http://127.0.0.1:9/ cannot be reached from the install network 'bridge'"),
+        "{message}"
+    );
+    assert!(message.contains("ECONNREFUSED"), "{message}");
+    assert!(message.contains("MCP_SANDBOX_NPM_REGISTRY"), "{message}");
+    assert!(!message.contains("    at "), "a stack trace in: {message}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // Nothing half-installed was kept.
+    assert!(!cache_listing(&mut executor).await.contains(".partial"));
+    finish(executor, &volume).await;
 }

@@ -79,9 +79,8 @@ async fn without_docker_runs_are_unavailable_but_policy_checks_work() {
     let status = stream.message().await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
-        status
-            .message()
-            .starts_with("the executor cannot reach the Docker engine: "),
+        status.message().starts_with("the executor cannot reach the Docker engine")
+            && !status.message().contains("/nonexistent"),
         "{}",
         status.message()
     );
@@ -339,5 +338,39 @@ async fn past_the_container_cap_a_run_is_refused_at_once() {
         began.elapsed()
     );
     drop(sleeping);
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn progress_arrives_as_events_and_content_comes_back_checked() {
+    let Some(mut executor) = TestExecutor::start(&[]).await else {
+        return;
+    };
+    let code = r#"
+        await progress(1, 2, "half");
+        await new Promise((r) => setTimeout(r, 60));
+        await progress(2, 2);
+        return mcp.content(["a dot", mcp.image(Buffer.from([137, 80, 78, 71]), "image/png")]);
+    "#;
+    let mut run = request(code, "{}", None);
+    run.report_progress = true;
+    let ran = executor.run_request(run).await;
+    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+    let reports: Vec<_> = ran
+        .progress
+        .iter()
+        .map(|p| (p.progress, p.total, p.message.clone()))
+        .collect();
+    assert_eq!(
+        reports,
+        [(1.0, Some(2.0), Some("half".to_owned())), (2.0, Some(2.0), None)]
+    );
+    let blocks = ran.outcome.content.expect("a content result").blocks;
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(ran.outcome.result_json, "");
+
+    // Without `report_progress` the same code sends no events.
+    let ran = executor.run(code, "{}", None).await;
+    assert!(ran.progress.is_empty(), "{:?}", ran.progress);
     executor.stop().await;
 }

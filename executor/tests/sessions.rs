@@ -278,13 +278,7 @@ async fn idle_sessions_expire_but_busy_ones_do_not() {
     let slept = executor.exec(ALICE, &busy, &["sleep 3; echo done"]).await;
     assert_eq!(slept[0].stdout, "done\n");
 
-    let listed = executor
-        .client
-        .list_sessions(ListSessionsRequest { owner: ALICE.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions;
+    let listed = executor.sessions_of(ALICE).await;
     let ids: Vec<&str> = listed.iter().map(|s| s.session_id.as_str()).collect();
     assert_eq!(ids, [busy.as_str()], "after {:?}", began.elapsed());
     let expired = executor
@@ -348,9 +342,8 @@ async fn a_timeout_kills_the_command_and_its_children_and_the_session_survives()
         })
         .await
         .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap();
+        .into_inner();
+    let outcome = support::follow(outcome).await.outcome;
     assert_eq!(outcome.status(), RunStatus::TimedOut, "{outcome:?}");
     assert_eq!(processes_like(&mut executor, &id, "input-type=modul[e]").await, 0);
 
@@ -533,5 +526,87 @@ async fn sessions_count_against_the_container_cap() {
         .await
         .unwrap_err();
     assert_eq!(second.code(), Code::ResourceExhausted);
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_right_after_the_session_died_says_it_has_ended() {
+    let Some(mut executor) = TestExecutor::start(&[]).await else {
+        return;
+    };
+    for round in 0..3 {
+        let id = executor.start_session(ALICE).await.session_id;
+        // `kill 1` ends the session's init (tini forwards the TERM to the idle
+        // loop, which exits); the next command starts while Docker still
+        // counts the container as running.
+        let began = Instant::now();
+        let answer = executor
+            .client
+            .exec_in_session(exec_request(ALICE, &id, &["kill 1", "echo still here"], None))
+            .await;
+        let ended = match answer {
+            Err(status) => status,
+            Ok(response) => panic!("round {round}: the dead session answered {:?}", response.into_inner()),
+        };
+        assert_eq!(ended.code(), Code::NotFound, "{}", ended.message());
+        assert!(ended.message().contains("has ended"), "{}", ended.message());
+        assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
+        let listed = executor.sessions_of(ALICE).await;
+        assert!(
+            listed.is_empty(),
+            "round {round}: a dead session is still listed: {listed:?}"
+        );
+    }
+    // JavaScript right after the death, in the next call.
+    let id = executor.start_session(ALICE).await.session_id;
+    let _ = executor
+        .client
+        .exec_in_session(exec_request(ALICE, &id, &["kill 1"], None))
+        .await;
+    let js = executor
+        .client
+        .run_js_in_session(RunJsInSessionRequest {
+            owner: ALICE.into(),
+            session_id: id.clone(),
+            code: "return 1;".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the session died");
+    assert_eq!(js.code(), Code::NotFound, "{}", js.message());
+    assert!(js.message().contains("has ended"), "{}", js.message());
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            executor.containers_of("session").await.is_empty()
+        })
+        .await,
+        "a dead session's container was left behind"
+    );
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn run_js_in_a_session_reports_progress_and_returns_content() {
+    let Some(mut executor) = TestExecutor::start(&[]).await else {
+        return;
+    };
+    let id = executor.start_session(ALICE).await.session_id;
+    let session_container = executor.containers_of("session").await.remove(0).id.unwrap();
+    let followed = executor
+        .run_js_request(RunJsInSessionRequest {
+            owner: ALICE.into(),
+            session_id: id.clone(),
+            code: "await progress(1, 3); await progress(3, 3, 'done'); return mcp.text('from the session');".into(),
+            report_progress: true,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(followed.outcome.status(), RunStatus::Ok, "{:?}", followed.outcome);
+    assert_eq!(followed.started.map(|s| s.container_id), Some(session_container));
+    let values: Vec<f64> = followed.progress.iter().map(|p| p.progress).collect();
+    assert_eq!(values, [1.0, 3.0]);
+    assert_eq!(followed.outcome.content.map(|c| c.blocks.len()), Some(1));
+    // Neither process of the call is left behind.
+    assert_eq!(processes_like(&mut executor, &id, "input-type=modul[e]").await, 0);
     executor.stop().await;
 }

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
-use dynamic_mcp_proto::v1::{RunStatus, StartSessionRequest, run_event};
+use dynamic_mcp_proto::v1::{RunStatus, StartSessionRequest};
 use support::{Ran, SLEEP_A_MINUTE, TestExecutor, removed_within, request, start_run};
 use tonic::Code;
 
@@ -125,20 +125,36 @@ async fn warm_containers_are_hardened_like_cold_ones_and_carry_no_tool() {
     let config = inspected.config.unwrap();
     assert_eq!(host.readonly_rootfs, Some(true));
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
     assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
     assert_eq!(
         (host.pids_limit, host.memory, host.memory_swap),
         (Some(128), Some(512 << 20), Some(512 << 20))
     );
     assert_eq!(host.network_mode.as_deref(), Some("none"));
-    assert_eq!((host.init, host.auto_remove), (Some(true), Some(false)));
-    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    assert_eq!((host.init, host.auto_remove), (Some(false), Some(false)));
+    assert_eq!(config.user.as_deref(), Some("0:0"));
     assert_eq!(config.network_disabled, Some(true));
     let labels = config.labels.unwrap();
     assert_eq!(labels["dynamic-mcp.managed"], "true");
     assert_eq!(labels["dynamic-mcp.executor"], executor.id);
     assert_eq!(labels["dynamic-mcp.role"], "run");
     assert!(!labels.contains_key("dynamic-mcp.tool"), "{labels:?}");
+    // Once it waits, the supervisor has pre-spawned the code's process and
+    // dropped root: two node processes, neither of them root.
+    let users = || async {
+        let top = executor.docker.top_processes(&warm[0], None).await.unwrap();
+        let uid = top.titles.unwrap_or_default().iter().position(|t| t == "UID");
+        let processes = top.processes.unwrap_or_default();
+        uid.map(|uid| processes.iter().map(|p| p[uid].clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let dropped = support::wait_for(Duration::from_secs(10), || async {
+        let users = users().await;
+        users.len() == 2 && users.iter().all(|u| u == "nobody" || u == "65534")
+    })
+    .await;
+    assert!(dropped, "a waiting warm container runs {:?}", users().await);
 
     let probe = r#"
         const fs = await import("node:fs");
@@ -249,20 +265,13 @@ async fn with_the_pool_used_up_runs_start_cold_at_once() {
     let runs = (0..3).map(|i| {
         let mut client = executor.client.clone();
         async move {
-            let mut stream = client
+            let stream = client
                 .run_tool(request(UPPER, &format!(r#"{{"text":"run {i}"}}"#), None))
                 .await
                 .unwrap()
                 .into_inner();
-            let mut started = None;
-            while let Some(event) = stream.message().await.unwrap().and_then(|e| e.event) {
-                match event {
-                    run_event::Event::Started(s) => started = Some(s.container_id),
-                    run_event::Event::Finished(outcome) => return (started.unwrap(), outcome),
-                    run_event::Event::Egress(_) => {}
-                }
-            }
-            panic!("the run stream ended without `finished`");
+            let followed = support::follow(stream).await;
+            (followed.started.unwrap().container_id, followed.outcome)
         }
     });
     let ran = futures::future::join_all(runs).await;

@@ -7,10 +7,21 @@
 //! header, or the `adminToken` argument older clients send — or, in JWT mode,
 //! from the admin scope on the caller's token. A wrong token is a denial even
 //! if another credential would have passed, so every bad guess is audited.
+//!
+//! Wrong tokens count towards a back-off ([`FailedAuth`]) per client address
+//! and caller: while one is in force the token is refused without being
+//! checked. A wrong argument next to a right header is denied but not
+//! counted, so an injected argument cannot pause the admin's header.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 
+use crate::auth::Caller;
 use crate::auth::admin_token::AdminToken;
+use crate::auth::failed_auth::{FailedAuth, Key, Realm};
+use crate::metrics;
 use crate::tools::CallContext;
 use crate::tools::{dynamic_tool, revisions};
 
@@ -65,6 +76,13 @@ impl TokenSource {
             Self::Argument => "the adminToken argument",
         }
     }
+
+    fn realm(self) -> Realm {
+        match self {
+            Self::Header => Realm::AdminHeader,
+            Self::Argument => Realm::AdminArgument,
+        }
+    }
 }
 
 /// Why a call was refused.
@@ -79,6 +97,11 @@ pub enum Denial {
     WrongAdminToken {
         source: TokenSource,
     },
+    /// Too many wrong tokens came from this client or caller lately.
+    BackingOff {
+        source: TokenSource,
+        retry_after: Duration,
+    },
     ReadOnly {
         tool: String,
     },
@@ -90,6 +113,7 @@ impl Denial {
         match self {
             Self::AdminRequired { .. } => "admin_token_missing",
             Self::WrongAdminToken { .. } => "admin_token_invalid",
+            Self::BackingOff { .. } => "admin_token_backoff",
             Self::ReadOnly { .. } => "read_only",
         }
     }
@@ -120,6 +144,13 @@ impl Denial {
                  (MCP_ADMIN_TOKEN or MCP_ADMIN_TOKEN_FILE)",
                 source.describe()
             ),
+            Self::BackingOff { source, retry_after } => format!(
+                "too many wrong admin tokens came from this client: {} is not checked for another {} ms \
+                 (the pause doubles with every further wrong token); retry then with the token the server \
+                 was started with",
+                source.describe(),
+                retry_after.as_millis().max(1)
+            ),
             Self::ReadOnly { tool } => format!(
                 "{tool} is refused: this server is read-only (MCP_DYNAMIC_READ_ONLY=true), so dynamic tools cannot \
                  be created, changed, enabled or deleted here; dynamic.tool.list and dynamic.tool.get still work"
@@ -139,6 +170,8 @@ pub struct AccessPolicy {
     /// In JWT mode: the scope that grants admin rights.
     pub admin_scope: Option<String>,
     pub read_only: bool,
+    /// The back-off after failed credential checks (shared with the bearer layer).
+    pub failed_auth: Arc<FailedAuth>,
 }
 
 impl AccessPolicy {
@@ -157,22 +190,16 @@ impl AccessPolicy {
             return Ok(());
         }
         if let Some(token) = &self.admin_token {
-            let presented = [
-                (TokenSource::Header, call.admin_header.as_deref()),
-                (
-                    TokenSource::Argument,
-                    args.get(ADMIN_TOKEN_ARGUMENT).and_then(|v| v.as_str()),
-                ),
-            ];
-            let mut accepted = false;
-            for (source, value) in presented {
-                match value {
-                    Some(value) if token.matches(value) => accepted = true,
-                    Some(_) => return Err(Denial::WrongAdminToken { source }),
-                    None => {}
-                }
-            }
-            if accepted {
+            let keys = failure_keys(call);
+            let header = match call.admin_header.as_deref() {
+                Some(value) => self.present(token, TokenSource::Header, value, &keys, false)?,
+                None => false,
+            };
+            let argument = match args.get(ADMIN_TOKEN_ARGUMENT).and_then(|v| v.as_str()) {
+                Some(value) => self.present(token, TokenSource::Argument, value, &keys, header)?,
+                None => false,
+            };
+            if header || argument {
                 return Ok(());
             }
         }
@@ -191,6 +218,49 @@ impl AccessPolicy {
             token_configured: self.admin_token.is_some(),
         })
     }
+
+    /// Checks one presented token unless its source is backing off; a wrong
+    /// one is counted unless `proven` (the header already passed).
+    fn present(
+        &self,
+        token: &AdminToken,
+        source: TokenSource,
+        value: &str,
+        keys: &[Key],
+        proven: bool,
+    ) -> Result<bool, Denial> {
+        let realm = source.realm();
+        if !proven && let Err(paused) = self.failed_auth.check(realm, keys) {
+            metrics::auth_backoff_refusal(realm.as_str());
+            return Err(Denial::BackingOff {
+                source,
+                retry_after: paused.retry_after,
+            });
+        }
+        if token.matches(value) {
+            self.failed_auth.succeeded(realm, keys);
+            return Ok(true);
+        }
+        if !proven && let Some(pause) = self.failed_auth.failed(realm, keys) {
+            tracing::warn!(
+                source = source.describe(),
+                pause_ms = pause.as_millis() as u64,
+                "wrong admin tokens keep coming from one client; its admin-token checks are paused"
+            );
+        }
+        Err(Denial::WrongAdminToken { source })
+    }
+}
+
+/// What wrong tokens are counted against: the client's address, and the
+/// caller when it has an identity of its own (every HTTP caller without JWT
+/// is the same `anonymous`: counting that would pause everyone).
+fn failure_keys(call: &CallContext) -> Vec<Key> {
+    let mut keys: Vec<Key> = call.client.map(Key::address).into_iter().collect();
+    if call.caller != Caller::Anonymous {
+        keys.push(Key::Caller(call.caller.key()));
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -206,6 +276,7 @@ mod tests {
     fn call(caller: Caller, header: Option<&str>) -> CallContext {
         CallContext {
             over_http: caller != Caller::Local,
+            client: None,
             caller,
             admin_header: header.map(str::to_owned),
             request_id: None,

@@ -1,10 +1,12 @@
-//! What happens to every `tools/call`, in order: find the tool; ask the
-//! guard for a slot and rate budget; check access (admin rights, read-only);
-//! run it (until done, or until the client cancels); then count it (guard,
-//! Prometheus), log it and audit it.
+//! What happens to every `tools/call`, in order: find the tool; check
+//! access (admin rights, read-only); ask the guard for a slot and rate
+//! budget; run it (until done, or until the client cancels); then count it
+//! (guard, Prometheus), log it and audit it.
 //!
-//! The guard comes before the access check so that guessing the admin token
-//! is rate-limited too. Audit lines never contain arguments or code.
+//! Access comes before the guard: guessing the admin token is limited by
+//! its own back-off ([`crate::auth::failed_auth`]), and a guesser must not
+//! spend the rate budget of the callers it shares an identity with. Audit
+//! lines never contain arguments or code.
 
 use std::time::Instant;
 
@@ -44,6 +46,15 @@ pub async fn call_tool(
     let audit = AuditTemplate::new(&name, scope, &args, &call);
     let started = Instant::now();
 
+    if let Err(denial) = state.access.check(&name, &call, &args) {
+        metrics::tool_call(&name, scope, CallOutcome::Denied, started.elapsed());
+        state
+            .audit
+            .record(audit.event(AuditResult::Denied, json!({"reason": denial.reason()})));
+        tracing::info!(tool = %name, caller = %call.caller, reason = denial.reason(), "tool call denied");
+        return Ok(denial.into_result());
+    }
+
     let pass = match state.guard.admit(scope, &call.caller) {
         Ok(pass) => pass,
         Err(rejection) => {
@@ -59,16 +70,6 @@ pub async fn call_tool(
         }
     };
     metrics::guard_active(state.guard.active_executions());
-
-    if let Err(denial) = state.access.check(&name, &call, &args) {
-        pass.finish(true);
-        metrics::tool_call(&name, scope, CallOutcome::Denied, started.elapsed());
-        state
-            .audit
-            .record(audit.event(AuditResult::Denied, json!({"reason": denial.reason()})));
-        tracing::info!(tool = %name, caller = %call.caller, reason = denial.reason(), "tool call denied");
-        return Ok(denial.into_result());
-    }
 
     let mut facts = run_dynamic::RunFacts::default();
     let work = async {
@@ -239,6 +240,7 @@ mod tests {
         CallContext {
             caller: Caller::Anonymous,
             over_http: true,
+            client: None,
             admin_header: None,
             request_id: Some("req-1".into()),
             cancel: CancellationToken::new(),

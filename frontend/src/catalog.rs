@@ -4,15 +4,22 @@
 //! with a higher catalog version. [`Catalog::changed`] fires once per change
 //! event, and for a snapshot only when it differs from what we had (e.g. after
 //! the registry restarted), so clients get one `list_changed` per change.
+//!
+//! Calls, `tools/list`, `dynamic.tool.get` and `dynamic.tool.list` are served
+//! from here. What a call needs beyond the listed record — the tool's code
+//! and its `tools/list` entry — is kept with that record, so it is fetched or
+//! built once per revision, and a call looks up one name under a shared read
+//! lock: no exclusive lock, nothing proportional to the number of tools.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dynamic_mcp_common::internal_auth::InternalChannel;
 use dynamic_mcp_proto::v1::catalog_event::Event;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
 use dynamic_mcp_proto::v1::{CatalogEvent, ChangeKind, GetToolRequest, ToolRecord, WatchChangesRequest};
+use rmcp::model::Tool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -24,20 +31,43 @@ use crate::metrics;
 const WAIT_FOR_WRITE: Duration = Duration::from_secs(2);
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(200);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
-/// Tools whose code we keep; beyond this, an arbitrary entry makes room.
-const CODE_CACHE_ENTRIES: usize = 256;
 /// How long a call waits for the registry to confirm a tool the feed has not shown yet.
 const REGISTRY_LOOKUP_WITHIN: Duration = Duration::from_secs(2);
 
 /// What the frontend knows of the registry's catalog.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct CatalogState {
     /// The catalog version of the last event applied.
     pub version: u64,
     /// Whether a snapshot has arrived since startup.
     pub synced: bool,
-    /// Enabled and disabled tools without code, by name (so sorted).
-    tools: BTreeMap<String, Arc<ToolRecord>>,
+    /// Enabled and disabled tools, by name (so sorted).
+    tools: BTreeMap<String, Arc<Listed>>,
+}
+
+/// One revision of a tool as listed: the record without code, plus what is
+/// derived from it on first use and kept until the tool changes.
+#[derive(Debug)]
+struct Listed {
+    record: Arc<ToolRecord>,
+    /// The same record with its code, once a call fetched it.
+    with_code: OnceLock<Arc<ToolRecord>>,
+    /// Its `tools/list` entry, once built.
+    definition: OnceLock<Tool>,
+}
+
+impl Listed {
+    fn new(tool: ToolRecord) -> Arc<Self> {
+        Arc::new(Self {
+            record: Arc::new(without_code(tool)),
+            with_code: OnceLock::new(),
+            definition: OnceLock::new(),
+        })
+    }
+
+    fn definition(&self, build: fn(&ToolRecord) -> Tool) -> &Tool {
+        self.definition.get_or_init(|| build(&self.record))
+    }
 }
 
 /// Whether an event changed what clients can see.
@@ -51,12 +81,16 @@ impl CatalogState {
     pub fn apply(&mut self, event: CatalogEvent) -> Applied {
         match event.event {
             Some(Event::Snapshot(snapshot)) => {
-                let tools: BTreeMap<_, _> = snapshot
+                let mut tools: BTreeMap<_, _> = snapshot
                     .tools
                     .into_iter()
-                    .map(|tool| (tool.name.clone(), Arc::new(without_code(tool))))
+                    .map(|tool| (tool.name.clone(), Listed::new(tool)))
                     .collect();
-                let changed = tools != self.tools;
+                let changed = !same_tools(&tools, &self.tools);
+                if !changed {
+                    // Keep what was derived from the unchanged records.
+                    tools = std::mem::take(&mut self.tools);
+                }
                 self.tools = tools;
                 self.version = event.catalog_version;
                 self.synced = true;
@@ -74,7 +108,7 @@ impl CatalogState {
                 if deleted {
                     self.tools.remove(&tool.name);
                 } else {
-                    self.tools.insert(tool.name.clone(), Arc::new(without_code(tool)));
+                    self.tools.insert(tool.name.clone(), Listed::new(tool));
                 }
                 self.version = event.catalog_version;
                 Applied::Changed
@@ -84,14 +118,45 @@ impl CatalogState {
         }
     }
 
+    /// Every tool, enabled or not, sorted by name.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ToolRecord>> {
+        self.tools.values().map(|listed| &listed.record)
+    }
+
     /// Enabled tools, sorted by name.
     pub fn enabled(&self) -> impl Iterator<Item = &Arc<ToolRecord>> {
-        self.tools.values().filter(|tool| tool.enabled)
+        self.all().filter(|tool| tool.enabled)
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&Arc<ToolRecord>> {
+        self.tools.get(name).map(|listed| &listed.record)
     }
 
     pub fn enabled_tool(&self, name: &str) -> Option<&Arc<ToolRecord>> {
-        self.tools.get(name).filter(|tool| tool.enabled)
+        self.tool(name).filter(|tool| tool.enabled)
     }
+
+    /// The `tools/list` entries of the enabled tools, each built by `build`
+    /// once per revision.
+    pub fn enabled_definitions(&self, build: fn(&ToolRecord) -> Tool) -> impl Iterator<Item = &Tool> {
+        self.tools
+            .values()
+            .filter(|listed| listed.record.enabled)
+            .map(move |listed| listed.definition(build))
+    }
+
+    /// The `tools/list` entry of the enabled tool `name`.
+    pub fn enabled_definition(&self, name: &str, build: fn(&ToolRecord) -> Tool) -> Option<&Tool> {
+        self.tools
+            .get(name)
+            .filter(|listed| listed.record.enabled)
+            .map(|listed| listed.definition(build))
+    }
+}
+
+/// Whether two catalogs list the same versions of the same tools.
+fn same_tools(a: &BTreeMap<String, Arc<Listed>>, b: &BTreeMap<String, Arc<Listed>>) -> bool {
+    a.len() == b.len() && a.values().zip(b.values()).all(|(x, y)| x.record == y.record)
 }
 
 fn without_code(mut tool: ToolRecord) -> ToolRecord {
@@ -109,8 +174,6 @@ struct Inner {
     registry: RegistryClient<InternalChannel>,
     state: watch::Sender<CatalogState>,
     changed: broadcast::Sender<()>,
-    /// Full records (with code) by name; a hit must be the listed version.
-    code: Mutex<HashMap<String, Arc<ToolRecord>>>,
 }
 
 impl Catalog {
@@ -120,7 +183,6 @@ impl Catalog {
                 registry,
                 state: watch::Sender::new(CatalogState::default()),
                 changed: broadcast::Sender::new(64),
-                code: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -171,10 +233,7 @@ impl Catalog {
         let mut applied = Applied::Unchanged;
         self.inner.state.send_modify(|state| applied = state.apply(event));
         if applied == Applied::Changed {
-            let state = self.inner.state.borrow();
-            tracing::debug!(version = state.version, "tool catalog changed");
-            lock(&self.inner.code)
-                .retain(|name, cached| state.tools.get(name).is_some_and(|t| same_version(t, cached)));
+            tracing::debug!(version = self.inner.state.borrow().version, "tool catalog changed");
             // No receivers (nobody listening) is fine.
             let _ = self.inner.changed.send(());
         }
@@ -225,7 +284,7 @@ impl Catalog {
         };
         let mut registry = self.inner.registry.clone();
         match tokio::time::timeout(REGISTRY_LOOKUP_WITHIN, registry.get(request)).await {
-            Ok(Ok(found)) => Some(self.remember(found.into_inner())).filter(|tool| tool.enabled),
+            Ok(Ok(found)) => Some(Arc::new(found.into_inner())).filter(|tool| tool.enabled),
             Ok(Err(status)) if status.code() == tonic::Code::NotFound => None,
             Ok(Err(status)) => {
                 tracing::warn!(tool = %name, code = ?status.code(), "registry look-up of an unlisted tool failed");
@@ -238,14 +297,22 @@ impl Catalog {
         }
     }
 
-    /// `listed` with its code. Fetched from the registry on first use and
-    /// cached until the tool changes.
+    /// `listed` with its code: fetched from the registry on a tool's first
+    /// call and kept with the listed record until the tool changes. A record
+    /// that already has its code (looked up in the registry by
+    /// [`Catalog::find_enabled`]) is used as it is.
     pub async fn with_code(&self, listed: &ToolRecord) -> Result<Arc<ToolRecord>, Status> {
-        if let Some(hit) = lock(&self.inner.code)
-            .get(&listed.name)
-            .filter(|t| same_version(t, listed))
-        {
-            return Ok(hit.clone());
+        if !listed.code.is_empty() {
+            return Ok(Arc::new(listed.clone()));
+        }
+        let entry = self.read(|c| {
+            c.tools
+                .get(&listed.name)
+                .filter(|entry| same_version(&entry.record, listed))
+                .cloned()
+        });
+        if let Some(hit) = entry.as_ref().and_then(|entry| entry.with_code.get()) {
+            return Ok(Arc::clone(hit));
         }
         let mut registry = self.inner.registry.clone();
         let request = GetToolRequest {
@@ -253,20 +320,11 @@ impl Catalog {
             revision: None,
         };
         // If the tool changed meanwhile this is a newer version; run that one.
-        Ok(self.remember(registry.get(request).await?.into_inner()))
-    }
-
-    /// Caches a full record (with code) for `with_code`.
-    fn remember(&self, tool: ToolRecord) -> Arc<ToolRecord> {
-        let tool = Arc::new(tool);
-        let mut cache = lock(&self.inner.code);
-        if cache.len() >= CODE_CACHE_ENTRIES
-            && let Some(evicted) = cache.keys().next().cloned()
-        {
-            cache.remove(&evicted);
+        let fetched = Arc::new(registry.get(request).await?.into_inner());
+        if let Some(entry) = entry.filter(|entry| same_version(&entry.record, &fetched)) {
+            return Ok(Arc::clone(entry.with_code.get_or_init(|| fetched)));
         }
-        cache.insert(tool.name.clone(), tool.clone());
-        tool
+        Ok(fetched)
     }
 }
 
@@ -274,11 +332,6 @@ impl Catalog {
 /// alone is not enough: a deleted and re-created tool starts again at 1.
 fn same_version(a: &ToolRecord, b: &ToolRecord) -> bool {
     a.revision == b.revision && a.created_at == b.created_at && a.updated_at == b.updated_at
-}
-
-/// A poisoned cache lock only means a panic elsewhere; the map is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -332,8 +385,8 @@ mod tests {
         assert_eq!(state.version, 5);
         // A resync after a reconnect with the same tools is not a change.
         assert_eq!(state.apply(snapshot(5, tools)), Applied::Unchanged);
-        // Code never enters the catalog.
-        assert!(state.tools.values().all(|t| t.code.is_empty()));
+        // Code never enters the listed records.
+        assert!(state.all().all(|t| t.code.is_empty()));
     }
 
     #[test]
@@ -398,6 +451,37 @@ mod tests {
         assert!(same_version(&old, &old.clone()));
         assert!(!same_version(&old, &recreated));
         assert!(!same_version(&old, &tool("a.tool", 2, true)));
+    }
+
+    static BUILT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn counted_definition(tool: &ToolRecord) -> Tool {
+        BUILT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Tool::new(
+            tool.name.clone(),
+            tool.description.clone(),
+            Arc::new(Default::default()),
+        )
+    }
+
+    #[test]
+    fn listings_are_built_once_per_revision_and_survive_an_unchanged_resync() {
+        let built = || BUILT.load(std::sync::atomic::Ordering::SeqCst);
+        let mut state = CatalogState::default();
+        state.apply(snapshot(1, vec![tool("a.tool", 1, true), tool("b.tool", 1, true)]));
+        let before = built();
+        assert_eq!(state.enabled_definitions(counted_definition).count(), 2);
+        assert_eq!(state.enabled_definitions(counted_definition).count(), 2);
+        assert!(state.enabled_definition("a.tool", counted_definition).is_some());
+        assert_eq!(built() - before, 2, "each listing is built once");
+        state.apply(snapshot(1, vec![tool("a.tool", 1, true), tool("b.tool", 1, true)]));
+        assert_eq!(state.enabled_definitions(counted_definition).count(), 2);
+        assert_eq!(built() - before, 2, "a resync with the same tools keeps them");
+        state.apply(change(2, ChangeKind::Updated, tool("a.tool", 2, true)));
+        let a = state.enabled_definition("a.tool", counted_definition).unwrap();
+        assert_eq!(a.description.as_deref(), Some("a.tool r2"));
+        assert_eq!(built() - before, 3, "only the changed tool is built again");
+        assert!(state.enabled_definition("missing", counted_definition).is_none());
     }
 
     #[tokio::test]

@@ -11,6 +11,8 @@ use dynamic_mcp_common::internal_auth::InternalAuthArgs;
 use dynamic_mcp_common::telemetry::LogArgs;
 use url::Url;
 
+use crate::auth::failed_auth;
+
 /// dynamic-mcp: an MCP server whose tools are created, changed and removed at
 /// run time, and run in hardened Docker containers.
 ///
@@ -107,7 +109,13 @@ pub struct FrontendConfig {
     pub jwt: JwtArgs,
 
     #[command(flatten)]
+    pub http_limits: HttpLimitsArgs,
+
+    #[command(flatten)]
     pub guard: GuardArgs,
+
+    #[command(flatten)]
+    pub failed_auth: FailedAuthArgs,
 
     #[command(flatten)]
     pub audit: AuditArgs,
@@ -235,6 +243,76 @@ pub struct GuardArgs {
     pub rate_window_ms: u64,
 }
 
+/// HTTP mode: how many connections, streams and sessions, and for how long.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimitsArgs {
+    /// HTTP mode: open connections at most; one more is answered 503 and
+    /// closed (mcp_http_connections_refused_total counts them). Keep it
+    /// below the process's open-file limit.
+    #[arg(long = "http-max-connections", env = "MCP_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// HTTP mode: milliseconds from a request's first byte to the end of its
+    /// headers; a slower client is disconnected (slowloris).
+    #[arg(long = "http-header-read-timeout-ms", env = "MCP_HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
+    /// HTTP mode: milliseconds a request body may take to arrive; a slower
+    /// (or stalled) upload is answered 408 and the memory it held is freed.
+    #[arg(long = "http-body-read-timeout-ms", env = "MCP_HTTP_BODY_READ_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
+
+    /// HTTP mode: milliseconds a kept-alive connection with no request in
+    /// progress stays open. A long-lived stream (subscriptions/listen, the
+    /// legacy GET stream) is a request in progress, so it is never idle.
+    #[arg(long = "http-idle-timeout-ms", env = "MCP_HTTP_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+
+    /// HTTP mode: long-lived response streams (2026-07-28
+    /// subscriptions/listen, the legacy GET stream) open at once; another is
+    /// answered 503.
+    #[arg(long = "http-max-streams", env = "MCP_HTTP_MAX_STREAMS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
+    /// HTTP mode: legacy sessions (MCP_HTTP_LEGACY_SESSIONS) open at once;
+    /// another `initialize` is answered 503. A session ends on DELETE or
+    /// after 5 minutes without use.
+    #[arg(long = "http-max-legacy-sessions", env = "MCP_HTTP_MAX_LEGACY_SESSIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_legacy_sessions: u32,
+}
+
+/// Back-off after failed credential checks (a wrong admin token, an invalid
+/// bearer token), per caller and per client address; separate from the
+/// guard's rate limit, so guessing never uses up anyone else's budget.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailedAuthArgs {
+    /// Failed checks a caller (or client address) may make before it has to
+    /// back off.
+    #[arg(long = "auth-failures-before-backoff", env = "MCP_AUTH_FAILURES_BEFORE_BACKOFF",
+          default_value_t = failed_auth::DEFAULT_FAILURES_BEFORE_BACKOFF,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub failures_before_backoff: u32,
+
+    /// The first back-off, in milliseconds; it doubles with every further
+    /// failure.
+    #[arg(long = "auth-backoff-base-ms", env = "MCP_AUTH_BACKOFF_BASE_MS",
+          default_value_t = failed_auth::DEFAULT_BACKOFF_BASE_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_base_ms: u64,
+
+    /// The longest back-off, in milliseconds.
+    #[arg(long = "auth-backoff-max-ms", env = "MCP_AUTH_BACKOFF_MAX_MS",
+          default_value_t = failed_auth::DEFAULT_BACKOFF_MAX_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_max_ms: u64,
+}
+
 /// The audit log: one JSON line per privileged or runtime action.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuditArgs {
@@ -329,6 +407,27 @@ mod tests {
                 config.guard.rate_window_ms
             ),
             (8, 300, 60_000)
+        );
+        let http = &config.http_limits;
+        assert_eq!(
+            (
+                http.max_connections,
+                http.header_read_timeout_ms,
+                http.body_read_timeout_ms,
+                http.idle_timeout_ms,
+                http.max_streams,
+                http.max_legacy_sessions
+            ),
+            (1024, 10_000, 30_000, 60_000, 256, 256)
+        );
+        let failed_auth = &config.failed_auth;
+        assert_eq!(
+            (
+                failed_auth.failures_before_backoff,
+                failed_auth.backoff_base_ms,
+                failed_auth.backoff_max_ms
+            ),
+            (5, 1000, 300_000)
         );
         assert!(config.audit.enabled);
         assert_eq!(config.audit.file, PathBuf::from(".dynamic-mcp/audit.log"));

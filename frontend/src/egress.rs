@@ -113,6 +113,7 @@ mod tests {
                 scopes: vec![],
             }),
             over_http: true,
+            client: None,
             admin_header: None,
             request_id: Some("req-7".into()),
             cancel: CancellationToken::new(),

@@ -12,6 +12,7 @@
 //! budget. Refusals are immediate (nothing queues), with a retry hint.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,13 +163,21 @@ pub struct GuardSnapshot {
     pub scopes: Vec<ScopeSnapshot>,
 }
 
-/// Past this many tracked (scope, caller) windows, idle ones are dropped.
-const PRUNE_ABOVE: usize = 1024;
+/// Past this many tracked (scope, caller) windows in one shard, idle ones are dropped.
+const PRUNE_ABOVE: usize = 256;
+
+/// The rate windows are split over this many locks, by caller, so callers
+/// do not queue behind each other on every call.
+const WINDOW_SHARDS: usize = 16;
+
+/// Call times of each (scope, caller) in its current window.
+type Windows = HashMap<(Scope, String), VecDeque<Instant>>;
 
 pub struct Guard {
     limits: GuardLimits,
     slots: Arc<Semaphore>,
-    windows: Mutex<HashMap<(Scope, String), VecDeque<Instant>>>,
+    shard_of: RandomState,
+    windows: [Mutex<Windows>; WINDOW_SHARDS],
     counters: [ScopeCounters; 4],
 }
 
@@ -196,7 +205,8 @@ impl Guard {
         Arc::new(Self {
             limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
-            windows: Mutex::new(HashMap::new()),
+            shard_of: RandomState::new(),
+            windows: Default::default(),
             counters: Default::default(),
         })
     }
@@ -237,7 +247,10 @@ impl Guard {
     fn take_rate_budget(&self, scope: Scope, caller_key: &str, now: Instant) -> Result<(), Rejection> {
         let window = Duration::from_millis(self.limits.window_ms);
         let max = self.limits.max_calls_per_window;
-        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shard = self.shard_of.hash_one((scope, caller_key)) as usize % WINDOW_SHARDS;
+        let mut windows = self.windows[shard]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if windows.len() > PRUNE_ABOVE {
             windows.retain(|_, calls| calls.back().is_some_and(|last| now.duration_since(*last) < window));
         }

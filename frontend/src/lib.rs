@@ -26,6 +26,7 @@ pub mod sandbox_facts;
 pub mod server;
 pub mod tools;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_common::shutdown;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::AccessPolicy;
 use crate::audit::AuditLog;
 use crate::auth::admin_token::AdminToken;
+use crate::auth::failed_auth::{Backoff, FailedAuth};
 use crate::catalog::Catalog;
 use crate::clients::Services;
 use crate::config::{AuthMode, FrontendConfig, Transport};
@@ -123,6 +125,11 @@ fn access_policy(config: &FrontendConfig) -> anyhow::Result<AccessPolicy> {
         admin_token: AdminToken::configured(config.admin_token_file.as_deref())?,
         admin_scope,
         read_only: config.read_only,
+        failed_auth: Arc::new(FailedAuth::new(Backoff {
+            failures_before: config.failed_auth.failures_before_backoff,
+            base: Duration::from_millis(config.failed_auth.backoff_base_ms),
+            max: Duration::from_millis(config.failed_auth.backoff_max_ms),
+        })),
     };
     if policy.admin_token.is_none() && policy.admin_scope.is_none() {
         tracing::info!("no admin token set: every client may manage dynamic tools");

@@ -25,6 +25,11 @@ const AUDIT_WRITE_FAILURES: &str = "mcp_audit_write_failures_total";
 const AUDIT_DROPPED: &str = "mcp_audit_events_dropped_total";
 const EGRESS_CONNECTIONS: &str = "mcp_egress_connections_total";
 const EGRESS_SECRET_USES: &str = "mcp_egress_secret_uses_total";
+const HTTP_CONNECTIONS: &str = "mcp_http_connections";
+const HTTP_CONNECTIONS_REFUSED: &str = "mcp_http_connections_refused_total";
+const HTTP_CONNECTIONS_CLOSED: &str = "mcp_http_connections_closed_total";
+const HTTP_REQUESTS_REFUSED: &str = "mcp_http_requests_refused_total";
+const AUTH_BACKOFF_REFUSALS: &str = "mcp_auth_backoff_refusals_total";
 
 const DURATION_BUCKETS: &[f64] = &[0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -118,6 +123,25 @@ fn describe() {
         "Requests that carried a secret's placeholder, by tool and outcome (injected: to the secret's host; \
          withheld: elsewhere, sent unreplaced)."
     );
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections.");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "HTTP connections refused because MCP_HTTP_MAX_CONNECTIONS were open."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "HTTP connections the server closed, by reason (header_timeout, idle_timeout)."
+    );
+    describe_counter!(
+        HTTP_REQUESTS_REFUSED,
+        "HTTP requests refused before reaching MCP, by reason (body_timeout, stream_limit, session_limit, \
+         parse_error, invalid_request, invalid_params)."
+    );
+    describe_counter!(
+        AUTH_BACKOFF_REFUSALS,
+        "Requests refused because the caller or its address is backing off after failed credential checks, \
+         by realm (admin_token: refused unchecked; bearer: an invalid token answered 429)."
+    );
 }
 
 /// The Prometheus text exposition.
@@ -190,4 +214,52 @@ pub fn egress(tool: &str, event: &EgressEvent) {
             counter!(EGRESS_SECRET_USES, "tool" => tool.to_owned(), "outcome" => outcome).increment(names.len() as u64);
         }
     }
+}
+
+/// Why the server closed an HTTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// A request head did not arrive within MCP_HTTP_HEADER_READ_TIMEOUT_MS.
+    HeaderTimeout,
+    /// No request within MCP_HTTP_IDLE_TIMEOUT_MS.
+    IdleTimeout,
+}
+
+impl ConnectionClosed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// Counts an open HTTP connection until dropped.
+pub struct OpenConnection(());
+
+pub fn http_connection_opened() -> OpenConnection {
+    gauge!(HTTP_CONNECTIONS).increment(1.0);
+    OpenConnection(())
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        gauge!(HTTP_CONNECTIONS).decrement(1.0);
+    }
+}
+
+pub fn http_connection_refused() {
+    counter!(HTTP_CONNECTIONS_REFUSED).increment(1);
+}
+
+pub fn http_connection_closed(why: ConnectionClosed) {
+    counter!(HTTP_CONNECTIONS_CLOSED, "reason" => why.as_str()).increment(1);
+}
+
+pub fn http_request_refused(reason: &'static str) {
+    counter!(HTTP_REQUESTS_REFUSED, "reason" => reason).increment(1);
+}
+
+pub fn auth_backoff_refusal(realm: &'static str) {
+    counter!(AUTH_BACKOFF_REFUSALS, "realm" => realm).increment(1);
 }

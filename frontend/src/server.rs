@@ -73,7 +73,7 @@ impl Frontend {
     fn dynamic_definition(&self, name: &str) -> Option<Tool> {
         self.state
             .catalog
-            .read(|c| c.enabled_tool(name).map(|t| run_dynamic::definition(t)))
+            .read(|c| c.enabled_definition(name, run_dynamic::definition).cloned())
     }
 }
 
@@ -103,7 +103,7 @@ impl ServerHandler for Frontend {
         let mut tools = tools::builtin_definitions().to_vec();
         self.state
             .catalog
-            .read(|c| tools.extend(c.enabled().map(|t| run_dynamic::definition(t))));
+            .read(|c| tools.extend(c.enabled_definitions(run_dynamic::definition).cloned()));
         // Dynamic names never collide with built-ins (the registry refuses them).
         tools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ListToolsResult::with_all_items(tools))

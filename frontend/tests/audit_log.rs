@@ -143,12 +143,7 @@ async fn a_full_disk_is_counted_and_the_server_keeps_serving() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let text = reqwest::get(format!("{}/metrics", frontend.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = frontend.metrics().await;
         let failures = text
             .lines()
             .find_map(|l| l.strip_prefix("mcp_audit_write_failures_total "))

@@ -170,12 +170,7 @@ async fn the_concurrency_cap_holds_across_connections_without_spending_rate_budg
     assert!(third.text.starts_with("rate limit reached"), "{}", third.text);
 
     // Prometheus counts the same events.
-    let text = reqwest::get(format!("{}/metrics", frontend.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = frontend.metrics().await;
     assert!(
         text.contains(r#"mcp_guard_rejections_total{scope="dynamic",reason="concurrency"} 5"#),
         "{text}"

@@ -253,7 +253,12 @@ async fn rotated_keys_are_picked_up_and_an_outage_keeps_the_cached_keys() {
 
 #[tokio::test]
 async fn unknown_kids_do_not_hammer_the_authorization_server() {
-    let jwt = JwtStack::start(&[("MCP_AUTH_JWKS_MIN_REFETCH_MS", "60000")]).await;
+    // Enough failures allowed that all ten get the plain 401.
+    let jwt = JwtStack::start(&[
+        ("MCP_AUTH_JWKS_MIN_REFETCH_MS", "60000"),
+        ("MCP_AUTH_FAILURES_BEFORE_BACKOFF", "100"),
+    ])
+    .await;
     let stranger = SigningKey::ec(jwt.stack.dir.path(), "unknown");
     let token = stranger.sign(&jwt.claims("x", "tools:call"));
     let before = jwt.jwks.fetches();
@@ -265,6 +270,50 @@ async fn unknown_kids_do_not_hammer_the_authorization_server() {
         jwt.jwks.fetches() - before <= 1,
         "{} fetches",
         jwt.jwks.fetches() - before
+    );
+}
+
+#[tokio::test]
+async fn invalid_tokens_back_off_per_address_but_a_valid_token_always_passes() {
+    let jwt = JwtStack::start(&[
+        ("MCP_AUTH_FAILURES_BEFORE_BACKOFF", "2"),
+        ("MCP_AUTH_BACKOFF_BASE_MS", "60000"),
+    ])
+    .await;
+    let forged = SigningKey::rsa(jwt.stack.dir.path(), "rsa-1").sign(&jwt.claims("mallory", "tools:call"));
+    jwt.refused(&forged, "signature is invalid").await;
+    jwt.refused(&forged, "signature is invalid").await;
+    let bearer = format!("Bearer {forged}");
+    let response = post(
+        &jwt.frontend.url,
+        &headers(&[("authorization", &bearer)]),
+        &initialize_body(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "60");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many invalid access tokens"),
+        "{body}"
+    );
+    // The same address with a valid token: no lock-out.
+    let valid = jwt.rsa.sign(&jwt.claims("alice", "tools:call"));
+    let (status, _, body) = jwt.initialize(Some(&valid)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let line = jwt
+        .stack
+        .audit()
+        .wait_for(|l| l["action"] == "http.authenticate" && l["details"]["retryAfterMs"] == 60_000)
+        .await;
+    assert_eq!(line["details"]["reason"], "bad_signature");
+    let metrics = jwt.frontend.metrics().await;
+    assert!(
+        metrics.contains(r#"mcp_auth_backoff_refusals_total{realm="bearer"} 1"#),
+        "{metrics}"
     );
 }
 

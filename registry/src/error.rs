@@ -1,4 +1,6 @@
 //! The registry's errors, and the one place they become gRPC statuses.
+//! A storage failure is logged in full; what the caller reads names no file
+//! or directory of this host.
 
 use std::io;
 use std::path::PathBuf;
@@ -88,6 +90,25 @@ pub enum StorageError {
     Database(#[source] sqlx::Error),
 }
 
+impl StorageError {
+    /// The failure as a caller may read it: what went wrong, not where.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Io { action, source, .. } => format!("cannot {action} the tool store's file: {source}"),
+            Self::NotDurable { source, .. } => format!(
+                "the change was saved but syncing the tool store's directory failed ({source}); it may not \
+                 survive a power failure"
+            ),
+            Self::Corrupt { reason, .. } => format!("the tool store is unreadable: {reason}"),
+            Self::Locked { .. } => "the tool store is in use by another dynamic-mcp-registry".to_owned(),
+            Self::NotAFile(_) => "the tool store's path does not name a file".to_owned(),
+            Self::Encode(_) | Self::WriterFailed(_) | Self::DatabaseUnavailable(_) | Self::Database(_) => {
+                self.to_string()
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for StorageError {
     fn from(err: sqlx::Error) -> Self {
         if is_unavailable(&err) {
@@ -144,6 +165,7 @@ impl From<RegistryError> for Status {
             RegistryError::LimitReached { .. } => Status::resource_exhausted(message),
             RegistryError::Storage(storage) => {
                 tracing::error!(error = %storage, "tool store failure");
+                let message = storage.public_message();
                 match storage {
                     StorageError::Io { .. } => {
                         Status::unavailable(format!("the tool store is unavailable, nothing was changed: {message}"))
@@ -214,6 +236,15 @@ mod tests {
             source: io::Error::other("disk full"),
         }));
         assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the tool store is unavailable, nothing was changed: cannot write the tool store's file: disk full"
+        );
+        let status = Status::from(RegistryError::Storage(StorageError::Locked {
+            path: "/srv/tools.json".into(),
+            lock: "/srv/tools.json.lock".into(),
+        }));
+        assert!(!status.message().contains("/srv"), "{}", status.message());
         let status = Status::from(RegistryError::from(sqlx::Error::PoolTimedOut));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(

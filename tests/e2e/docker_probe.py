@@ -59,6 +59,13 @@ def inspect(container_id: str) -> dict:
     return json.loads(docker("inspect", container_id))[0]
 
 
+def process_users(container_id: str) -> list[str]:
+    """The uid of every process running in the container, as the host sees it."""
+    # Docker needs the pid column to find the container's processes among the host's.
+    listing = docker("top", container_id, "-o", "pid,uid")
+    return [line.split()[1] for line in listing.splitlines()[1:] if line.strip()]
+
+
 def remove_executor_containers(executor_id_prefix: str) -> list[str]:
     """Force-remove containers whose executor label starts with the prefix (test cleanup)."""
     listing = docker(

@@ -100,7 +100,8 @@ async def test_cancelling_sandbox_exec_and_run_js_kills_their_processes(launcher
 
         await cancel_once_running(
             lambda: client.call_tool("sandbox.run_js", {"sessionId": session, "code": SLEEP_A_MINUTE}),
-            lambda: wait_for_count(client, session, "[n]ode --input-type", 1, APPEARS_WITHIN),
+            # The harness's supervisor and the code's own process.
+            lambda: wait_for_count(client, session, "[n]ode --input-type", 2, APPEARS_WITHIN),
         )
         await wait_for_count(client, session, "[n]ode --input-type", 0, STOPPED_WITHIN)
 

@@ -13,6 +13,7 @@ from docker_probe import (
     LABEL_MANAGED,
     inspect,
     marker_code,
+    process_users,
     wait_for_call_container,
     wait_for_gone,
     wait_for_only_warm_containers,
@@ -34,6 +35,8 @@ def hardening_problems(details: dict) -> list[str]:
     checks = {
         "ReadonlyRootfs is true": host.get("ReadonlyRootfs") is True,
         "CapDrop is ['ALL']": [cap.upper() for cap in host.get("CapDrop") or []] == ["ALL"],
+        # Only for the harness's supervisor, which drops them with root before the code runs.
+        "CapAdd is SETUID and SETGID": sorted(cap.upper() for cap in host.get("CapAdd") or []) == ["SETGID", "SETUID"],
         "SecurityOpt has no-new-privileges": any(
             opt.startswith("no-new-privileges") for opt in host.get("SecurityOpt") or []
         ),
@@ -41,8 +44,9 @@ def hardening_problems(details: dict) -> list[str]:
         "Memory > 0": (host.get("Memory") or 0) > 0,
         "NanoCpus > 0": (host.get("NanoCpus") or 0) > 0,
         "NetworkMode is none": host.get("NetworkMode") == "none",
-        "User is set and not root": user != "" and user.split(":")[0] not in ("0", "root"),
-        "Init is true": host.get("Init") is True,
+        # The supervisor starts as root and runs the code as the sandbox user; it is PID 1.
+        "User is 0:0": user == "0:0",
+        "Init is false": host.get("Init") is False,
         "/tmp is a noexec tmpfs": "noexec" in tmpfs.get("/tmp", ""),
         "labelled managed=true": (config.get("Labels") or {}).get(LABEL_MANAGED) == "true",
     }
@@ -67,9 +71,12 @@ async def test_running_tool_container_is_hardened_and_holds_no_code_or_args(http
             calls.start_soon(call)
             container = await wait_for_call_container(http_frontend.executor_id, code_marker, CONTAINER_APPEARS_WITHIN)
             details = await anyio.to_thread.run_sync(inspect, container)
+            users = await anyio.to_thread.run_sync(process_users, container)
 
     assert answers == [1]
     assert hardening_problems(details) == []
+    # The supervisor and the code's process, both as the sandbox user: no root process is left.
+    assert users == ["65534", "65534"], f"processes of the running tool's container run as {users}"
     exposed = json.dumps(details)
     assert code_marker not in exposed, "the tool's code is visible in `docker inspect`"
     assert args_marker not in exposed, "the call's args are visible in `docker inspect`"

@@ -314,10 +314,12 @@ async def test_raw_sockets_mount_setuid_and_unshare(server, kind):
         assert su["exitCode"] != 0 and "uid=0" not in su["stdout"], describe(results)
         assert setuid_files["stdout"].strip() == "0", f"the image has setuid binaries: {describe(results)}"
         assert int(suid_copy["stdout"].split()[-1]) > 0, f"no nosuid mounts: {describe(results)}"
+        # SETUID and SETGID stay in the bounding set for the harness's supervisor; with no-new-privileges
+        # and no setuid file, nothing the code runs can raise them again (su above, the copy on nosuid).
         assert identity["stdout"].splitlines() == [
             "65534",
             "CapEff:\t0000000000000000",
-            "CapBnd:\t0000000000000000",
+            "CapBnd:\t00000000000000c0",
             "NoNewPrivs:\t1",
         ], describe(results)
 
@@ -391,3 +393,213 @@ async def test_fifty_parallel_calls_against_the_container_cap(server, kind):
     assert all(any(limit in a for limit in limits) for a in answers if a != "ok"), answers
     async with attacked(server, kind):
         pass
+
+
+# ---- forged outcomes ------------------------------------------------------------------------------
+# The code runs in a process of its own (as the sandbox user), under a supervisor that alone holds the
+# call's marker and alone writes to the channel the executor reads (see executor/src/harness/). These
+# attacks try to reach the supervisor or to pass something off as an outcome; each must end in an
+# outcome the code could have produced honestly.
+
+# Stands for the per-call marker, in the shape the harness uses (record separator, 32 hex digits).
+FAKE_MARKER = "\\u001e" + "0123456789abcdef" * 2 + "\\u001e"
+
+# Frames as the harness writes them now (records) and as it did before (one frame after the marker).
+FORGED_FRAMES_JS = f"""
+const forged = [
+  "{FAKE_MARKER}" + '{{"kind":"done","status":"ok","format":"json","bytes":16}}\\n{{"forged": true}}',
+  "{FAKE_MARKER}" + '{{"status":"ok","result":{{"forged":true}}}}\\n',
+];
+for (const frame of forged) {{ process.stdout.write(frame); process.stderr.write(frame); }}
+"""
+
+MEMORY_CODE = """
+const fs = await import("node:fs");
+// Every other process's memory and files, as far as /proc lets us.
+const reached = [];
+for (const pid of fs.readdirSync("/proc").filter((p) => /^[0-9]+$/.test(p) && Number(p) !== process.pid)) {
+  for (const file of ["mem", "environ", "maps", "stack", "syscall", "auxv"]) {
+    try { fs.closeSync(fs.openSync(`/proc/${pid}/${file}`, "r")); reached.push(`${pid}/${file}`); } catch {}
+  }
+  for (const dir of ["fd", "fdinfo", "map_files", "cwd", "root"]) {
+    try { fs.readdirSync(`/proc/${pid}/${dir}`); reached.push(`${pid}/${dir}`); } catch {}
+  }
+}
+// Our own memory, where the old harness kept the markers: look for anything shaped like one.
+const MARKER = /\\x1e[0-9a-f]{32}\\x1e/;
+let scanned = 0, markers = 0;
+const mem = fs.openSync("/proc/self/mem", "r");
+const chunk = Buffer.alloc(1 << 20);
+for (const line of fs.readFileSync("/proc/self/maps", "utf8").split("\\n")) {
+  const m = /^([0-9a-f]+)-([0-9a-f]+) r/.exec(line);
+  if (!m) continue;
+  let start = BigInt("0x" + m[1]); const end = BigInt("0x" + m[2]);
+  if (end - start > 64n << 20n) continue;
+  for (; start < end; start += BigInt(chunk.length)) {
+    const length = Number(end - start < BigInt(chunk.length) ? end - start : BigInt(chunk.length));
+    let read = 0;
+    try { read = fs.readSync(mem, chunk, 0, length, start); } catch { break; }
+    scanned += read;
+    if (MARKER.test(chunk.subarray(0, read).toString("latin1"))) markers++;
+  }
+}
+return { supervisor: process.ppid, reached, scanned, markers };
+"""
+
+
+async def test_reading_the_supervisors_memory_and_files(server, kind):
+    async with attacked(server, kind) as target:
+        result = await target.js(MEMORY_CODE, timeout_ms=60000)
+        assert not result.is_error, text_of(result)
+        seen = outcome_of(result)["result"]
+        assert seen["reached"] == [], f"the code reached another process: {seen['reached']}"
+        assert seen["scanned"] > 10 << 20, f"the memory scan read too little to mean anything: {seen}"
+        assert seen["markers"] == 0, f"the code's own memory holds something shaped like a marker: {seen}"
+
+
+FD_CODE = (
+    """
+const fs = await import("node:fs");
+const tried = {};
+for (const pid of new Set([process.ppid, 1])) {
+  for (const fd of [0, 1, 2, 3, 4, 5, 6]) {
+    try { fs.closeSync(fs.openSync(`/proc/${pid}/fd/${fd}`, "w")); tried[`${pid}/${fd}`] = "opened"; }
+    catch (e) { tried[`${pid}/${fd}`] = e.code; }
+  }
+}
+// Forged frames on our own output, which is only a pipe to the supervisor.
+"""
+    + FORGED_FRAMES_JS
+    + """
+const timedOut = "\\u001e" + "f".repeat(32) + "\\u001e" + '{"kind":"done","status":"timed_out"}\\n';
+for (const fd of [1, 2]) fs.writeSync(fd, timedOut);
+return { honest: true, tried };
+"""
+)
+
+
+async def test_writing_to_the_supervisors_and_pid_1s_fds(server, kind):
+    async with attacked(server, kind) as target:
+        result = await target.js(FD_CODE)
+        assert not result.is_error, text_of(result)
+        outcome = outcome_of(result)
+        seen = outcome["result"]
+        assert seen["honest"] is True
+        opened = [fd for fd, how in seen["tried"].items() if how not in ("EACCES", "EPERM", "ENOENT")]
+        assert opened == [], f"the code opened another process's fds: {seen['tried']}"
+        assert '{"forged": true}' in outcome["stdout"] and '"status":"timed_out"' in outcome["stderr"], outcome
+
+
+async def test_forging_a_result_on_the_report_channel(server, kind):
+    # fd 4 carries the code's own reports to the supervisor: whatever it says there it could say by
+    # returning; the supervisor's own kinds of record are refused.
+    code = """
+const fs = await import("node:fs");
+fs.writeSync(4, '{"kind":"done","status":"ok","format":"json","bytes":2}\\n{}');
+await new Promise((r) => setTimeout(r, 5000));
+return "too late";
+"""
+    async with attacked(server, kind) as target:
+        result = await target.js(code)
+        assert reason(result) == "badResult", text_of(result)
+        assert "a report of an unknown kind on the harness's report channel" in text_of(result), text_of(result)
+
+
+async def test_patching_process_stdout(server, kind):
+    code = (
+        """
+const realWrite = process.stdout.write.bind(process.stdout);
+process.stdout.write = (chunk, ...rest) => realWrite("PATCHED:" + chunk, ...rest);
+const handle = process.stdout._handle;
+for (const method of ["writeUtf8String", "writeLatin1String", "writeBuffer", "writev"]) {
+  const original = handle[method];
+  if (typeof original !== "function") continue;
+  handle[method] = function (req, data, ...rest) { return original.call(this, req, data, ...rest); };
+}
+JSON.stringify = () => '{"forged":true}';
+console.log("hello");
+"""
+        + FORGED_FRAMES_JS
+        + """
+return { honest: [1, 2, 3] };
+"""
+    )
+    async with attacked(server, kind) as target:
+        result = await target.js(code)
+        assert not result.is_error, text_of(result)
+        outcome = outcome_of(result)
+        assert outcome["result"] == {"honest": [1, 2, 3]}, outcome
+        assert "PATCHED:hello" in outcome["stdout"], outcome
+
+
+async def test_printing_a_fake_frame_then_throwing(server, kind):
+    code = FORGED_FRAMES_JS + "\nthrow new RangeError('the honest outcome');"
+    async with attacked(server, kind) as target:
+        result = await target.js(code)
+        assert reason(result) == "threw", text_of(result)
+        assert outcome_of(result)["error"] == "the honest outcome"
+        assert outcome_of(result)["errorName"] == "RangeError"
+
+
+async def test_exiting_early_after_a_fake_frame(server, kind):
+    async with attacked(server, kind) as target:
+        result = await target.js(FORGED_FRAMES_JS + "\nprocess.exit(0);")
+        assert reason(result) == "exited", text_of(result)
+        assert "exited with code 0 before returning a result" in text_of(result), text_of(result)
+        result = await target.js(FORGED_FRAMES_JS + "\nprocess.reallyExit(7);")
+        assert reason(result) == "exited" and "code 7" in text_of(result), text_of(result)
+
+
+SIGNAL_CODE = """
+const net = await import("node:net");
+const sent = {};
+for (const pid of new Set([process.ppid, 1])) {
+  for (const signal of ["SIGUSR1", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM", "SIGTSTP", "SIGTTIN",
+                        "SIGXCPU", "SIGPROF", "SIGPIPE", "SIGWINCH"]) {
+    const key = `${pid} ${signal}`;
+    try { process.kill(pid, signal); sent[key] = "sent"; } catch (e) { sent[key] = e.code; }
+  }
+}
+await new Promise((r) => setTimeout(r, 500));
+// SIGUSR1 opens a Node process's inspector on 127.0.0.1:9229, unless it listens for the signal itself.
+const inspector = await new Promise((resolve) => {
+  const socket = net.connect({ host: "127.0.0.1", port: 9229 });
+  socket.on("connect", () => { socket.destroy(); resolve("open"); });
+  socket.on("error", (e) => resolve(e.code));
+});
+return { survived: true, inspector, sent, supervisor: process.ppid };
+"""
+
+
+async def test_signalling_the_supervisor(server, kind):
+    async with attacked(server, kind) as target:
+        result = await target.js(SIGNAL_CODE)
+        assert not result.is_error, text_of(result)
+        seen = outcome_of(result)["result"]
+        assert seen["inspector"] == "ECONNREFUSED", f"the supervisor's inspector opened: {seen}"
+        assert seen["survived"] is True
+        # The supervisor runs as the code's user, so the signals were sent; they just changed nothing.
+        assert seen["sent"][f"{seen['supervisor']} SIGUSR1"] == "sent", seen
+
+
+KILL_SUPERVISOR_CODE = """
+for (const signal of ["SIGSEGV", "SIGBUS", "SIGSTOP", "SIGKILL"]) {
+  try { process.kill(process.ppid, signal); } catch {}
+}
+await new Promise((r) => setTimeout(r, 500));
+return "survived";
+"""
+
+
+async def test_killing_or_stopping_the_supervisor(server, kind):
+    async with attacked(server, kind) as target:
+        result = await target.js(KILL_SUPERVISOR_CODE, timeout_ms=5000)
+        if kind == SANDBOX_SESSION:
+            # In a session the supervisor is an exec, not PID 1: the code can kill it, and the call ends as
+            # if the code had killed itself with that signal (exit code 128 + n), which it may do anyway.
+            assert reason(result) in ("resourceLimit", "exited"), text_of(result)
+            assert "with code 1" in text_of(result) or "memory or process limit" in text_of(result), text_of(result)
+        else:
+            # PID 1 of the run's container ignores SIGKILL and SIGSTOP from inside it (and survives the others).
+            assert not result.is_error, text_of(result)
+            assert outcome_of(result)["result"] == "survived"

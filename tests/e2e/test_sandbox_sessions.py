@@ -207,6 +207,28 @@ async def test_an_install_error_surfaces_at_create(deps_frontend):
     await wait_for_only_warm_containers(deps_frontend.executor_id, CONTAINERS_GONE_WITHIN)
 
 
+@pytest.mark.timeout(120)
+async def test_an_unreachable_npm_registry_fails_the_create_fast_with_progress_meanwhile(launcher, deps_volume):
+    # The install container's own loopback: nothing answers there.
+    settings = {"MCP_SANDBOX_DEPS_VOLUME": deps_volume, "MCP_SANDBOX_NPM_REGISTRY": "http://127.0.0.1:9/"}
+    frontend = launcher.http_frontend(settings=settings)
+    progress = ProgressLog()
+    async with frontend.connect(ERA_MODERN) as client:
+        spec = {"name": unique_name("noreg"), "description": "d", "code": USES_IS_NUMBER, "dependencies": IS_NUMBER}
+        began = time.monotonic()
+        result = await client.call_tool(
+            "dynamic.tool.create", {"tool": spec}, read_timeout_seconds=INSTALL_TIMEOUT, progress_callback=progress
+        )
+        took = time.monotonic() - began
+        assert result.is_error, "a create whose dependencies cannot be fetched must fail"
+        message = text_of(result)
+        assert "cannot be reached from the install network" in message and "ECONNREFUSED" in message, message
+        assert "MCP_SANDBOX_NPM_REGISTRY" in message, message
+        assert took < 30, f"the create took {took:.1f} s"
+        assert progress.messages and progress.messages[0].startswith("installing 1 npm dependency"), progress.messages
+        assert (await admin(client, "dynamic.tool.list", {}))["tools"] == []
+
+
 @pytest.mark.timeout(300)
 async def test_run_js_in_a_session_imports_an_npm_dependency(deps_frontend):
     progress = ProgressLog()

@@ -2,14 +2,21 @@
 //! output attached, and the guarantee that a command we stop waiting for is
 //! killed — at its timeout and when the caller's future is dropped.
 //!
-//! Docker has no "kill this exec" call, so every exec carries a random
-//! marker in its environment (children inherit it), and killing means a
-//! second exec that SIGKILLs every process in the container that has it.
+//! Docker has no "kill this exec" call, so every exec carries a random tag
+//! in its environment (children inherit it), and killing means a second
+//! exec that SIGKILLs every process in the container that has it there or
+//! as an argument (a non-dumpable process's environment cannot be read, its
+//! command line can).
+//!
+//! For a moment after a container's init has died, Docker still counts it
+//! as running: an exec then "ends" with 126 and Docker's own error in its
+//! output. [`ExecProcess::check_started`] tells that from a command's exit.
 
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::query_parameters::WaitContainerOptionsBuilder;
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -21,22 +28,51 @@ use crate::error::ExecError;
 /// The environment variable that marks an exec's processes.
 pub const MARKER_VAR: &str = "DYNAMIC_MCP_CALL";
 
-/// Kills every process whose initial environment holds `$1` (`VAR=value`).
-/// Two rounds, so a child forked during the first one is caught too.
-const KILL_SCRIPT: &str = r#"for round in 1 2; do
+/// Kills every process whose initial environment or command line has the
+/// entry `DYNAMIC_MCP_CALL=$1`. The comparison stays inside this shell, so
+/// none of its own processes carries that entry. Two rounds, so a child
+/// forked during the first one is caught too.
+const KILL_SCRIPT: &str = r#"want="DYNAMIC_MCP_CALL=$1"
+has() { tr '\0' '\n' < "$1" 2>/dev/null | { while IFS= read -r entry; do [ "$entry" = "$want" ] && exit 0; done; exit 1; }; }
+for round in 1 2; do
   for p in /proc/[0-9]*; do
-    if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qx "$1"; then kill -9 "${p#/proc/}" 2>/dev/null; fi
+    if has "$p/environ" || has "$p/cmdline"; then kill -9 "${p#/proc/}" 2>/dev/null; fi
   done
 done"#;
 
 /// The kill itself must not hang a call that is already over time.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What Docker writes into an exec's output, with exit code 126, when runc
+/// cannot start it because the container has stopped.
+const STOPPED_STATE: &[u8] = b"cannot exec in a stopped state";
+const START_FAILED: i64 = 126;
+/// How long Docker may take to see that such a container has stopped.
+const STOPPING_WITHIN: Duration = Duration::from_secs(5);
+
+/// What marks one exec's processes: `DYNAMIC_MCP_CALL=<tag>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTag(String);
+
+impl ExecTag {
+    pub fn fresh() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// The `VAR=value` entry the exec's environment gets.
+    pub fn entry(&self) -> String {
+        format!("{MARKER_VAR}={}", self.0)
+    }
+}
+
 /// What to run and how.
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
     pub command: Vec<String>,
+    pub tag: ExecTag,
     pub user: String,
+    /// Who may kill what the exec started: the user its processes end up as.
+    pub kill_as: String,
     pub working_dir: String,
     /// Whether the process reads our input; otherwise its stdin is empty.
     pub stdin: bool,
@@ -57,22 +93,21 @@ pub struct ExecProcess {
     docker: Docker,
     container_id: String,
     exec_id: String,
-    user: String,
-    marker: String,
+    kill_as: String,
+    tag: ExecTag,
     settled: bool,
 }
 
 /// Starts `spec` in the running container `container_id`.
 pub async fn start(docker: &Docker, container_id: &str, spec: ExecSpec) -> Result<RunningExec, ExecError> {
-    let marker = format!("{MARKER_VAR}={:032x}", rand::random::<u128>());
     let options = CreateExecOptions {
         attach_stdin: Some(spec.stdin),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(false),
-        env: Some(std::iter::once(marker.clone()).chain(spec.env).collect()),
+        env: Some(std::iter::once(spec.tag.entry()).chain(spec.env).collect()),
         cmd: Some(spec.command),
-        user: Some(spec.user.clone()),
+        user: Some(spec.user),
         working_dir: Some(spec.working_dir),
         ..Default::default()
     };
@@ -81,8 +116,8 @@ pub async fn start(docker: &Docker, container_id: &str, spec: ExecSpec) -> Resul
         docker: docker.clone(),
         container_id: container_id.to_owned(),
         exec_id: created.id,
-        user: spec.user,
-        marker,
+        kill_as: spec.kill_as,
+        tag: spec.tag,
         settled: false,
     };
     match docker.start_exec(&process.exec_id, None).await.map_err(exec_failed)? {
@@ -117,6 +152,26 @@ impl ExecProcess {
         }
     }
 
+    /// Whether an exec that ended with `code`, printing `stdout`, really ran:
+    /// if it never started because the container has stopped, the container
+    /// is gone for good ([`ExecError::ContainerGone`]). The words alone could
+    /// come from the command itself, so they count only once Docker agrees
+    /// that the container has stopped.
+    pub async fn check_started(&self, code: Option<i64>, stdout: &[u8]) -> Result<(), ExecError> {
+        if code != Some(START_FAILED) || !stdout.windows(STOPPED_STATE.len()).any(|w| w == STOPPED_STATE) {
+            return Ok(());
+        }
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut waits = self.docker.wait_container(&self.container_id, Some(options));
+        match tokio::time::timeout(STOPPING_WITHIN, waits.next()).await {
+            Ok(Some(Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
+                Err(ExecError::ContainerGone)
+            }
+            Ok(Some(Err(e))) if is_gone(&e) => Err(ExecError::ContainerGone),
+            _ => Ok(()),
+        }
+    }
+
     /// The process is known to end on its own: dropping it must not kill
     /// what it may have left running, as a process that ended would not.
     pub fn ends_by_itself(&mut self) {
@@ -126,7 +181,7 @@ impl ExecProcess {
     /// SIGKILLs every process this exec started, and waits for that.
     pub async fn kill(&mut self) {
         self.settled = true;
-        kill_marked(&self.docker, &self.container_id, &self.user, &self.marker).await;
+        kill_tagged(&self.docker, &self.container_id, &self.kill_as, &self.tag).await;
     }
 }
 
@@ -139,25 +194,25 @@ impl Drop for ExecProcess {
             tracing::warn!("no runtime to kill an abandoned exec; it ends with its session");
             return;
         };
-        let (docker, container_id, user, marker) = (
+        let (docker, container_id, kill_as, tag) = (
             self.docker.clone(),
             std::mem::take(&mut self.container_id),
-            std::mem::take(&mut self.user),
-            std::mem::take(&mut self.marker),
+            std::mem::take(&mut self.kill_as),
+            self.tag.clone(),
         );
         runtime.spawn(async move {
-            kill_marked(&docker, &container_id, &user, &marker).await;
+            kill_tagged(&docker, &container_id, &kill_as, &tag).await;
             tracing::debug!("killed an exec whose caller went away");
         });
     }
 }
 
-async fn kill_marked(docker: &Docker, container_id: &str, user: &str, marker: &str) {
+async fn kill_tagged(docker: &Docker, container_id: &str, user: &str, tag: &ExecTag) {
     let kill = async {
         let options = CreateExecOptions {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            cmd: Some(vec!["sh", "-c", KILL_SCRIPT, "sh", marker]),
+            cmd: Some(vec!["sh", "-c", KILL_SCRIPT, "sh", tag.0.as_str()]),
             user: Some(user),
             ..Default::default()
         };
@@ -176,13 +231,17 @@ async fn kill_marked(docker: &Docker, container_id: &str, user: &str, marker: &s
     }
 }
 
-/// 404: no such container; 409: it is not running.
+/// 404: no such container; 409: it is not running (or 500 saying so, as
+/// Docker answers while a container is stopping).
 fn is_gone(err: &bollard::errors::Error) -> bool {
-    is_not_found(err)
-        || matches!(
-            err,
-            bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }
-        )
+    match err {
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, .. } => true,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => message.contains("is not running"),
+        _ => is_not_found(err),
+    }
 }
 
 fn exec_failed(err: bollard::errors::Error) -> ExecError {

@@ -3,12 +3,21 @@
 //! All roles share one profile; the role only decides the few things that
 //! must differ, each listed here:
 //!
-//! | role        | network                     | /deps (cache)  | user      | env       | egress socket |
-//! |-------------|-----------------------------|----------------|-----------|-----------|---------------|
-//! | run         | none                        | read-only, opt | sandbox   | none      | read-only, opt |
-//! | session     | none, or the session network| read-only      | sandbox   | none      | read-only, opt |
-//! | install     | the install network         | writable       | sandbox   | npm's     | never         |
-//! | deps-setup  | none                        | writable       | root, no capabilities | none | never |
+//! | role        | network                     | /deps (cache)  | starts as | capabilities   | PID 1      | env   | egress socket  |
+//! |-------------|-----------------------------|----------------|-----------|----------------|------------|-------|----------------|
+//! | run         | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | read-only, opt |
+//! | session     | none, or the session network| read-only      | root      | SETUID, SETGID | tini       | none  | read-only, opt |
+//! | install     | the install network         | writable       | sandbox   | none           | tini       | npm's | never          |
+//! | deps-setup  | none                        | writable       | root      | none           | tini       | none  | never          |
+//!
+//! Runs and sessions start as root with SETUID and SETGID only, so that the
+//! harness's supervisor can start the code's process as the sandbox user and
+//! then drop to that user itself (see `harness/`); the code never holds a
+//! capability. In a run the supervisor is PID 1 and no root process is
+//! left once it has dropped. A session keeps tini as root (it reaps what
+//! commands leave behind, for the session's whole life) and its idle loop;
+//! its commands and JavaScript run as the sandbox user. Docker gives a
+//! capability to an exec only when the container runs as root, hence root.
 //!
 //! A run or session with egress keeps network "none": its only way out is
 //! its own proxy socket (`egress/`), in a directory mounted read-only.
@@ -29,6 +38,11 @@ pub const DEPS_DIR: &str = "/deps";
 
 /// Where an install container finds the operator's extra CA bundle.
 pub const EXTRA_CA_PATH: &str = "/etc/dynamic-mcp/extra-ca.pem";
+
+/// The capabilities a run or session container keeps: only what the
+/// supervisor needs to start the code's process as the sandbox user and to
+/// drop to it itself.
+const SUPERVISOR_CAPABILITIES: [&str; 2] = ["SETUID", "SETGID"];
 
 /// The limits every container gets, from the executor's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +81,7 @@ pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id:
     let host_config = HostConfig {
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
+        cap_add: supervised(spec.role).then(|| SUPERVISOR_CAPABILITIES.map(String::from).to_vec()),
         security_opt: Some(vec!["no-new-privileges".into()]),
         pids_limit: Some(limits.pids),
         // Equal memory and memory+swap: no swap on top of the limit.
@@ -75,8 +90,9 @@ pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id:
         nano_cpus: Some(limits.nano_cpus()),
         network_mode: Some(network.clone().unwrap_or_else(|| "none".into())),
         ipc_mode: Some("none".into()),
-        // tini as PID 1 reaps zombies and passes signals on.
-        init: Some(true),
+        // tini as PID 1 reaps zombies and passes signals on; a run's PID 1 is
+        // the supervisor, so that no root process is left.
+        init: Some(spec.role != Role::Run),
         tmpfs: Some(HashMap::from([
             ("/tmp".to_owned(), scratch(&limits.tmpfs, sandbox_user, "1777")),
             (WORKDIR.to_owned(), scratch(&limits.workdir, sandbox_user, "0755")),
@@ -137,14 +153,21 @@ fn network_of(spec: &ContainerSpec) -> Option<String> {
     }
 }
 
-/// The cache setup is the only container that runs as root: without any
-/// capability, without network, with one fixed `chmod` on the fresh cache
-/// volume (root-owned when Docker creates it) so installs can write to it.
+/// Runs and sessions start as root for the supervisor (which keeps only
+/// SETUID and SETGID, and runs the code as the sandbox user). The cache
+/// setup runs as root without any capability or network, for one fixed
+/// `chmod` on the fresh cache volume (root-owned when Docker creates it)
+/// so installs can write to it. Installs run as the sandbox user.
 fn user_of(role: Role, limits: &SandboxLimits) -> String {
     match role {
-        Role::DepsSetup => "0:0".into(),
-        Role::Run | Role::Session | Role::Install => limits.user.to_string(),
+        Role::Run | Role::Session | Role::DepsSetup => "0:0".into(),
+        Role::Install => limits.user.to_string(),
     }
+}
+
+/// The roles whose JavaScript goes through the harness's supervisor.
+fn supervised(role: Role) -> bool {
+    matches!(role, Role::Run | Role::Session)
 }
 
 /// The dependency cache (read-only except for the two roles that fill it),
@@ -266,10 +289,11 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.ipc_mode.as_deref(), Some("none"));
-        assert_eq!(host.init, Some(true));
+        assert_eq!(host.init, Some(false), "a run's PID 1 is the supervisor");
         assert_eq!(host.auto_remove, Some(false));
         assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
-        assert!(host.privileged.is_none() && host.cap_add.is_none() && host.binds.is_none() && host.mounts.is_none());
+        assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
+        assert!(host.privileged.is_none() && host.binds.is_none() && host.mounts.is_none());
         let tmpfs = host.tmpfs.unwrap();
         assert_eq!(
             tmpfs["/tmp"],
@@ -282,12 +306,12 @@ mod tests {
     }
 
     #[test]
-    fn container_runs_our_command_as_non_root_without_network_or_env() {
+    fn a_run_starts_our_command_as_root_for_the_supervisor_without_network_or_env() {
         let body = body();
         assert_eq!(body.image.as_deref(), Some("dynamic-mcp-sandbox:latest"));
         assert_eq!(body.entrypoint, Some(vec!["node".to_owned()]));
         assert_eq!(body.cmd, Some(vec!["-e".to_owned(), "1".to_owned()]));
-        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.user.as_deref(), Some("0:0"));
         assert_eq!(body.working_dir.as_deref(), Some("/work"));
         assert_eq!(body.env, Some(Vec::new()));
         assert_eq!(body.network_disabled, Some(true));
@@ -329,7 +353,10 @@ mod tests {
         );
         assert_eq!(body.network_disabled, Some(false));
         assert_eq!(body.env, Some(Vec::new()));
-        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.user.as_deref(), Some("0:0"));
+        let host = body.host_config.clone().unwrap();
+        assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
+        assert_eq!(host.init, Some(true), "tini reaps what session commands leave behind");
         let mounts = body.host_config.unwrap().mounts.unwrap();
         assert!(mounts.iter().all(|m| m.read_only == Some(true)), "{mounts:?}");
         assert_eq!(mounts.len(), 1);
@@ -349,6 +376,7 @@ mod tests {
         let host = body.host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, None);
         assert_eq!(host.readonly_rootfs, Some(true));
         let mounts = host.mounts.unwrap();
         let deps = mounts.iter().find(|m| m.target.as_deref() == Some("/deps")).unwrap();
@@ -361,20 +389,36 @@ mod tests {
     }
 
     #[test]
-    fn only_the_cache_setup_is_root_and_it_has_nothing_else() {
+    fn the_cache_setup_is_root_without_any_capability() {
         let body = container_body(&spec(Role::DepsSetup), &limits(), "exec-1");
         assert_eq!(body.user.as_deref(), Some("0:0"));
         assert_eq!(body.env, Some(Vec::new()));
         assert_eq!(body.network_disabled, Some(true));
         let host = body.host_config.unwrap();
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, None);
         assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
         assert_eq!(host.mounts.unwrap().len(), 1, "no CA for the setup");
-        for role in [Role::Run, Role::Session, Role::Install] {
+    }
+
+    #[test]
+    fn only_supervised_roles_keep_setuid_and_setgid_and_installs_never_start_as_root() {
+        for role in [Role::Run, Role::Session, Role::Install, Role::DepsSetup] {
+            let body = container_body(&spec(role), &limits(), "x");
+            let host = body.host_config.unwrap();
+            assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]), "{role:?}");
             assert_eq!(
-                container_body(&spec(role), &limits(), "x").user.as_deref(),
-                Some("65534:65534")
+                host.security_opt,
+                Some(vec!["no-new-privileges".to_owned()]),
+                "{role:?}"
+            );
+            assert_eq!(
+                host.cap_add.is_some(),
+                matches!(role, Role::Run | Role::Session),
+                "{role:?}"
             );
         }
+        let install = container_body(&spec(Role::Install), &limits(), "x");
+        assert_eq!(install.user.as_deref(), Some("65534:65534"));
     }
 }

@@ -17,6 +17,11 @@ use super::key::DepsKey;
 /// The install script (see install.sh), run with `sh -c`.
 const SCRIPT: &str = include_str!("install.sh");
 
+/// install.sh's exit code when the registry cannot be reached at all.
+const REGISTRY_UNREACHABLE: i64 = 69;
+/// Where npm installs from unless MCP_SANDBOX_NPM_REGISTRY says otherwise.
+const DEFAULT_NPM_REGISTRY: &str = "https://registry.npmjs.org/";
+
 /// npm's error summary is at the end of its output.
 const STDERR_TAIL_BYTES: usize = 16 * 1024;
 const SUMMARY_MAX_LINES: usize = 15;
@@ -46,6 +51,10 @@ impl InstallSettings {
             "npm_config_update_notifier=false".to_owned(),
             "npm_config_fund=false".to_owned(),
             "npm_config_audit=false".to_owned(),
+            // The registry answered a ping just before: retry briefly, not for minutes.
+            "npm_config_fetch_retries=2".to_owned(),
+            "npm_config_fetch_retry_mintimeout=2000".to_owned(),
+            "npm_config_fetch_retry_maxtimeout=10000".to_owned(),
         ];
         if let Some(registry) = &self.registry {
             env.push(format!("npm_config_registry={registry}"));
@@ -106,6 +115,11 @@ pub async fn install(
         }
         Ok(exit) => match exit? {
             0 => Ok(stdout.to_text().trim() == "present"),
+            REGISTRY_UNREACHABLE => Err(ExecError::RegistryUnreachable {
+                registry: redact(settings.registry.as_deref().unwrap_or(DEFAULT_NPM_REGISTRY)),
+                network: settings.network.clone(),
+                cause: unreachable_cause(&stderr.to_text()),
+            }),
             code => Err(ExecError::InstallFailed {
                 code,
                 summary: summarize(&stderr.to_text()),
@@ -137,6 +151,20 @@ fn summarize(stderr: &str) -> String {
         Some((cut, _)) => format!("{}…", &summary[..cut]),
         None => summary,
     }
+}
+
+/// Why npm could not reach the registry: its error code and the failed
+/// request's reason, without the stack trace.
+fn unreachable_cause(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("npm error code ") || l.contains(" failed, reason: "))
+        .collect();
+    if lines.is_empty() {
+        return summarize(stderr);
+    }
+    redact(&lines.join("\n"))
 }
 
 /// `scheme://user:secret@host` → `scheme://***@host`; `_authToken=x` → `_authToken=***`.
@@ -189,6 +217,21 @@ mod tests {
         assert_eq!(summarize(""), "npm printed nothing");
         let long = "npm error x\n".repeat(100);
         assert_eq!(summarize(&long).lines().count(), SUMMARY_MAX_LINES);
+    }
+
+    #[test]
+    fn an_unreachable_registry_is_summed_up_without_the_stack_trace() {
+        let stderr = "npm notice PING http://127.0.0.1:9/\n\
+                      npm error code ECONNREFUSED\n\
+                      npm error syscall connect\n\
+                      npm error FetchError: request to http://u:p@127.0.0.1:9/-/ping failed, reason: connect ECONNREFUSED\n\
+                      npm error     at ClientRequest.<anonymous> (/usr/lib/node_modules/npm/x.js:130:14)\n";
+        assert_eq!(
+            unreachable_cause(stderr),
+            "npm error code ECONNREFUSED\nnpm error FetchError: request to http://***@127.0.0.1:9/-/ping failed, \
+             reason: connect ECONNREFUSED"
+        );
+        assert_eq!(unreachable_cause("odd\n"), "odd");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 # Arguments: the set's key and a random nonce; stdin: its package.json.
 # /deps/<key> appears only once complete (an atomic rename), so a killed or
 # failed install never leaves a half-filled entry behind. Prints "present"
-# or "installed" on stdout; npm's own output goes to stderr.
+# or "installed" on stdout; npm's own output goes to stderr. Exits 69 when
+# the registry cannot be reached at all, before npm spends minutes retrying.
 set -eu
 key="$1"
 dir="/deps/.partial-$key-$2"
@@ -16,6 +17,15 @@ trap 'rm -rf "$dir"' EXIT
 mkdir "$dir"
 cd "$dir"
 cat > package.json
+# One quick ping without retries. An HTTP error (E404, E401...) still means
+# the registry answers; a connection, DNS or TLS failure means it does not.
+if ! npm ping --fetch-retries=0 --fetch-timeout=10000 --cache "$dir/.npm-cache" >/dev/null 2>"$dir/ping.err"; then
+  if ! grep -Eq 'code E[0-9]{3}' "$dir/ping.err"; then
+    cat "$dir/ping.err" >&2
+    exit 69
+  fi
+fi
+rm -f "$dir/ping.err"
 npm install --ignore-scripts --omit=dev --no-audit --no-fund --no-update-notifier --cache "$dir/.npm-cache" >&2
 rm -rf "$dir/.npm-cache"
 if mv -T "$dir" "/deps/$key" 2>/dev/null || [ -d "/deps/$key" ]; then

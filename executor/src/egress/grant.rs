@@ -19,11 +19,12 @@ use tokio::task::JoinHandle;
 
 use super::proxy::{RunProxy, serve_connection};
 use super::rewrite::redact_text;
+use crate::harness::Preload;
 use super::run_dir::RunDir;
 
 /// Where a run's egress directory is mounted in its container.
 pub const CONTAINER_DIR: &str = "/run/dynamic-mcp-egress";
-/// The shim the harness imports before the tool's code (see harness.mjs).
+/// The shim the harness's child imports before the tool's code.
 pub const SHIM: &str = include_str!("../harness/egress.mjs");
 const SOCKET: &str = "proxy.sock";
 const SHIM_FILE: &str = "egress.mjs";
@@ -90,9 +91,14 @@ impl Grant {
         })
     }
 
-    /// The shim's path in the container, for the harness.
-    pub fn shim_path() -> String {
-        format!("{CONTAINER_DIR}/{SHIM_FILE}")
+    /// What the harness's child imports before the tool's code: the shim,
+    /// from the run's egress directory (it reads its settings beside it).
+    pub fn preload() -> Preload {
+        Preload {
+            name: SHIM_FILE.into(),
+            source: format!("import \"file://{CONTAINER_DIR}/{SHIM_FILE}\";\n"),
+            options: None,
+        }
     }
 
     /// For processes started in a session: Node loads the shim first.

@@ -1,132 +1,128 @@
-//! The protocol between the executor and `harness.mjs`, the JavaScript that
-//! wraps a tool's code inside the container: the command that starts it, the
-//! stdin envelope, the per-run markers and the result frame. `egress.mjs`,
-//! loaded first only in runs with egress, is written into their egress
-//! directory by `egress/grant.rs`.
+//! The protocol between the executor and the JavaScript harness inside a
+//! sandbox container: the command that starts it, the envelope on its
+//! stdin, and the records on its stdout (`records.rs`).
+//!
+//! Two processes, so that a tool's code never shares one with anything it
+//! could forge:
+//! - `supervisor.mjs` (trusted) starts as root with only CAP_SETUID and
+//!   CAP_SETGID, spawns the child as the sandbox user, then drops to that
+//!   user itself: capability-free and non-dumpable, so the child can neither
+//!   read its memory nor open its fds. It alone holds the call's marker and
+//!   writes to our stdout; it relays the child's output, progress and
+//!   outcome, and stops the child at its timeout.
+//! - `child.mjs` runs the code. It holds nothing secret: no marker, no
+//!   progress token; it provides the `mcp` content helpers and `progress()`,
+//!   and can load `preload` modules before the code: in a run with egress,
+//!   the egress shim (`egress.mjs`, placed by `egress/grant.rs`).
+//!
+//! Both need only a stock `node` (>= 18) from the image.
 
-use serde::{Deserialize, Serialize};
+pub mod records;
+
+use serde::Serialize;
 use serde_json::value::RawValue;
 
-/// The harness source, passed to `node -e` (it holds no user data).
-pub const SCRIPT: &str = include_str!("harness.mjs");
+use crate::config::SandboxUser;
 
-/// What a run container executes. Only `node` is needed from the image.
-pub fn command() -> Vec<String> {
-    ["node", "--input-type=module", "-e", SCRIPT].map(String::from).to_vec()
+/// The harness sources (they hold no user data).
+const SUPERVISOR: &str = include_str!("supervisor.mjs");
+const CHILD: &str = include_str!("child.mjs");
+
+/// What a run container executes, or a session's exec: the supervisor,
+/// told which user runs the code and what the child runs. `tag` (an exec's
+/// `VAR=value` marker) only makes the process findable by its command line.
+pub fn command(user: &SandboxUser, tag: Option<&str>) -> Vec<String> {
+    let mut command: Vec<String> = ["node", "--input-type=module", "-e", SUPERVISOR]
+        .map(String::from)
+        .to_vec();
+    command.push(user.to_string());
+    command.push(CHILD.to_owned());
+    command.extend(tag.map(str::to_owned));
+    command
 }
 
-/// A fresh, unguessable marker for one run: 32 hex digits between
-/// record-separator bytes. Only the harness sees it, never the tool's code.
-fn new_marker() -> String {
+/// A fresh, unguessable marker for one call: 32 hex digits between
+/// record-separator bytes. Only the supervisor sees it, never the code.
+pub fn new_marker() -> String {
     format!("\u{1e}{:032x}\u{1e}", rand::random::<u128>())
 }
 
-/// The two markers of one run: `frame` opens the result frame on stdout,
-/// `end` follows it on stderr once the frame is flushed.
-#[derive(Debug, Clone)]
-pub struct Markers {
-    pub frame: String,
-    pub end: String,
+/// One call's input: what the child gets (code, args, ...) and the
+/// supervisor's limits for it.
+pub struct Call<'a> {
+    pub code: &'a str,
+    pub args: &'a RawValue,
+    /// The installed dependency set the code may import from, if any.
+    pub node_modules: Option<&'a str>,
+    /// Whether the caller wants progress: without it `progress()` sends nothing.
+    pub progress: bool,
+    /// Modules the child imports before the code, to prepare its environment.
+    pub preload: &'a [Preload],
+    pub timeout_ms: u32,
+    /// Bytes of stdout and of stderr relayed; the rest is counted.
+    pub output_cap: usize,
+    /// The largest result (JSON or content) accepted, in bytes.
+    pub result_cap: usize,
 }
 
-impl Markers {
-    pub fn fresh() -> Self {
-        Self {
-            frame: new_marker(),
-            end: new_marker(),
-        }
-    }
+/// An ES module the child writes next to the tool's module and imports
+/// before the code runs; if it exports `prepare`, that gets `options`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preload {
+    /// `[A-Za-z0-9_-]+.mjs`
+    pub name: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
+struct SupervisorHeader<'a> {
+    marker: &'a str,
+    timeout_ms: u32,
+    output_cap: usize,
+    result_cap: usize,
+    progress: bool,
+    /// The length of the child's part, which follows the header line.
+    bytes: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChildEnvelope<'a> {
     code: &'a str,
     args: &'a RawValue,
-    marker: &'a str,
-    end_marker: &'a str,
+    progress: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     node_modules: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    egress: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    preload: &'a [Preload],
 }
 
-/// The single JSON document written to the harness's stdin. `node_modules`
-/// is the installed dependency set the code may import from, if any;
-/// `egress` the egress shim to load first (`egress.mjs`), for runs with egress.
-pub fn envelope(
-    code: &str,
-    args: &RawValue,
-    markers: &Markers,
-    node_modules: Option<&str>,
-    egress: Option<&str>,
-) -> Vec<u8> {
-    serde_json::to_vec(&Envelope {
-        code,
-        args,
-        marker: &markers.frame,
-        end_marker: &markers.end,
-        node_modules,
-        egress,
+/// The bytes written to the supervisor's stdin: a header line for it, then
+/// the child's part, which it passes on without reading.
+pub fn envelope(call: &Call<'_>, marker: &str) -> Vec<u8> {
+    let child = serde_json::to_vec(&ChildEnvelope {
+        code: call.code,
+        args: call.args,
+        progress: call.progress,
+        node_modules: call.node_modules,
+        preload: call.preload,
     })
-    .unwrap_or_default()
-}
-
-/// What the harness reported after the marker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// The code returned; `result_json` is exactly the JSON the harness wrote.
-    Ok {
-        result_json: String,
-    },
-    Threw {
-        name: String,
-        message: String,
-        stack: String,
-    },
-    Syntax {
-        message: String,
-    },
-    BadResult {
-        message: String,
-    },
-}
-
-/// Flat on purpose: `RawValue` cannot sit inside a tagged enum.
-#[derive(Deserialize)]
-struct WireFrame<'a> {
-    status: String,
-    #[serde(borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    stack: String,
-}
-
-impl Frame {
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let wire: WireFrame<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let WireFrame {
-            status,
-            result,
-            name,
-            message,
-            stack,
-        } = wire;
-        match status.as_str() {
-            "ok" => Ok(Self::Ok {
-                // `null` arrives as `None`.
-                result_json: result.map_or_else(|| "null".to_owned(), |r| r.get().to_owned()),
-            }),
-            "threw" => Ok(Self::Threw { name, message, stack }),
-            "syntax" => Ok(Self::Syntax { message }),
-            "bad_result" => Ok(Self::BadResult { message }),
-            other => Err(format!("unknown status '{other}'")),
-        }
-    }
+    .unwrap_or_default();
+    let header = SupervisorHeader {
+        marker,
+        timeout_ms: call.timeout_ms,
+        output_cap: call.output_cap,
+        result_cap: call.result_cap,
+        progress: call.progress,
+        bytes: child.len(),
+    };
+    let mut bytes = serde_json::to_vec(&header).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&child);
+    bytes
 }
 
 #[cfg(test)]
@@ -140,74 +136,46 @@ mod tests {
         assert_eq!(a.len(), 34);
         assert!(a.starts_with('\u{1e}') && a.ends_with('\u{1e}'));
         assert!(a[1..33].chars().all(|c| c.is_ascii_hexdigit()));
-        let markers = Markers::fresh();
-        assert_ne!(markers.frame, markers.end);
     }
 
     #[test]
-    fn the_envelope_carries_code_args_and_markers() {
+    fn the_envelope_gives_the_supervisor_its_limits_and_the_child_the_rest() {
         let args = RawValue::from_string(r#"{"b":1,"a":2}"#.into()).unwrap();
-        let markers = Markers {
-            frame: "\u{1e}m\u{1e}".into(),
-            end: "e".into(),
+        let call = Call {
+            code: "return 1;",
+            args: &args,
+            node_modules: Some("/deps/k/node_modules"),
+            progress: true,
+            preload: &[],
+            timeout_ms: 5000,
+            output_cap: 100,
+            result_cap: 400,
         };
-        let bytes = envelope("return 1;", &args, &markers, None, None);
+        let bytes = envelope(&call, "\u{1e}m\u{1e}");
+        let text = String::from_utf8(bytes).unwrap();
+        let (header, child) = text.split_once('\n').unwrap();
+        let header: serde_json::Value = serde_json::from_str(header).unwrap();
         assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            r#"{"code":"return 1;","args":{"b":1,"a":2},"marker":"\u001em\u001e","endMarker":"e"}"#
+            header,
+            serde_json::json!({"marker": "\u{1e}m\u{1e}", "timeoutMs": 5000, "outputCap": 100, "resultCap": 400,
+                "progress": true, "bytes": child.len()})
         );
-        let bytes = envelope("", &args, &markers, Some("/deps/k/node_modules"), None);
-        assert!(
-            String::from_utf8(bytes)
-                .unwrap()
-                .ends_with(r#","nodeModules":"/deps/k/node_modules"}"#)
+        assert_eq!(
+            child,
+            r#"{"code":"return 1;","args":{"b":1,"a":2},"progress":true,"nodeModules":"/deps/k/node_modules"}"#
         );
-        let bytes = envelope("", &args, &markers, None, Some("/run/x/egress.mjs"));
-        assert!(
-            String::from_utf8(bytes)
-                .unwrap()
-                .ends_with(r#","egress":"/run/x/egress.mjs"}"#)
-        );
+        assert!(!child.contains("\u{1e}m\u{1e}"), "the marker never reaches the child");
     }
 
     #[test]
-    fn the_command_runs_the_harness_as_a_module() {
-        let command = command();
-        assert_eq!(command[..3], ["node", "--input-type=module", "-e"]);
-        assert!(command[3].contains("export async function run(args)"));
-    }
-
-    #[test]
-    fn frames_parse_and_keep_the_result_text() {
-        assert_eq!(
-            Frame::parse(br#"{"status":"ok","result":{"z":1,"a":[1, 2]}}"#).unwrap(),
-            Frame::Ok {
-                result_json: r#"{"z":1,"a":[1, 2]}"#.into()
-            }
-        );
-        assert_eq!(
-            Frame::parse(b"{\"status\":\"ok\",\"result\":null}\n").unwrap(),
-            Frame::Ok {
-                result_json: "null".into()
-            }
-        );
-        assert_eq!(
-            Frame::parse(br#"{"status":"threw","name":"TypeError","message":"boom","stack":"s"}"#).unwrap(),
-            Frame::Threw {
-                name: "TypeError".into(),
-                message: "boom".into(),
-                stack: "s".into()
-            }
-        );
-        assert!(matches!(
-            Frame::parse(br#"{"status":"syntax","message":"Unexpected token"}"#),
-            Ok(Frame::Syntax { .. })
-        ));
-        assert!(matches!(
-            Frame::parse(br#"{"status":"bad_result","message":"x"}"#),
-            Ok(Frame::BadResult { .. })
-        ));
-        assert!(Frame::parse(br#"{"status":"ok","result":{"#).is_err());
-        assert!(Frame::parse(br#"{"status":"won"}"#).is_err());
+    fn the_command_runs_the_supervisor_with_the_user_and_the_child() {
+        let user: SandboxUser = "65534:65534".parse().unwrap();
+        let argv = command(&user, None);
+        assert_eq!(argv[..3], ["node", "--input-type=module", "-e"]);
+        assert!(argv[3].contains("process.setuid(uid)"));
+        assert_eq!(argv[4], "65534:65534");
+        assert!(argv[5].contains("export async function run(args)"));
+        assert_eq!(argv.len(), 6);
+        assert_eq!(command(&user, Some("TAG=1")).last().map(String::as_str), Some("TAG=1"));
     }
 }

@@ -1,7 +1,9 @@
-//! Work inside a session, each through Docker exec as the sandbox user in
-//! /work: shell commands one after another, and JavaScript through the same
-//! harness and outcome mapping as a tool run. What a call started is killed
-//! at its timeout and when the caller goes away (see `container::exec`).
+//! Work inside a session, each through Docker exec in /work: shell
+//! commands one after another as the sandbox user, and JavaScript through
+//! the same harness and outcome mapping as a tool run (its supervisor
+//! starts as root with SETUID and SETGID only, and runs the code as the
+//! sandbox user). What a call started is killed at its timeout and when
+//! the caller goes away (see `container::exec`).
 
 use dynamic_mcp_proto::v1::{
     CommandResult, ExecInSessionRequest, ExecInSessionResponse, RunJsInSessionRequest, RunOutcome,
@@ -9,17 +11,31 @@ use dynamic_mcp_proto::v1::{
 use tokio::time::{Duration, Instant};
 
 use super::{Call, Session, Sessions};
-use crate::container::exec::{self, ExecSpec, RunningExec};
+use crate::container::exec::{self, ExecSpec, ExecTag, RunningExec};
 use crate::container::hardening::WORKDIR;
 use crate::egress::Grant;
 use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::Ended;
 use crate::output::CappedBuffer;
+use crate::progress::ProgressSender;
 use crate::run::{millis, parse_args};
 use crate::streams::{collect, collect_into, feed};
 
+/// Who a run_js exec starts as: root, for the supervisor to drop from.
+const SUPERVISOR_START_USER: &str = "0:0";
+
 const MAX_COMMANDS: usize = 20;
+
+/// A run_js call that passed its checks, holding its session busy.
+pub struct JsPlan {
+    call: Call,
+    args: Box<serde_json::value::RawValue>,
+    timeout_ms: u32,
+    code: String,
+    dependencies: Vec<dynamic_mcp_proto::v1::Dependency>,
+    report_progress: bool,
+}
 
 /// One argv string: Linux refuses longer ones (MAX_ARG_STRLEN is 128 KiB).
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -53,28 +69,70 @@ impl Sessions {
         Ok(response)
     }
 
-    /// Runs JavaScript as a tool run would, with the session's /work.
-    pub async fn run_js(&self, request: RunJsInSessionRequest) -> Result<RunOutcome, ExecError> {
+    /// Everything about a run_js call that can be refused at once: its
+    /// args, the session (now busy with this call), timeout and dependencies.
+    pub fn plan_js(&self, request: RunJsInSessionRequest) -> Result<JsPlan, ExecError> {
         let args = parse_args(request.args_json)?;
         let call = self.checkout(&request.owner, &request.session_id)?;
         let session = call.session();
         let timeout_ms = self.policy.timeout(request.timeout_ms.or(Some(session.timeout_ms)))?;
         self.policy
             .resolve(Some(&session.image), Some(timeout_ms), &request.dependencies)?;
-        let prepared = self.deps.ensure(&session.image, &request.dependencies).await?;
+        Ok(JsPlan {
+            call,
+            args,
+            timeout_ms,
+            code: request.code,
+            dependencies: request.dependencies,
+            report_progress: request.report_progress,
+        })
+    }
+
+    /// Runs JavaScript as a tool run would, with the session's /work.
+    /// `on_started` gets the session's container id once its dependencies
+    /// are ready and the exec begins; progress goes to `progress`.
+    pub async fn run_js(
+        &self,
+        plan: JsPlan,
+        on_started: impl FnOnce(&str) + Send,
+        progress: ProgressSender,
+    ) -> Result<RunOutcome, ExecError> {
+        let JsPlan {
+            call,
+            args,
+            timeout_ms,
+            code,
+            dependencies,
+            report_progress,
+        } = plan;
+        let session = call.session();
+        let prepared = self.deps.ensure(&session.image, &dependencies).await?;
 
         let began = Instant::now();
         let deadline = began + Duration::from_millis(timeout_ms.into());
-        let markers = harness::Markers::fresh();
+        let marker = harness::new_marker();
         let node_modules = prepared.map(|p| p.key.node_modules());
-        let shim = session.egress.as_ref().map(|_| Grant::shim_path());
-        let envelope = harness::envelope(&request.code, &args, &markers, node_modules.as_deref(), shim.as_deref());
+        let preload: Vec<_> = session.egress.iter().map(|_| Grant::preload()).collect();
+        let input = self.judge.call(
+            &code,
+            &args,
+            node_modules.as_deref(),
+            &preload,
+            report_progress,
+            timeout_ms,
+        );
+        let envelope = harness::envelope(&input, &marker);
+        let tag = ExecTag::fresh();
+        let command = harness::command(&self.settings.user, Some(&tag.entry()));
+        on_started(session.container.id());
         let RunningExec {
             stdin,
             output,
             mut process,
-        } = self.start_exec(&call, harness::command(), true).await?;
-        let mut captured = self.judge.output(&markers);
+        } = self
+            .start_exec(&call, command, tag, SUPERVISOR_START_USER, Vec::new(), true)
+            .await?;
+        let mut captured = self.judge.output(&marker, Some(progress));
         let collected = tokio::time::timeout_at(deadline, async {
             let feeding = async {
                 if let Some(stdin) = stdin {
@@ -85,19 +143,25 @@ impl Sessions {
         })
         .await;
         let settled = match collected {
-            // The harness exits by itself right after its end marker.
+            // The supervisor exits by itself right after its outcome.
             Ok(true) => {
                 process.ends_by_itself();
-                Some(Ended::Framed)
+                Some(Ended::Done)
             }
-            Ok(false) => process
-                .wait(deadline)
-                .await
-                .map_err(|e| self.ended(session, e))?
-                .map(|code| Ended::Exited {
+            Ok(false) => {
+                let exited = process.wait(deadline).await.map_err(|e| self.ended(session, e))?;
+                process
+                    .check_started(exited, captured.user_stdout())
+                    .await
+                    .map_err(|e| self.ended(session, e))?;
+                // The supervisor ended without an outcome (it was killed): what
+                // it started must not live on.
+                process.kill().await;
+                exited.map(|code| Ended::Exited {
                     code,
                     oom_killed: false,
-                }),
+                })
+            }
             Err(_elapsed) => None,
         };
         let ended = match settled {
@@ -108,7 +172,7 @@ impl Sessions {
             }
         };
         self.still_open(session)?;
-        Ok(self.judge.outcome(captured, ended, timeout_ms, began.elapsed()))
+        self.judge.outcome(captured, ended, timeout_ms, began.elapsed())
     }
 
     async fn run_command(&self, call: &Call, command: &str, deadline: Instant) -> Result<CommandResult, ExecError> {
@@ -118,9 +182,10 @@ impl Sessions {
         };
         let began = Instant::now();
         let argv = ["sh", "-c", command].map(String::from).to_vec();
+        let user = self.settings.user.to_string();
         let RunningExec {
             output, mut process, ..
-        } = self.start_exec(call, argv, false).await?;
+        } = self.start_exec(call, argv, ExecTag::fresh(), &user, call.session().exec_env(), false).await?;
         let mut stdout = CappedBuffer::new(self.settings.max_output_bytes);
         let mut stderr = CappedBuffer::new(self.settings.max_output_bytes);
         let closed = tokio::time::timeout_at(deadline, collect(output, &mut stdout, &mut stderr))
@@ -138,6 +203,10 @@ impl Sessions {
             process.kill().await;
             result.timed_out = true;
         }
+        process
+            .check_started(result.exit_code, stdout.bytes())
+            .await
+            .map_err(|e| self.ended(call.session(), e))?;
         result.stdout = stdout.to_text();
         result.stdout_truncated = stdout.truncated();
         result.stderr = stderr.to_text();
@@ -146,14 +215,24 @@ impl Sessions {
         Ok(result)
     }
 
-    async fn start_exec(&self, call: &Call, command: Vec<String>, stdin: bool) -> Result<RunningExec, ExecError> {
+    async fn start_exec(
+        &self,
+        call: &Call,
+        command: Vec<String>,
+        tag: ExecTag,
+        user: &str,
+        env: Vec<String>,
+        stdin: bool,
+    ) -> Result<RunningExec, ExecError> {
         let session: &Session = call.session();
         let spec = ExecSpec {
             command,
-            user: self.settings.user.clone(),
+            tag,
+            user: user.to_owned(),
+            kill_as: self.settings.user.to_string(),
             working_dir: WORKDIR.into(),
             stdin,
-            env: session.exec_env(),
+            env,
         };
         exec::start(session.container.docker(), session.container.id(), spec)
             .await

@@ -25,7 +25,9 @@ use dynamic_mcp_proto::v1::{EgressEvent, NetworkPolicy, SessionInfo};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use self::calls::JsPlan;
 pub use self::sweeper::expire_idle;
+use crate::config::SandboxUser;
 use crate::container::lease::{Lease, OwnedContainer};
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, EgressMount, Role, labels};
@@ -37,7 +39,8 @@ use crate::outcome::Judge;
 use crate::policy::Policy;
 
 /// What a session container runs: nothing, until exec brings work. The
-/// loop needs only /bin/sh and `sleep`, which every Node image has.
+/// loop needs only /bin/sh and `sleep`, which every Node image has. It runs
+/// as root under tini (see `hardening.rs`) and reads nothing.
 const IDLE_LOOP: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
 /// Owners are opaque identities (e.g. a JWT subject); this bounds them.
@@ -53,8 +56,8 @@ pub struct SessionSettings {
     pub idle_timeout: Duration,
     /// A Docker network sessions join; `None` (the default): no network.
     pub network: Option<String>,
-    /// The sandbox user commands run as.
-    pub user: String,
+    /// The sandbox user commands and code run as.
+    pub user: SandboxUser,
     pub max_output_bytes: usize,
 }
 

@@ -18,7 +18,8 @@ use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, L
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
-    CommandResult, EgressEvent, ExecInSessionRequest, RunEvent, RunJsInSessionRequest, RunOutcome, RunStarted,
+    CommandResult, EgressEvent, ExecInSessionRequest, ListSessionsRequest, RunEvent, RunJsInSessionRequest, RunOutcome,
+    RunProgress, RunStarted,
     RunToolRequest, SessionInfo, StartSessionRequest, run_event,
 };
 use futures::StreamExt;
@@ -60,9 +61,49 @@ pub struct TestExecutor {
 pub struct Ran {
     pub container_id: String,
     pub outcome: RunOutcome,
+    pub progress: Vec<RunProgress>,
     pub wall: Duration,
     /// What the run's egress proxy decided, in order.
     pub egress: Vec<EgressEvent>,
+}
+
+/// A run's event stream, followed to its end.
+#[derive(Debug)]
+pub struct Followed {
+    pub started: Option<RunStarted>,
+    pub progress: Vec<RunProgress>,
+    /// What the egress proxy decided, in order.
+    pub egress: Vec<EgressEvent>,
+    pub outcome: RunOutcome,
+}
+
+/// Reads a RunTool or RunJsInSession stream to its end, checking its
+/// contract: `started` first, `progress` and `egress` in between, one
+/// `finished` last.
+pub async fn follow(mut stream: tonic::Streaming<RunEvent>) -> Followed {
+    let mut started = None;
+    let mut progress = Vec::new();
+    let mut egress = Vec::new();
+    while let Some(event) = stream.message().await.expect("the run stream delivers events") {
+        match event.event.expect("an event has a body") {
+            run_event::Event::Started(event) => {
+                assert!(started.is_none() && progress.is_empty(), "`started` comes first, once");
+                started = Some(event);
+            }
+            run_event::Event::Progress(report) => progress.push(report),
+            run_event::Event::Egress(event) => egress.push(event),
+            run_event::Event::Finished(outcome) => {
+                assert!(stream.message().await.unwrap().is_none(), "nothing follows `finished`");
+                return Followed {
+                    started,
+                    progress,
+                    egress,
+                    outcome,
+                };
+            }
+        }
+    }
+    panic!("the run stream ended without `finished`");
 }
 
 /// Docker with the sandbox image, or `None` (test skipped) when Docker is
@@ -169,32 +210,27 @@ impl TestExecutor {
     /// Runs `run` to its outcome, remembering the container it ran in.
     pub async fn run_request(&mut self, run: RunToolRequest) -> Ran {
         let began = Instant::now();
-        let mut stream = self
+        let stream = self
             .client
             .run_tool(run)
             .await
             .expect("RunTool is accepted")
             .into_inner();
-        let mut container_id = None;
-        let mut egress = Vec::new();
-        while let Some(event) = stream.message().await.expect("the run stream delivers events") {
-            match event.event.expect("an event has a body") {
-                run_event::Event::Started(started) => container_id = Some(started.container_id),
-                run_event::Event::Egress(event) => egress.push(event),
-                run_event::Event::Finished(outcome) => {
-                    assert!(stream.message().await.unwrap().is_none(), "nothing follows `finished`");
-                    let container_id = container_id.expect("`started` comes before `finished`");
-                    self.ran.push(container_id.clone());
-                    return Ran {
-                        container_id,
-                        outcome,
-                        wall: began.elapsed(),
-                        egress,
-                    };
-                }
-            }
+        let Followed {
+            started,
+            progress,
+            egress,
+            outcome,
+        } = follow(stream).await;
+        let container_id = started.expect("`started` comes before `finished`").container_id;
+        self.ran.push(container_id.clone());
+        Ran {
+            container_id,
+            outcome,
+            progress,
+            wall: began.elapsed(),
+            egress,
         }
-        panic!("the run stream ended without `finished`");
     }
 
     /// Checks that every container of this executor but its sessions (and
@@ -286,6 +322,16 @@ impl TestExecutor {
             .expect("StartSession returns the session")
     }
 
+    /// The owner's open sessions, as ListSessions reports them.
+    pub async fn sessions_of(&mut self, owner: &str) -> Vec<SessionInfo> {
+        self.client
+            .list_sessions(ListSessionsRequest { owner: owner.into() })
+            .await
+            .expect("ListSessions succeeds")
+            .into_inner()
+            .sessions
+    }
+
     pub async fn exec(&mut self, owner: &str, session: &str, commands: &[&str]) -> Vec<CommandResult> {
         self.client
             .exec_in_session(exec_request(owner, session, commands, None))
@@ -296,19 +342,25 @@ impl TestExecutor {
     }
 
     pub async fn run_js(&mut self, owner: &str, session: &str, code: &str, args_json: &str) -> RunOutcome {
-        self.client
-            .run_js_in_session(RunJsInSessionRequest {
-                owner: owner.into(),
-                session_id: session.into(),
-                code: code.into(),
-                args_json: args_json.into(),
-                ..Default::default()
-            })
+        self.run_js_request(RunJsInSessionRequest {
+            owner: owner.into(),
+            session_id: session.into(),
+            code: code.into(),
+            args_json: args_json.into(),
+            ..Default::default()
+        })
+        .await
+        .outcome
+    }
+
+    pub async fn run_js_request(&mut self, request: RunJsInSessionRequest) -> Followed {
+        let stream = self
+            .client
+            .run_js_in_session(request)
             .await
-            .expect("RunJsInSession succeeds")
-            .into_inner()
-            .outcome
-            .expect("RunJsInSession returns an outcome")
+            .expect("RunJsInSession is accepted")
+            .into_inner();
+        follow(stream).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! sandbox sessions belong to.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 /// A caller whose bearer token was verified.
@@ -18,6 +19,11 @@ impl Principal {
         self.scopes.iter().any(|s| s == scope)
     }
 }
+
+/// The TCP peer of the HTTP connection a request came on: where failed
+/// credential checks are counted, besides the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]

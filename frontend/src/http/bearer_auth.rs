@@ -5,6 +5,12 @@
 //! A good token without the required scopes: 403 `insufficient_scope`. A good
 //! token puts its [`Principal`] in the request's extensions, where tool calls
 //! find their caller. Every refusal is audited and counted.
+//!
+//! Invalid tokens count towards a back-off per client address
+//! ([`FailedAuth`]): while one is in force, an invalid token is answered 429
+//! with `Retry-After`. A valid token always passes — a signature cannot be
+//! guessed, so checking it gives a guesser nothing, and an attacker sharing
+//! an address with a user cannot lock that user out.
 
 use std::sync::Arc;
 
@@ -16,8 +22,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::audit::{AuditEvent, AuditLog, AuditResult};
-use crate::auth::Principal;
+use crate::auth::failed_auth::{FailedAuth, Key, Realm};
 use crate::auth::jwt::{JwtError, JwtVerifier};
+use crate::auth::{ClientAddr, Principal};
 use crate::metrics;
 
 /// What the layer needs.
@@ -27,6 +34,7 @@ pub struct BearerAuth {
     /// Where clients find the protected resource metadata.
     pub metadata_url: String,
     pub audit: AuditLog,
+    pub failed_auth: Arc<FailedAuth>,
 }
 
 /// Why a request was refused.
@@ -45,6 +53,12 @@ impl Refusal {
             Self::Invalid(e) => e.reason(),
             Self::MissingScopes { .. } => "insufficient_scope",
         }
+    }
+
+    /// Whether a credential was presented and failed (a missing token or a
+    /// missing scope is no guess).
+    fn is_failed_check(&self) -> bool {
+        matches!(self, Self::NotBearer | Self::Invalid(_))
     }
 
     fn description(&self) -> String {
@@ -72,6 +86,17 @@ pub async fn require_bearer(State(auth): State<Arc<BearerAuth>>, mut request: Re
         }
         Err(refusal) => {
             metrics::auth_rejected(refusal.reason());
+            let keys: Vec<Key> = request
+                .extensions()
+                .get::<ClientAddr>()
+                .map(|ClientAddr(addr)| Key::address(addr.ip()))
+                .into_iter()
+                .collect();
+            let pause = if refusal.is_failed_check() {
+                auth.failed_auth.failed(Realm::Bearer, &keys)
+            } else {
+                None
+            };
             let actor = match &refusal {
                 Refusal::MissingScopes { subject, .. } => subject.clone(),
                 _ => "anonymous".to_owned(),
@@ -80,12 +105,21 @@ pub async fn require_bearer(State(auth): State<Arc<BearerAuth>>, mut request: Re
             if let Some(id) = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
                 details["requestId"] = json!(id);
             }
+            if let Some(pause) = pause {
+                details["retryAfterMs"] = json!(pause.as_millis() as u64);
+            }
             auth.audit.record(
                 AuditEvent::new("http.authenticate", actor, AuditResult::Denied)
                     .target(request.uri().path())
                     .details(details),
             );
-            auth.challenge(&refusal)
+            match pause {
+                Some(pause) => {
+                    metrics::auth_backoff_refusal(Realm::Bearer.as_str());
+                    too_many_failures(pause)
+                }
+                None => auth.challenge(&refusal),
+            }
         }
     }
 }
@@ -148,6 +182,24 @@ impl BearerAuth {
         }
         response
     }
+}
+
+/// 429 while a client backs off after invalid tokens.
+fn too_many_failures(pause: std::time::Duration) -> Response {
+    let seconds = pause.as_secs_f64().ceil().max(1.0) as u64;
+    let description = format!(
+        "too many invalid access tokens came from this address; retry in {seconds} s with a valid token \
+         (the pause doubles with every further invalid token)"
+    );
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({"error": "invalid_token", "error_description": description})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// The token of an `Authorization: Bearer <token>` header. Tokens in the

@@ -4,15 +4,24 @@
 //! as a broken connection; instead the rest of an oversized body (up to a
 //! bound) is read and dropped, and the answer is a JSON-RPC error saying
 //! what to do.
+//!
+//! The whole body must arrive within MCP_HTTP_BODY_READ_TIMEOUT_MS: a
+//! stalled upload is answered 408 and the connection closed, which frees
+//! what it had sent so far.
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::json;
+use rmcp::model::ErrorCode;
+use serde_json::Value;
+
+use super::jsonrpc_errors::RpcError;
+use crate::metrics;
 
 /// The largest request body the MCP endpoint takes: room for a
 /// 200000-character tool even when every character is escaped.
@@ -22,23 +31,53 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 4 << 20;
 /// read the answer; past this the connection is simply closed.
 const MAX_DRAINED_BYTES: usize = 64 << 20;
 
-/// JSON-RPC's "Invalid Request".
-const INVALID_REQUEST: i64 = -32600;
+/// How long a request body may take to arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyReadTimeout(pub Duration);
 
-/// Passes bodies up to the limit on; answers larger ones with 413 and a
-/// JSON-RPC error.
-pub async fn limit(request: Request, next: Next) -> Response {
+/// What reading a body gave.
+enum Read {
+    Whole(Vec<u8>),
+    TooLarge(usize),
+    Unreadable,
+}
+
+/// Passes bodies up to the limit on; answers larger ones with 413, and
+/// bodies that take too long with 408, each with a JSON-RPC error.
+pub async fn limit(State(BodyReadTimeout(within)): State<BodyReadTimeout>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
+    match tokio::time::timeout(within, read(body)).await {
+        Ok(Read::Whole(kept)) => {
+            next.run(Request::from_parts(parts, Body::from(Bytes::from(kept))))
+                .await
+        }
+        Ok(Read::TooLarge(total)) => {
+            tracing::info!(bytes = total, "refused an oversized MCP request");
+            too_large()
+        }
+        Ok(Read::Unreadable) => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request: the request body could not be read",
+        )
+            .into_response(),
+        Err(_elapsed) => {
+            metrics::http_request_refused("body_timeout");
+            tracing::info!(
+                within_ms = within.as_millis() as u64,
+                "a request body did not arrive in time"
+            );
+            too_slow(within)
+        }
+    }
+}
+
+async fn read(body: Body) -> Read {
     let mut chunks = body.into_data_stream();
     let mut kept = Vec::new();
     let mut total = 0usize;
     while let Some(chunk) = chunks.next().await {
         let Ok(chunk) = chunk else {
-            return (
-                StatusCode::BAD_REQUEST,
-                "Bad Request: the request body could not be read",
-            )
-                .into_response();
+            return Read::Unreadable;
         };
         total = total.saturating_add(chunk.len());
         if total <= MAX_REQUEST_BODY_BYTES {
@@ -48,10 +87,30 @@ pub async fn limit(request: Request, next: Next) -> Response {
         }
     }
     if total > MAX_REQUEST_BODY_BYTES {
-        tracing::info!(bytes = total, "refused an oversized MCP request");
-        return too_large();
+        Read::TooLarge(total)
+    } else {
+        Read::Whole(kept)
     }
-    next.run(Request::from_parts(parts, Body::from(kept))).await
+}
+
+/// 408, and the connection is closed: the rest of the body is not awaited.
+fn too_slow(within: Duration) -> Response {
+    let message = format!(
+        "the request body did not arrive within {} ms (MCP_HTTP_BODY_READ_TIMEOUT_MS); send it at once, \
+         or send less data per call",
+        within.as_millis()
+    );
+    let mut response = RpcError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::INVALID_REQUEST,
+        Value::Null,
+        message,
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn too_large() -> Response {
@@ -59,6 +118,11 @@ fn too_large() -> Response {
         "the request is larger than this server accepts ({MAX_REQUEST_BODY_BYTES} bytes per message); \
          send less data per call, e.g. split large arguments over several calls"
     );
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": INVALID_REQUEST, "message": message}});
-    (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+    RpcError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::INVALID_REQUEST,
+        Value::Null,
+        message,
+    )
+    .into_response()
 }

@@ -11,6 +11,7 @@ use url::Url;
 use super::bearer_auth::BearerAuth;
 use super::resource_metadata::{self, ProtectedResource};
 use crate::audit::AuditLog;
+use crate::auth::failed_auth::FailedAuth;
 use crate::auth::jwks::{JwksCache, JwksError};
 use crate::auth::jwt::{JwtRules, JwtVerifier};
 use crate::config::JwtArgs;
@@ -54,6 +55,7 @@ pub async fn start(
     bound: SocketAddr,
     mcp_path: &str,
     audit: AuditLog,
+    failed_auth: Arc<FailedAuth>,
     stop: CancellationToken,
 ) -> Result<JwtEndpoint, JwtSetupError> {
     let (jwks_url, issuer) = check_settings(args)?;
@@ -92,6 +94,7 @@ pub async fn start(
             required_scopes: args.required_scopes.0.clone(),
             metadata_url: resource_metadata::metadata_url(&resource),
             audit,
+            failed_auth,
         }),
         metadata: Arc::new(metadata),
         resource,

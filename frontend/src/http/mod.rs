@@ -1,16 +1,25 @@
 //! Streamable HTTP: the MCP endpoint, liveness and readiness probes,
 //! Prometheus metrics and (in JWT mode) the protected resource metadata.
 //!
-//! Layers, outermost first: request id and security headers
-//! ([`hardening`]), the Host check, then — on the MCP endpoint only — the
-//! bearer-token check ([`bearer_auth`]) and the body limit ([`body_limit`]).
-//! rmcp itself checks Host and Origin again on the MCP endpoint.
+//! Connections are accepted and held to their limits by [`serve`]. Layers,
+//! outermost first: request id and security headers ([`hardening`]), the
+//! Host check, then — on the MCP endpoint only — the bearer-token check
+//! ([`bearer_auth`]), the body limit and read timeout ([`body_limit`]),
+//! JSON-RPC errors for malformed requests ([`jsonrpc_errors`]), the cap on
+//! long-lived streams ([`streams`]) and on legacy sessions
+//! ([`legacy_sessions`]). rmcp itself checks Host and Origin again on the
+//! MCP endpoint.
 
 pub mod bearer_auth;
 pub mod body_limit;
 pub mod hardening;
+mod held;
+pub mod jsonrpc_errors;
 pub mod jwt_mode;
+pub mod legacy_sessions;
 pub mod resource_metadata;
+pub mod serve;
+pub mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +36,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use self::body_limit::BodyReadTimeout;
 use self::hardening::AllowedHosts;
 use self::jwt_mode::JwtEndpoint;
+use self::legacy_sessions::LegacySessions;
+use self::serve::ConnectionLimits;
+use self::streams::StreamSlots;
 use crate::clients::{Service, Services};
 use crate::config::{AuthMode, FrontendConfig};
 use crate::metrics;
@@ -57,19 +70,52 @@ pub async fn serve(
                 address,
                 &config.path,
                 frontend.state().audit.clone(),
+                Arc::clone(&frontend.state().access.failed_auth),
                 stop.child_token(),
             )
             .await?,
         ),
     };
     let upkeep = metrics::spawn_upkeep(stop.child_token());
+    let limits = ConnectionLimits {
+        max_connections: config.http_limits.max_connections,
+        header_read_timeout: Duration::from_millis(config.http_limits.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.http_limits.idle_timeout_ms),
+    };
+    serve::warn_if_files_run_out(limits.max_connections);
     tracing::info!("serving MCP at http://{address}{}", config.path);
     let app = router(config, frontend, services, jwt, stop.child_token());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await?;
+    serve::serve(listener, app, limits, stop).await;
     upkeep.abort();
     Ok(())
+}
+
+/// The layers of the MCP endpoint between the bearer check and rmcp.
+struct Edge {
+    body_read_timeout: Duration,
+    streams: StreamSlots,
+    /// With legacy sessions on: their cap.
+    legacy_sessions: Option<Arc<LegacySessions>>,
+}
+
+impl Edge {
+    /// `mcp` (rmcp's service, nested at the endpoint) inside these layers,
+    /// outermost first: body limit, JSON-RPC checks, stream cap, sessions.
+    fn wrap(&self, mcp: Router) -> Router {
+        let mut mcp = mcp;
+        if let Some(sessions) = &self.legacy_sessions {
+            mcp = mcp.layer(middleware::from_fn_with_state(
+                Arc::clone(sessions),
+                legacy_sessions::limit,
+            ));
+        }
+        mcp.layer(middleware::from_fn_with_state(self.streams.clone(), streams::limit))
+            .layer(middleware::from_fn(jsonrpc_errors::check))
+            .layer(middleware::from_fn_with_state(
+                BodyReadTimeout(self.body_read_timeout),
+                body_limit::limit,
+            ))
+    }
 }
 
 pub fn router(
@@ -89,14 +135,19 @@ pub fn router(
     if !origins.is_empty() {
         mcp_config = mcp_config.with_allowed_origins(origins);
     }
-    let mcp = StreamableHttpService::new(
-        move || Ok(frontend.clone()),
-        LocalSessionManager::default().into(),
-        mcp_config,
-    );
-    let mut mcp = Router::new()
-        .nest_service(&config.path, mcp)
-        .layer(middleware::from_fn(body_limit::limit));
+    let sessions = Arc::new(LocalSessionManager::default());
+    let edge = Edge {
+        body_read_timeout: Duration::from_millis(config.http_limits.body_read_timeout_ms),
+        streams: StreamSlots::new(config.http_limits.max_streams),
+        legacy_sessions: config.http_legacy_sessions.then(|| {
+            Arc::new(LegacySessions::new(
+                Arc::clone(&sessions),
+                config.http_limits.max_legacy_sessions,
+            ))
+        }),
+    };
+    let mcp = StreamableHttpService::new(move || Ok(frontend.clone()), sessions, mcp_config);
+    let mut mcp = edge.wrap(Router::new().nest_service(&config.path, mcp));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -668,28 +668,60 @@ pub async fn enable(state: &ServerState, call: &CallContext, args: JsonObject) -
     ))
 }
 
+/// Served from this frontend's catalog, which the registry's change feed
+/// keeps current (a write through this frontend is in it before the write
+/// answers); with code, or before the first snapshot, from the registry.
 pub async fn list(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: ListInput = parse_args(LIST, args)?;
-    let request = ListToolsRequest {
-        include_code: input.include_code,
+    let listed = (!input.include_code)
+        .then(|| {
+            state.catalog.read(|c| {
+                c.synced.then(|| {
+                    c.all()
+                        .map(|t| ToolView::of(ToolRecord::clone(t), false))
+                        .collect::<Vec<_>>()
+                })
+            })
+        })
+        .flatten();
+    let views = match listed {
+        Some(views) => views,
+        None => {
+            let request = ListToolsRequest {
+                include_code: input.include_code,
+            };
+            let mut tools = state
+                .services
+                .registry
+                .clone()
+                .list(request)
+                .await
+                .map_err(ToolError::registry)?
+                .into_inner()
+                .tools;
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
+            tools.into_iter().map(|t| ToolView::of(t, input.include_code)).collect()
+        }
     };
-    let mut tools = state
-        .services
-        .registry
-        .clone()
-        .list(request)
-        .await
-        .map_err(ToolError::registry)?
-        .into_inner()
-        .tools;
-    tools.sort_by(|a, b| a.name.cmp(&b.name));
-    let views: Vec<_> = tools.into_iter().map(|t| ToolView::of(t, input.include_code)).collect();
     Ok(CallToolResult::structured(json!({ "tools": views })))
 }
 
+/// The current revision comes from the catalog, with its code from the
+/// catalog's per-revision cache; an older revision, or a tool this
+/// frontend's feed has not shown yet, from the registry.
 pub async fn get(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: GetInput = parse_args(GET, args)?;
-    let record = get_record(state, &input.name, input.revision).await?;
+    let listed = match input.revision {
+        None => state.catalog.read(|c| c.tool(&input.name).cloned()),
+        Some(_) => None,
+    };
+    let record = match listed {
+        Some(listed) => {
+            let with_code = state.catalog.with_code(&listed).await.map_err(ToolError::registry)?;
+            ToolRecord::clone(&with_code)
+        }
+        None => get_record(state, &input.name, input.revision).await?,
+    };
     Ok(CallToolResult::structured(
         json!({ "tool": ToolView::of(record, true) }),
     ))
@@ -742,6 +774,8 @@ pub(super) fn candidate(
 
 /// Sends a keyed write, again when the registry could not be reached or
 /// answer: the key makes a retry of a write that did land return its answer.
+/// A refusal the registry itself sent (its database is down, say) is final:
+/// only statuses made on this side of the link carry a source error.
 pub(super) async fn commit<F, Fut>(mut send: F) -> Result<ToolWriteResponse, ToolError>
 where
     F: FnMut() -> Fut,
@@ -751,7 +785,7 @@ where
     loop {
         match send().await {
             Ok(answer) => return Ok(answer.into_inner()),
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown) && attempt < WRITE_ATTEMPTS => {
+            Err(status) if no_answer(&status) && attempt < WRITE_ATTEMPTS => {
                 tracing::info!(code = ?status.code(), attempt, "a registry write got no answer; retrying with its key");
                 tokio::time::sleep(WRITE_RETRY_PAUSE * attempt as u32).await;
                 attempt += 1;
@@ -759,6 +793,12 @@ where
             Err(status) => return Err(ToolError::registry(status)),
         }
     }
+}
+
+/// Whether the call never got an answer from the registry (a broken or
+/// refused connection), as opposed to the registry answering with an error.
+fn no_answer(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown) && std::error::Error::source(status).is_some()
 }
 
 /// Asks the executor whether the run settings are allowed, for the
@@ -1192,5 +1232,23 @@ mod tests {
     fn list_defaults_to_no_code() {
         let input: ListInput = parse_args(LIST, JsonObject::new()).unwrap();
         assert!(!input.include_code);
+    }
+
+    #[tokio::test]
+    async fn only_a_missing_answer_is_retried() {
+        use dynamic_mcp_common::addr::ServiceUrl;
+        use dynamic_mcp_common::internal_auth::InternalAuth;
+        use dynamic_mcp_proto::v1::registry_client::RegistryClient;
+
+        let nowhere = ServiceUrl::Unix("/nonexistent/registry.sock".into());
+        let mut registry = RegistryClient::new(InternalAuth::default().channel(&nowhere, None).unwrap());
+        let unreachable = registry.list(ListToolsRequest::default()).await.unwrap_err();
+        assert_eq!(unreachable.code(), Code::Unavailable, "{unreachable:?}");
+        assert!(no_answer(&unreachable), "{unreachable:?}");
+        // The registry's own answer that its database is down is final.
+        assert!(!no_answer(&tonic::Status::unavailable(
+            "the tool database is unavailable"
+        )));
+        assert!(!no_answer(&tonic::Status::aborted("stale revision")));
     }
 }

@@ -1,16 +1,19 @@
 //! The built-in tools, one file per family, and the call of a dynamic tool.
 
+mod content;
 pub mod dynamic_tool;
 pub mod network;
 pub mod revisions;
 pub mod run_dynamic;
 pub mod run_js_ephemeral;
+mod run_stream;
 pub mod sandbox;
 pub mod self_test;
 pub mod system;
 pub mod tool_test;
 pub mod typed;
 
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use rmcp::RoleServer;
@@ -20,7 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::ADMIN_TOKEN_HEADER;
-use crate::auth::{Caller, Principal};
+use crate::auth::{Caller, ClientAddr, Principal};
 use crate::error::ToolError;
 use crate::progress::Progress;
 use crate::server::ServerState;
@@ -81,6 +84,8 @@ pub struct CallContext {
     pub caller: Caller,
     /// Whether the call came over Streamable HTTP.
     pub over_http: bool,
+    /// The HTTP client's address.
+    pub client: Option<IpAddr>,
     /// The X-MCP-Admin-Token header, if sent.
     pub admin_header: Option<String>,
     /// The HTTP request's `x-request-id`, for audit lines.
@@ -111,6 +116,9 @@ impl CallContext {
         Self {
             caller,
             over_http: parts.is_some(),
+            client: parts
+                .and_then(|p| p.extensions.get::<ClientAddr>())
+                .map(|ClientAddr(addr)| addr.ip()),
             admin_header: header(ADMIN_TOKEN_HEADER),
             request_id: header("x-request-id"),
             cancel: request.ct.clone(),

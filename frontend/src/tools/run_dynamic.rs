@@ -3,7 +3,6 @@
 //! The run and the outcome mapping are shared with the built-ins that run
 //! JavaScript (`run_js_ephemeral`, `sandbox.run_js`).
 
-use dynamic_mcp_proto::v1::run_event::Event;
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus, RunToolRequest, ToolRecord};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::{Value, json};
@@ -12,9 +11,11 @@ use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
 
 use super::CallContext;
 use super::typed::{self, Refusal};
+use super::{content, run_stream};
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::metrics;
+use crate::progress::Progress;
 use crate::server::ServerState;
 
 /// How a dynamic tool appears in tools/list (see `typed.rs`).
@@ -57,7 +58,8 @@ pub struct RunFacts {
 }
 
 /// Runs `tool` (as listed, without code) once, noting what happened in
-/// `facts`. Dropping the future drops the executor stream, which stops the
+/// `facts`; the code's progress goes to the caller's progress token, if it
+/// sent one. Dropping the future drops the executor stream, which stops the
 /// container.
 pub async fn run(
     state: &ServerState,
@@ -93,7 +95,9 @@ pub async fn run(
     };
     facts.revision = Some(tool.revision);
     let witness = EgressWitness::new(call, &tool.name);
-    let outcome = execute(state, request_for(&tool, args.to_string()), &witness).await?;
+    let mut request = request_for(&tool, args.to_string());
+    request.report_progress = call.progress.is_some();
+    let outcome = execute_with(state, request, call.progress.as_ref(), None, &witness).await?;
     facts.exit_code = outcome.exit_code;
     if let Some(mismatch) = typed::check_result(&tool.name, &contract, &outcome) {
         return Ok(mismatch);
@@ -127,6 +131,7 @@ pub fn request_for(tool: &ToolRecord, args_json: String) -> RunToolRequest {
         isolation: tool.isolation,
         network: tool.network.clone(),
         secrets: tool.secrets.clone(),
+        report_progress: false,
     }
 }
 
@@ -138,8 +143,20 @@ pub async fn execute(
     request: RunToolRequest,
     egress: &EgressWitness,
 ) -> Result<RunOutcome, ToolError> {
+    execute_with(state, request, None, None, egress).await
+}
+
+/// `execute`, with the code's progress to `progress` (and `installing` as a
+/// heartbeat until the container runs).
+pub async fn execute_with(
+    state: &ServerState,
+    request: RunToolRequest,
+    progress: Option<&Progress>,
+    installing: Option<&str>,
+    egress: &EgressWitness,
+) -> Result<RunOutcome, ToolError> {
     let tool_name = request.tool_name.clone();
-    let mut events = state
+    let events = state
         .services
         .executor
         .clone()
@@ -147,20 +164,18 @@ pub async fn execute(
         .await
         .map_err(ToolError::executor)?
         .into_inner();
-    while let Some(event) = events.message().await.map_err(ToolError::executor)? {
-        match event.event {
-            Some(Event::Finished(outcome)) => return Ok(outcome),
-            Some(Event::Started(started)) => {
-                metrics::container_started();
-                tracing::debug!(tool = %tool_name, container = %started.container_id, "run started");
-            }
-            Some(Event::Egress(event)) => egress.record(state, &event),
-            None => {}
-        }
-    }
-    Err(ToolError::executor(tonic::Status::internal(format!(
-        "the run of '{tool_name}' ended without an outcome; try again"
-    ))))
+    run_stream::follow(
+        events,
+        &format!("'{tool_name}'"),
+        progress,
+        installing,
+        |started| {
+            metrics::container_started();
+            tracing::debug!(tool = %tool_name, container = %started.container_id, "run started");
+        },
+        |event| egress.record(state, event),
+    )
+    .await
 }
 
 /// What ran, for the wording of its outcome.
@@ -212,6 +227,11 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
         }
     };
     let message = &outcome.error_message;
+    if outcome.status() == RunStatus::Ok
+        && let Some(blocks) = outcome.content.clone()
+    {
+        return content::result(blocks, &outcome);
+    }
     let (reason, text) = match outcome.status() {
         RunStatus::Ok => match serde_json::from_str::<Value>(&outcome.result_json) {
             Ok(result) => {
@@ -289,7 +309,7 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
 }
 
 /// Adds stdout/stderr (and whether they were cut) only when there is some.
-fn add_output(body: &mut Value, outcome: &RunOutcome) {
+pub(super) fn add_output(body: &mut Value, outcome: &RunOutcome) {
     for (key, text, truncated) in [
         ("stdout", &outcome.stdout, outcome.stdout_truncated),
         ("stderr", &outcome.stderr, outcome.stderr_truncated),

@@ -11,13 +11,12 @@ use serde_json::{Value, json};
 
 use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
 use super::network::{NetworkInput, network_field, network_to_proto, secrets_field};
-use super::run_dynamic::{Ran, code_args_json, execute, outcome_result};
+use super::run_dynamic::{Ran, code_args_json, execute_with, outcome_result};
 use dynamic_mcp_common::limits::CODE_CHARS;
 
 use super::{CallContext, parse_args, schema, timeout_field};
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
-use crate::progress::Progress;
 use crate::server::ServerState;
 
 pub const NAME: &str = "run_js_ephemeral";
@@ -55,15 +54,12 @@ pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> R
         args_json: code_args_json(input.args)?,
         network: input.network.map(network_to_proto),
         secrets: input.secrets,
+        report_progress: call.progress.is_some(),
         ..Default::default()
     };
     let witness = EgressWitness::new(call, NAME);
-    let outcome = if request.dependencies.is_empty() {
-        execute(state, request, &witness).await
-    } else {
-        let message = installing_message(request.dependencies.len());
-        Progress::while_running(call.progress.as_ref(), &message, execute(state, request, &witness)).await
-    }?;
+    let installing = (!request.dependencies.is_empty()).then(|| installing_message(request.dependencies.len()));
+    let outcome = execute_with(state, request, call.progress.as_ref(), installing.as_deref(), &witness).await?;
     Ok(outcome_result(Ran::Code(NAME), outcome))
 }
 

@@ -18,11 +18,10 @@ use super::network::{NetworkInput, network_field, network_to_proto};
 use super::run_dynamic::{Ran, code_args_json, outcome_result};
 use dynamic_mcp_common::limits::SESSION_COMMANDS;
 
-use super::{CallContext, parse_args, schema, timeout_field};
+use super::{CallContext, parse_args, run_stream, schema, timeout_field};
 use crate::auth::Caller;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
-use crate::progress::Progress;
 use crate::server::ServerState;
 
 pub const INITIALIZE: &str = "sandbox.initialize";
@@ -158,6 +157,7 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
     let input: RunJsInput = parse_args(RUN_JS, args)?;
     let dependencies = to_proto(input.dependencies);
     let witness = EgressWitness::in_session(call, RUN_JS, &input.session_id);
+    let installing = (!dependencies.is_empty()).then(|| installing_message(dependencies.len()));
     let request = RunJsInSessionRequest {
         owner: owner(&call.caller),
         session_id: input.session_id,
@@ -165,21 +165,25 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
         args_json: code_args_json(input.args)?,
         dependencies,
         timeout_ms: input.timeout_ms,
+        report_progress: call.progress.is_some(),
     };
-    let mut executor = state.services.executor.clone();
-    let answer = if request.dependencies.is_empty() {
-        executor.run_js_in_session(request).await
-    } else {
-        let message = installing_message(request.dependencies.len());
-        Progress::while_running(call.progress.as_ref(), &message, executor.run_js_in_session(request)).await
-    };
-    let answer = answer.map_err(ToolError::executor)?.into_inner();
-    witness.record_all(state, &answer.egress);
-    let outcome = answer.outcome.ok_or_else(|| {
-        ToolError::executor(tonic::Status::internal(
-            "the executor ran the code but reported no outcome",
-        ))
-    })?;
+    let events = state
+        .services
+        .executor
+        .clone()
+        .run_js_in_session(request)
+        .await
+        .map_err(ToolError::executor)?
+        .into_inner();
+    let outcome = run_stream::follow(
+        events,
+        RUN_JS,
+        call.progress.as_ref(),
+        installing.as_deref(),
+        |_| {},
+        |event| witness.record(state, event),
+    )
+    .await?;
     Ok(outcome_result(Ran::Code(RUN_JS), outcome))
 }
 

@@ -319,6 +319,17 @@ pub fn check_result(tool: &str, contract: &Contract, outcome: &RunOutcome) -> Op
     if outcome.status() != RunStatus::Ok {
         return None;
     }
+    if outcome.content.is_some() {
+        let text = format!(
+            "Tool '{tool}' declares an outputSchema, so it must return JSON that matches it, but it returned MCP \
+             content (mcp.content() or a block). Return a plain value instead, or remove the outputSchema with \
+             dynamic.tool.update."
+        );
+        return Some(refusal_result(
+            json!({"ok": false, "reason": "outputMismatch", "error": text, "durationMs": outcome.duration_ms}),
+            text,
+        ));
+    }
     let result: Value = serde_json::from_str(&outcome.result_json).ok()?;
     let (mismatches, total) = schema.mismatches(&result);
     if total == 0 {
@@ -517,6 +528,28 @@ mod tests {
         assert_eq!(
             (body["reason"].as_str(), body["errors"][0]["pointer"].as_str()),
             (Some("outputMismatch"), Some("/result"))
+        );
+    }
+
+    #[test]
+    fn a_content_result_of_a_tool_with_an_output_schema_is_refused() {
+        let typed = Contract::of(&tool(None, Some(json!({"type": "object"})), false)).unwrap();
+        let content = RunOutcome {
+            status: RunStatus::Ok.into(),
+            content: Some(dynamic_mcp_proto::v1::ContentResult::default()),
+            ..Default::default()
+        };
+        let refused = check_result("t", &typed, &content).unwrap();
+        assert_eq!(refused.is_error, Some(true));
+        let text = &refused.content[0].as_text().unwrap().text;
+        assert!(
+            text.contains("declares an outputSchema, so it must return JSON"),
+            "{text}"
+        );
+        let untyped = Contract::of(&tool(None, None, false)).unwrap();
+        assert!(
+            check_result("t", &untyped, &content).is_none(),
+            "without an outputSchema content is fine"
         );
     }
 }

@@ -6,6 +6,7 @@
 // Each test file uses a different part of these helpers.
 #![allow(dead_code)]
 
+pub mod in_process;
 pub mod jwks;
 pub mod pki;
 
@@ -274,6 +275,16 @@ impl Frontend {
 
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
+    }
+
+    /// The Prometheus text at /metrics.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 

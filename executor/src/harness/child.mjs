@@ -1,0 +1,360 @@
+// The process that runs a tool's code, started by supervisor.mjs as the
+// sandbox user before any code exists. It holds nothing the code may not
+// see: no marker, no progress token. Until the code arrives it runs only
+// this file.
+//
+// fd 3 (from the supervisor): one line {"moduleDir", "problem"} at once, then (when the
+//   call comes) the envelope to the end of the stream:
+//   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
+// fd 4 (to the supervisor): report lines, each one JSON object:
+//   {"kind":"progress","progress","total"?,"message"?}
+//   {"kind":"result","format":"json"|"content","bytes"} + that many bytes
+//   {"kind":"threw","name","message","stack"} | {"kind":"syntax","message"}
+//   | {"kind":"bad_result","message"}
+// The code can write to fd 4 too; whatever it says there it could also say
+// by returning or throwing, and the supervisor checks every report.
+import { symlinkSync, writeFileSync } from "node:fs";
+import { Socket } from "node:net";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+// Bound before the code runs, so patching them cannot reshape the reports.
+const stringify = JSON.stringify;
+const writeStdout = process.stdout.write.bind(process.stdout);
+const writeStderr = process.stderr.write.bind(process.stderr);
+const fromBytes = Buffer.from;
+const byteLength = Buffer.byteLength;
+
+const reports = new Socket({ fd: 4, readable: false, writable: true });
+// An unsettled promise with nothing else pending must still end the run
+// (exit code 13), as it would without the harness.
+reports.unref();
+
+function report(message, payload) {
+  reports.write(stringify(message) + "\n");
+  if (payload !== undefined) reports.write(payload);
+}
+
+let settled = false;
+
+// The outcome: once the code's output so far is flushed (the supervisor
+// reads it before it acts on the outcome), then this process waits to be
+// stopped.
+function settle(message, payload) {
+  if (settled) return;
+  settled = true;
+  writeStdout("", () => writeStderr("", () => report(message, payload)));
+}
+
+function describe(value) {
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+function threw(error) {
+  const isError =
+    error instanceof Error ||
+    (error !== null && typeof error === "object" && typeof error.message === "string");
+  if (!isError) return { kind: "threw", name: "", message: describe(error), stack: "" };
+  let name = "";
+  let message = "";
+  let stack = "";
+  try {
+    name = describe(error.name ?? "");
+    message = describe(error.message ?? "");
+    // Drop the harness's own frames (`[eval]`); the code's show as tool.mjs.
+    stack = describe(error.stack ?? "")
+      .split("\n")
+      .filter((line) => !line.includes("[eval"))
+      .join("\n");
+  } catch {
+    message = describe(error);
+  }
+  return { kind: "threw", name, message, stack };
+}
+
+function notJson(reason) {
+  return { kind: "bad_result", message: `the returned value is not JSON-serialisable: ${reason}` };
+}
+
+function settleResult(value) {
+  const blocks = contentOf(value);
+  if (blocks) {
+    let json;
+    try {
+      json = stringify(blocks);
+    } catch (error) {
+      settle({ kind: "bad_result", message: `the returned content cannot be sent: ${describe(error?.message ?? error)}` });
+      return;
+    }
+    settle({ kind: "result", format: "content", bytes: byteLength(json) }, fromBytes(json));
+    return;
+  }
+  let json;
+  try {
+    json = value === undefined ? "null" : stringify(value);
+  } catch (error) {
+    settle(notJson(error && error.message ? error.message : describe(error)));
+    return;
+  }
+  if (json === undefined) {
+    settle(notJson(`a ${typeof value} cannot be turned into JSON`));
+    return;
+  }
+  settle({ kind: "result", format: "json", bytes: byteLength(json) }, fromBytes(json));
+}
+
+// Errors the code leaves behind (a rejected promise nobody awaited, a throw
+// in a timer) would otherwise crash Node without an outcome; report the first.
+process.on("unhandledRejection", (reason) => settle(threw(reason)));
+process.on("uncaughtException", (error) => settle(threw(error)));
+
+// ---- the `mcp` helpers: content results ------------------------------------
+// A tool returns MCP content by returning one block, or mcp.content([...]).
+// Only objects made here count: a plain object that looks like a block is
+// an ordinary JSON result, as before. The executor checks every block again.
+
+const blocks = new WeakSet();
+const contents = new WeakMap();
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const MIME = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(?:\s*;.*)?$/;
+const AUDIENCES = ["user", "assistant"];
+
+function contentOf(value) {
+  if (value !== null && typeof value === "object") {
+    if (contents.has(value)) return contents.get(value);
+    if (blocks.has(value)) return [value];
+  }
+  return null;
+}
+
+function kindOf(value) {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
+}
+
+function need(ok, helper, what, value) {
+  if (!ok) throw new TypeError(`mcp.${helper}: ${what} (got ${kindOf(value)})`);
+}
+
+function text(helper, name, value) {
+  need(typeof value === "string", helper, `${name} must be a string`, value);
+  return value;
+}
+
+function base64(helper, name, value) {
+  if (value instanceof ArrayBuffer) value = new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) {
+    const data = fromBytes(value.buffer, value.byteOffset, value.byteLength).toString("base64");
+    need(data.length > 0, helper, `${name} is empty`, value);
+    return data;
+  }
+  need(typeof value === "string", helper, `${name} must be base64 text or bytes (a Buffer or Uint8Array)`, value);
+  const data = value.replace(/\s+/g, "");
+  if (data.length === 0 || !BASE64.test(data)) {
+    throw new TypeError(`mcp.${helper}: ${name} is not base64 (pass the bytes, or their base64 text)`);
+  }
+  return data;
+}
+
+function mimeType(helper, value, family) {
+  need(typeof value === "string", helper, `mimeType must be a string such as "${family ?? "text"}/..."`, value);
+  if (!MIME.test(value) || (family && !value.toLowerCase().startsWith(`${family}/`))) {
+    throw new TypeError(`mcp.${helper}: mimeType "${value}" is not ${family ? `an ${family}/* ` : "a "}MIME type`);
+  }
+  return value;
+}
+
+function uri(helper, value) {
+  need(typeof value === "string", helper, "uri must be a string", value);
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:/.test(value)) {
+    throw new TypeError(`mcp.${helper}: uri "${value.slice(0, 100)}" has no scheme (e.g. file:///x or https://...)`);
+  }
+  return value;
+}
+
+// `options`: {annotations: {audience: ["user"|"assistant"], priority: 0..1, lastModified: ISO 8601}}
+function annotate(helper, block, options) {
+  if (options === undefined) return block;
+  need(options !== null && typeof options === "object", helper, "options must be an object", options);
+  const { annotations } = options;
+  if (annotations === undefined) return block;
+  need(annotations !== null && typeof annotations === "object", helper, "annotations must be an object", annotations);
+  const checked = {};
+  if (annotations.audience !== undefined) {
+    const audience = annotations.audience;
+    need(Array.isArray(audience) && audience.every((a) => AUDIENCES.includes(a)), helper,
+      'annotations.audience must be an array of "user" and "assistant"', audience);
+    checked.audience = [...audience];
+  }
+  if (annotations.priority !== undefined) {
+    const priority = annotations.priority;
+    need(typeof priority === "number" && priority >= 0 && priority <= 1, helper,
+      "annotations.priority must be a number from 0 to 1", priority);
+    checked.priority = priority;
+  }
+  if (annotations.lastModified !== undefined) {
+    const at = annotations.lastModified instanceof Date ? annotations.lastModified.toISOString() : annotations.lastModified;
+    need(typeof at === "string" && !Number.isNaN(Date.parse(at)), helper,
+      "annotations.lastModified must be an ISO 8601 time or a Date", annotations.lastModified);
+    checked.lastModified = at;
+  }
+  return { ...block, annotations: checked };
+}
+
+function block(value) {
+  blocks.add(Object.freeze(value));
+  return value;
+}
+
+function media(helper, type, family) {
+  return (data, type_, options) =>
+    block(annotate(helper, { type, data: base64(helper, "data", data), mimeType: mimeType(helper, type_, family) }, options));
+}
+
+const mcp = Object.freeze({
+  text: (value, options) => block(annotate("text", { type: "text", text: text("text", "text", value) }, options)),
+  image: media("image", "image", "image"),
+  audio: media("audio", "audio", "audio"),
+  resourceLink: (target, name, options = {}) => {
+    const link = { type: "resource_link", uri: uri("resourceLink", target), name: text("resourceLink", "name", name) };
+    need(options !== null && typeof options === "object", "resourceLink", "options must be an object", options);
+    for (const field of ["title", "description"]) {
+      if (options[field] !== undefined) link[field] = text("resourceLink", field, options[field]);
+    }
+    if (options.mimeType !== undefined) link.mimeType = mimeType("resourceLink", options.mimeType);
+    if (options.size !== undefined) {
+      need(Number.isSafeInteger(options.size) && options.size >= 0, "resourceLink", "size must be a whole number of bytes", options.size);
+      link.size = options.size;
+    }
+    return block(annotate("resourceLink", link, options));
+  },
+  resource: (resource, options) => {
+    need(resource !== null && typeof resource === "object", "resource",
+      "pass {uri, mimeType?, text} or {uri, mimeType?, blob}", resource);
+    const contents = { uri: uri("resource", resource.uri) };
+    if (resource.mimeType !== undefined) contents.mimeType = mimeType("resource", resource.mimeType);
+    if ((resource.text === undefined) === (resource.blob === undefined)) {
+      throw new TypeError("mcp.resource: give exactly one of text (a string) and blob (base64 or bytes)");
+    }
+    if (resource.text !== undefined) contents.text = text("resource", "text", resource.text);
+    else contents.blob = base64("resource", "blob", resource.blob);
+    return block(annotate("resource", { type: "resource", resource: contents }, options));
+  },
+  content: (items) => {
+    need(Array.isArray(items), "content", "pass an array of blocks (or strings, for text)", items);
+    const list = items.map((item, i) => {
+      if (typeof item === "string") return mcp.text(item);
+      if (item !== null && typeof item === "object" && blocks.has(item)) return item;
+      throw new TypeError(`mcp.content: item ${i} is not a block from mcp.text(), mcp.image(), ... (got ${kindOf(item)})`);
+    });
+    const result = Object.freeze({ content: list });
+    contents.set(result, list);
+    return result;
+  },
+});
+
+// ---- progress(done, total?, message?) ------------------------------------
+// Reaches the caller as notifications/progress when it asked for progress;
+// a value that does not increase is not sent. Never waits.
+let lastProgress = null;
+let progressWanted = false;
+
+async function progress(done, total, message) {
+  if (typeof done !== "number" || !Number.isFinite(done)) {
+    throw new TypeError(`progress(done, total, message): done must be a finite number (got ${kindOf(done)})`);
+  }
+  if (total !== undefined && total !== null && (typeof total !== "number" || !Number.isFinite(total))) {
+    throw new TypeError(`progress(done, total, message): total must be a finite number (got ${kindOf(total)})`);
+  }
+  if (message !== undefined && message !== null && typeof message !== "string") {
+    throw new TypeError(`progress(done, total, message): message must be a string (got ${kindOf(message)})`);
+  }
+  if (!progressWanted || settled || (lastProgress !== null && done <= lastProgress)) return;
+  lastProgress = done;
+  const update = { kind: "progress", progress: done };
+  if (typeof total === "number") update.total = total;
+  if (typeof message === "string") update.message = message;
+  report(update);
+}
+
+for (const [name, value] of Object.entries({ mcp, progress })) {
+  Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
+}
+
+// ---- the run ---------------------------------------------------------------
+
+// The supervisor's line, at once; the envelope, when the call comes.
+const input = new Socket({ fd: 3, readable: true, writable: false });
+const received = [];
+const firstLine = new Promise((resolve) => {
+  input.on("data", (chunk) => {
+    received.push(chunk);
+    const all = Buffer.concat(received);
+    if (all.includes(10)) resolve(all);
+  });
+});
+const everything = new Promise((resolve) => input.on("end", () => resolve(Buffer.concat(received))));
+const head = await firstLine;
+const { moduleDir, problem } = JSON.parse(head.subarray(0, head.indexOf(10)).toString("utf8"));
+
+// Node's module loader starts slowly the first time; warm it up while no
+// call is waiting (an import of a file like the tool's own module).
+if (moduleDir) {
+  try {
+    const warm = join(moduleDir, "warm-up.mjs");
+    writeFileSync(warm, "export async function run(args) {\n}\n");
+    await (await import(pathToFileURL(warm).href)).run({});
+  } catch {}
+}
+
+const all = await everything;
+const envelope = JSON.parse(all.subarray(all.indexOf(10) + 1).toString("utf8"));
+progressWanted = envelope.progress === true;
+
+// Modules the executor adds to prepare the environment before the code runs
+// (e.g. to route network calls): imported in order from the run's module
+// directory; one that exports `prepare` gets its options.
+async function preload(modules) {
+  for (const { name, source, options } of modules ?? []) {
+    if (!/^[A-Za-z0-9_-]+\.mjs$/.test(name)) throw new Error(`bad preload module name '${name}'`);
+    const path = join(moduleDir, name);
+    writeFileSync(path, source);
+    const loaded = await import(pathToFileURL(path).href);
+    if (typeof loaded.prepare === "function") await loaded.prepare(options);
+  }
+}
+
+// The module is a real file, so bare imports resolve: through `node_modules`
+// next to it, a link to the read-only dependency cache. The wrapper shares
+// the first line with the code, so stack line numbers are the code's own.
+let toolModule;
+try {
+  if (problem) throw new Error(problem);
+  await preload(envelope.preload);
+} catch (error) {
+  settle({ ...threw(error), message: `the run could not be prepared: ${threw(error).message}` });
+}
+if (!settled) {
+  const source = "export async function run(args) {" + envelope.code + "\n}\n//# sourceURL=tool.mjs\n";
+  try {
+    if (envelope.nodeModules) symlinkSync(envelope.nodeModules, join(moduleDir, "node_modules"));
+    const modulePath = join(moduleDir, "tool.mjs");
+    writeFileSync(modulePath, source);
+    toolModule = await import(pathToFileURL(modulePath).href);
+  } catch (error) {
+    settle(error instanceof SyntaxError ? { kind: "syntax", message: describe(error.message) } : threw(error));
+  }
+}
+
+if (toolModule && typeof toolModule.run === "function") {
+  try {
+    settleResult(await toolModule.run(envelope.args));
+  } catch (error) {
+    settle(threw(error));
+  }
+}

@@ -1,0 +1,418 @@
+// The supervisor: trusted harness code inside a sandbox container, between
+// the executor and the process that runs a tool's code (child.mjs). The code
+// never runs here, and this process is out of the code's reach: the code can
+// produce only outcomes it could produce honestly.
+//
+//   node --input-type=module -e <this> <uid>:<gid> <child source> [<tag>]
+//
+// It starts as root with no capability but CAP_SETUID and CAP_SETGID (and
+// no-new-privileges), as PID 1 of a run container or through docker exec in
+// a session. Then, before any code exists:
+//  1. listeners for every catchable signal: the code's process runs as the
+//     same user and may signal us. SIGUSR1 would open Node's inspector on
+//     127.0.0.1:9229, which any process in the container could then drive;
+//     the others would end us (as PID 1 we ignore SIGKILL and SIGSTOP from
+//     inside the container anyway);
+//  2. the child is spawned as <uid>:<gid>, so its Node start-up is done
+//     before the envelope arrives;
+//  3. we drop to <uid>:<gid> ourselves: no capability is left, and the kernel
+//     marks us non-dumpable (fs.suid_dumpable 0 or 2), so processes of that
+//     user cannot read our memory (/proc/PID/mem), open our fds
+//     (/proc/PID/fd/N) or ptrace us. We check that it took (our /proc files
+//     are then owned by root) and refuse to serve if not.
+//
+// The executor then writes ONE envelope on stdin: a header line
+//   {"marker","timeoutMs","outputCap","resultCap","progress","bytes"}
+// and `bytes` bytes for the child (code, args...), which we pass on unread.
+// The child cannot write to our stdout: its stdout, stderr and report
+// channel are pipes to us. Everything we write on stdout is a record:
+//   <marker><header JSON>\n<header.bytes bytes of payload, if any>
+//   {"kind":"stdout"|"stderr","bytes"}     the code's output, up to outputCap
+//   {"kind":"progress","progress","total"?,"message"?}
+//                                          checked, increasing, rate-limited
+//   {"kind":"done","status",...}           the outcome; nothing follows it
+// The marker is fresh per call and never reaches the child. We stop the
+// child at its timeout; the executor enforces it too.
+//
+// A long-lived container serving many calls would run the same steps per
+// call with a fresh child each time (spawned without uid/gid once we run as
+// that user); `serve` handles exactly one call today.
+// Written for any stock Node >= 18.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
+import { constants, tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [idsArgument, childSource] = process.argv.slice(1);
+
+// Exit code for "the harness itself failed"; the executor reports it as
+// its own failure, never as the code's.
+const HARNESS_FAILED = 70;
+
+// Progress: a burst of PROGRESS_BURST reports, then one per
+// PROGRESS_REFILL_MS; faster reports are coalesced (the latest wins), and
+// the last one is always sent before the outcome.
+const PROGRESS_BURST = 10;
+const PROGRESS_REFILL_MS = 50;
+const PROGRESS_MESSAGE_CHARS = 1000;
+
+// The child's report lines (progress, errors) are small; results come as
+// a payload of their own, capped by the envelope's resultCap.
+const REPORT_LINE_BYTES = 1 << 20;
+const ENVELOPE_HEADER_BYTES = 1 << 16;
+
+const CATCHABLE_SIGNALS = [
+  "SIGHUP", "SIGINT", "SIGQUIT", "SIGTRAP", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
+  "SIGSTKFLT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM",
+  "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+];
+
+function fail(message) {
+  process.stderr.write(`dynamic-mcp supervisor: ${message}\n`, () => process.exit(HARNESS_FAILED));
+}
+
+for (const signal of CATCHABLE_SIGNALS) {
+  try {
+    process.on(signal, () => {});
+  } catch {}
+}
+
+const ids = /^(\d+):(\d+)$/.exec(idsArgument ?? "");
+if (!ids || typeof childSource !== "string") {
+  fail("usage: <uid>:<gid> <child source>");
+} else if (Number(ids[1]) === 0 || Number(ids[2]) === 0) {
+  fail("the code must not run as root");
+} else {
+  start(Number(ids[1]), Number(ids[2]));
+}
+
+function start(uid, gid) {
+  if (process.getuid() !== 0) {
+    fail("must start as root with CAP_SETUID and CAP_SETGID, to run the code as another user");
+    return;
+  }
+  const child = spawnChild(uid, gid);
+  try {
+    process.setgroups([]);
+    process.setgid(gid);
+    process.setuid(uid);
+  } catch (error) {
+    child.kill("SIGKILL");
+    fail(`cannot drop to ${uid}:${gid}: ${error.message}`);
+    return;
+  }
+  const exposed = reachable(uid, gid);
+  if (exposed) {
+    child.kill("SIGKILL");
+    fail(exposed);
+    return;
+  }
+  // Made now, as the code's user: the child writes the tool's module there,
+  // and warms up Node's module loader in it before the envelope arrives. A
+  // full /tmp (in a session) becomes the call's error, through the child.
+  let moduleDir = null;
+  let problem = null;
+  try {
+    moduleDir = mkdtempSync(join(tmpdir(), "dynamic-mcp-"));
+  } catch (error) {
+    problem = `cannot create the run's directory in ${tmpdir()}: ${error.message}`;
+  }
+  child.stdio[3].write(JSON.stringify({ moduleDir, problem }) + "\n");
+  serve(child, moduleDir);
+}
+
+function spawnChild(uid, gid) {
+  const env = { ...process.env, HOME: homeOf(uid) };
+  return spawn(process.execPath, ["--input-type=module", "-e", childSource], {
+    uid,
+    gid,
+    env,
+    // 0: nothing to read; 1, 2: output; 3: the envelope in; 4: reports out.
+    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe"],
+  });
+}
+
+// The home directory /etc/passwd gives `uid`, as Docker would; else "/".
+function homeOf(uid) {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const fields = line.split(":");
+      if (fields.length >= 6 && Number(fields[2]) === uid && fields[5]) return fields[5];
+    }
+  } catch {}
+  return "/";
+}
+
+// Why the code's process could still reach us, or null.
+function reachable(uid, gid) {
+  if (process.getuid() !== uid || process.geteuid() !== uid || process.getgid() !== gid || process.getegid() !== gid) {
+    return "the credentials did not change";
+  }
+  const status = readFileSync("/proc/self/status", "utf8");
+  for (const set of ["CapPrm", "CapEff", "CapAmb"]) {
+    const value = new RegExp(`^${set}:\\s*([0-9a-f]+)$`, "m").exec(status)?.[1];
+    if (!value || /[^0]/.test(value)) return `capabilities are left (${set} ${value})`;
+  }
+  // A dumpable process owns its /proc files; a non-dumpable one's belong to root.
+  if (statSync("/proc/self/mem").uid !== 0) {
+    return "this process stayed dumpable (is fs.suid_dumpable 1 on the host?), so the code could read its memory";
+  }
+  return null;
+}
+
+function serve(child, moduleDir) {
+  let call = null;
+  let finished = false;
+  let childExited = null;
+  const early = { stdout: [], stderr: [] };
+  const relayed = { stdout: 0, stderr: 0 };
+  const dropped = { stdout: 0, stderr: 0 };
+  const progress = { last: null, pending: null, tokens: PROGRESS_BURST, refilled: Date.now(), timer: null };
+  let timeout = null;
+
+  function record(header, payload) {
+    const head = Buffer.from(call.marker + JSON.stringify(header) + "\n", "utf8");
+    process.stdout.write(payload ? Buffer.concat([head, payload]) : head);
+  }
+
+  function output(kind, chunk) {
+    if (finished) return;
+    if (!call) {
+      early[kind].push(chunk);
+      return;
+    }
+    const room = Math.max(0, call.outputCap - relayed[kind]);
+    const kept = chunk.length <= room ? chunk : chunk.subarray(0, room);
+    if (kept.length > 0) {
+      record({ kind, bytes: kept.length }, kept);
+      relayed[kind] += kept.length;
+    }
+    dropped[kind] += chunk.length - kept.length;
+  }
+
+  // Reports from the child: header lines, a result with its payload.
+  let reports = Buffer.alloc(0);
+  let payload = null;
+  function onReports(chunk) {
+    if (finished) return;
+    reports = reports.length ? Buffer.concat([reports, chunk]) : chunk;
+    while (!finished) {
+      if (payload) {
+        const need = payload.bytes - payload.parts.reduce((n, p) => n + p.length, 0);
+        if (reports.length === 0) return;
+        const part = reports.subarray(0, need);
+        payload.parts.push(part);
+        reports = reports.subarray(part.length);
+        if (part.length < need) return;
+        const { format, parts } = payload;
+        payload = null;
+        finish({ status: "ok", format }, Buffer.concat(parts));
+        return;
+      }
+      const end = reports.indexOf(10);
+      if (end < 0) {
+        if (reports.length > REPORT_LINE_BYTES) refuse("a report line too long");
+        return;
+      }
+      const line = reports.subarray(0, end);
+      reports = reports.subarray(end + 1);
+      let report;
+      try {
+        report = JSON.parse(line.toString("utf8"));
+      } catch {
+        refuse("a report that is not JSON");
+        return;
+      }
+      onReport(report);
+    }
+  }
+
+  function onReport(report) {
+    const text = (value, max) => (typeof value === "string" ? value.slice(0, max) : "");
+    switch (report?.kind) {
+      case "progress":
+        onProgress(report);
+        return;
+      case "result": {
+        const bytes = report.bytes;
+        if (!["json", "content"].includes(report.format) || !Number.isSafeInteger(bytes) || bytes < 0) {
+          refuse("a result report without a format and size");
+        } else if (call && bytes > call.resultCap) {
+          finish({ status: "bad_result", message: `result too large (over ${call.resultCap} bytes)` });
+        } else if (bytes === 0) {
+          refuse("an empty result");
+        } else {
+          payload = { format: report.format, bytes, parts: [] };
+        }
+        return;
+      }
+      case "threw":
+        finish({ status: "threw", name: text(report.name, 1000), message: text(report.message, 32768), stack: text(report.stack, 32768) });
+        return;
+      case "syntax":
+        finish({ status: "syntax", message: text(report.message, 32768) });
+        return;
+      case "bad_result":
+        finish({ status: "bad_result", message: text(report.message, 32768) });
+        return;
+      default:
+        refuse("a report of an unknown kind");
+    }
+  }
+
+  // The code's process wrote to its report channel what the harness never does.
+  function refuse(what) {
+    finish({ status: "bad_result", message: `the code's process sent ${what} on the harness's report channel` });
+  }
+
+  function onProgress(report) {
+    if (!call || !call.progress) return;
+    const { progress: done, total, message } = report;
+    if (typeof done !== "number" || !Number.isFinite(done)) return;
+    if (total !== undefined && (typeof total !== "number" || !Number.isFinite(total))) return;
+    if (message !== undefined && typeof message !== "string") return;
+    if (progress.last !== null && done <= progress.last) return;
+    progress.last = done;
+    progress.pending = { kind: "progress", progress: done };
+    if (total !== undefined) progress.pending.total = total;
+    if (message !== undefined) progress.pending.message = message.slice(0, PROGRESS_MESSAGE_CHARS);
+    pumpProgress();
+  }
+
+  function pumpProgress() {
+    const now = Date.now();
+    const earned = Math.floor((now - progress.refilled) / PROGRESS_REFILL_MS);
+    if (earned > 0) {
+      progress.tokens = Math.min(PROGRESS_BURST, progress.tokens + earned);
+      progress.refilled += earned * PROGRESS_REFILL_MS;
+    }
+    if (!progress.pending) return;
+    if (progress.tokens >= 1) {
+      progress.tokens -= 1;
+      record(progress.pending);
+      progress.pending = null;
+    } else if (!progress.timer) {
+      progress.timer = setTimeout(() => {
+        progress.timer = null;
+        if (!finished) pumpProgress();
+      }, PROGRESS_REFILL_MS);
+    }
+  }
+
+  // Reads what is already in a pipe, without waiting: once the child has
+  // ended or reported its outcome, all it wrote before is there.
+  function drain(stream, onChunk) {
+    const fd = stream?._handle?.fd;
+    if (typeof fd !== "number" || fd < 0) return;
+    const buffer = Buffer.allocUnsafe(1 << 16);
+    for (;;) {
+      let read;
+      try {
+        read = readSync(fd, buffer, 0, buffer.length, null);
+      } catch {
+        return;
+      }
+      if (read <= 0) return;
+      onChunk(Buffer.from(buffer.subarray(0, read)));
+    }
+  }
+
+  function finish(done, resultPayload) {
+    if (finished) return;
+    drain(child.stdout, (chunk) => output("stdout", chunk));
+    drain(child.stderr, (chunk) => output("stderr", chunk));
+    finished = true;
+    clearTimeout(timeout);
+    clearTimeout(progress.timer);
+    if (progress.pending) record(progress.pending);
+    done.kind = "done";
+    done.stdoutDropped = dropped.stdout;
+    done.stderrDropped = dropped.stderr;
+    if (resultPayload) done.bytes = resultPayload.length;
+    record(done, resultPayload);
+    if (childExited === null) child.kill("SIGKILL");
+    try {
+      if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
+    } catch {}
+    // Exit only once the records are flushed.
+    process.stdout.write("", () => process.exit(0));
+  }
+
+  child.stdout.on("data", (chunk) => output("stdout", chunk));
+  child.stderr.on("data", (chunk) => output("stderr", chunk));
+  child.stdio[4].on("data", onReports);
+  child.on("error", (error) => {
+    if (!call) fail(`cannot start the code's process: ${error.message}`);
+  });
+  child.on("exit", (code, signal) => {
+    childExited = { code, signal };
+    if (!call) {
+      // Nothing ran yet: this container cannot serve a call.
+      fail(`the code's process ended before any call (${signal ?? code})`);
+      return;
+    }
+    // Its last reports may still be in the pipe: read them first.
+    drain(child.stdio[4], onReports);
+    if (finished) return;
+    finish(exited(code, signal));
+  });
+
+  readEnvelope((header, body) => {
+    call = header;
+    for (const kind of ["stdout", "stderr"]) for (const chunk of early[kind].splice(0)) output(kind, chunk);
+    // After our line with its module directory, the child reads the executor's bytes for it.
+    child.stdio[3].end(body);
+    timeout = setTimeout(() => finish({ status: "timed_out" }), call.timeoutMs);
+    if (childExited) {
+      drain(child.stdio[4], onReports);
+      if (!finished) finish(exited(childExited.code, childExited.signal));
+    }
+  });
+}
+
+// A shell's exit code: 128 + the signal's number for a killed process.
+function exited(code, signal) {
+  if (!signal) return { status: "exited", exitCode: code };
+  return { status: "exited", exitCode: 128 + (constants.signals[signal] ?? 0), signal };
+}
+
+// One envelope from stdin: a header line, then `bytes` bytes for the child.
+function readEnvelope(onEnvelope) {
+  let buffered = Buffer.alloc(0);
+  let header = null;
+  const onData = (chunk) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    if (!header) {
+      const end = buffered.indexOf(10);
+      if (end < 0) {
+        if (buffered.length > ENVELOPE_HEADER_BYTES) fail("the envelope header is too long");
+        return;
+      }
+      try {
+        header = checkedHeader(JSON.parse(buffered.subarray(0, end).toString("utf8")));
+      } catch (error) {
+        fail(`unreadable envelope header: ${error.message}`);
+        return;
+      }
+      buffered = buffered.subarray(end + 1);
+    }
+    if (buffered.length < header.bytes) return;
+    process.stdin.off("data", onData);
+    process.stdin.pause();
+    onEnvelope(header, buffered.subarray(0, header.bytes));
+  };
+  process.stdin.on("data", onData);
+  // Stdin closed without a call (a warm container being removed): nothing to do.
+  process.stdin.on("end", () => {
+    if (!header || buffered.length < header.bytes) process.exit(0);
+  });
+}
+
+function checkedHeader(header) {
+  const count = (name) => {
+    if (!Number.isSafeInteger(header?.[name]) || header[name] < 0) throw new Error(`${name} is not a count`);
+  };
+  if (typeof header?.marker !== "string" || header.marker.length < 16) throw new Error("no marker");
+  for (const name of ["timeoutMs", "outputCap", "resultCap", "bytes"]) count(name);
+  return { ...header, progress: header.progress === true };
+}
