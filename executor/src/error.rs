@@ -102,9 +102,10 @@ impl From<ExecError> for Status {
             ExecError::DockerUnreachable(_) => {
                 Status::unavailable("the executor cannot reach the Docker engine (the executor's log says why)")
             }
-            ExecError::Docker { .. } | ExecError::ContainerGone | ExecError::EgressProxy(_) | ExecError::Internal(_) => {
-                Status::internal(message)
-            }
+            ExecError::Docker { .. }
+            | ExecError::ContainerGone
+            | ExecError::EgressProxy(_)
+            | ExecError::Internal(_) => Status::internal(message),
         }
     }
 }

@@ -230,7 +230,10 @@ pub fn scrub(grant: &Grant, outcome: &mut RunOutcome) {
             content_block::Block::ResourceLink(link) => {
                 grant.scrub(&mut link.uri);
                 grant.scrub(&mut link.name);
-                link.title.iter_mut().chain(link.description.iter_mut()).for_each(|t| grant.scrub(t));
+                link.title
+                    .iter_mut()
+                    .chain(link.description.iter_mut())
+                    .for_each(|t| grant.scrub(t));
             }
             content_block::Block::Resource(resource) => {
                 grant.scrub(&mut resource.uri);

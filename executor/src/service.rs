@@ -159,7 +159,6 @@ impl Executor for ExecutorService {
     }
 }
 
-
 /// Egress events into the run's stream, until the outcome is sent.
 fn egress_forwarder(events: mpsc::Sender<Result<RunEvent, Status>>) -> (EventSink, SinkCloser) {
     closable(move |egress| {

@@ -79,7 +79,9 @@ async fn without_docker_runs_are_unavailable_but_policy_checks_work() {
     let status = stream.message().await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
-        status.message().starts_with("the executor cannot reach the Docker engine")
+        status
+            .message()
+            .starts_with("the executor cannot reach the Docker engine")
             && !status.message().contains("/nonexistent"),
         "{}",
         status.message()

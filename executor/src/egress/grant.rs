@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::proxy::{RunProxy, serve_connection};
 use super::rewrite::redact_text;
-use crate::harness::Preload;
 use super::run_dir::RunDir;
+use crate::harness::Preload;
 
 /// Where a run's egress directory is mounted in its container.
 pub const CONTAINER_DIR: &str = "/run/dynamic-mcp-egress";

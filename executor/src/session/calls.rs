@@ -185,7 +185,9 @@ impl Sessions {
         let user = self.settings.user.to_string();
         let RunningExec {
             output, mut process, ..
-        } = self.start_exec(call, argv, ExecTag::fresh(), &user, call.session().exec_env(), false).await?;
+        } = self
+            .start_exec(call, argv, ExecTag::fresh(), &user, call.session().exec_env(), false)
+            .await?;
         let mut stdout = CappedBuffer::new(self.settings.max_output_bytes);
         let mut stderr = CappedBuffer::new(self.settings.max_output_bytes);
         let closed = tokio::time::timeout_at(deadline, collect(output, &mut stdout, &mut stderr))

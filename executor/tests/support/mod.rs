@@ -19,8 +19,7 @@ use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
     CommandResult, EgressEvent, ExecInSessionRequest, ListSessionsRequest, RunEvent, RunJsInSessionRequest, RunOutcome,
-    RunProgress, RunStarted,
-    RunToolRequest, SessionInfo, StartSessionRequest, run_event,
+    RunProgress, RunStarted, RunToolRequest, SessionInfo, StartSessionRequest, run_event,
 };
 use futures::StreamExt;
 use tokio::process::{Child, Command};
