@@ -135,7 +135,7 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS_REFUSED,
         "HTTP requests refused before reaching MCP, by reason (body_timeout, stream_limit, session_limit, \
-         parse_error, invalid_request, invalid_params)."
+         parse_error, invalid_request, invalid_params, removed_method)."
     );
     describe_counter!(
         AUTH_BACKOFF_REFUSALS,

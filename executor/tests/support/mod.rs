@@ -105,6 +105,21 @@ pub async fn follow(mut stream: tonic::Streaming<RunEvent>) -> Followed {
     panic!("the run stream ended without `finished`");
 }
 
+/// The error a RunTool or RunJsInSession stream ends with; panics if the
+/// run finished instead.
+pub async fn follow_to_error(mut stream: tonic::Streaming<RunEvent>) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Err(status) => return status,
+            Ok(Some(RunEvent {
+                event: Some(run_event::Event::Finished(outcome)),
+            })) => panic!("the run finished instead of failing: {outcome:?}"),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the run stream ended without an error"),
+        }
+    }
+}
+
 /// Docker with the sandbox image, or `None` (test skipped) when Docker is
 /// missing outside CI.
 pub async fn docker() -> Option<Docker> {

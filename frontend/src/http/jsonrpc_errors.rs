@@ -14,7 +14,9 @@
 //!
 //! The answer is HTTP 400 (the transport's status for input the server
 //! cannot accept) with `id` echoed when it could be read, null otherwise, as
-//! JSON-RPC requires. What passes goes on with the message's method and id
+//! JSON-RPC requires. A request that declares the stateless protocol
+//! (2026-07-28 on) and names a method that version removed gets what the
+//! spec asks for, 404 and -32601, not a complaint about its params. What passes goes on with the message's method and id
 //! in the request's extensions ([`RpcMessage`]).
 
 use axum::Json;
@@ -28,9 +30,9 @@ use rmcp::model::{
     CompleteRequestParams, ConstString, DiscoverRequestMethod, DiscoverRequestParams, ErrorCode,
     GetPromptRequestMethod, GetPromptRequestParams, InitializeRequestParams, InitializeResultMethod, JsonRpcMessage,
     ListPromptsRequestMethod, ListResourceTemplatesRequestMethod, ListResourcesRequestMethod, ListToolsRequestMethod,
-    PaginatedRequestParams, ReadResourceRequestMethod, ReadResourceRequestParams, SubscribeRequestMethod,
-    SubscribeRequestParams, SubscriptionsListenRequestMethod, SubscriptionsListenRequestParams,
-    UnsubscribeRequestMethod, UnsubscribeRequestParams,
+    PaginatedRequestParams, PingRequestMethod, ProtocolVersion, ReadResourceRequestMethod, ReadResourceRequestParams,
+    SetLevelRequestMethod, SubscribeRequestMethod, SubscribeRequestParams, SubscriptionsListenRequestMethod,
+    SubscriptionsListenRequestParams, UnsubscribeRequestMethod, UnsubscribeRequestParams,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -75,6 +77,7 @@ impl RpcError {
         match self.code {
             ErrorCode::PARSE_ERROR => "parse_error",
             ErrorCode::INVALID_PARAMS => "invalid_params",
+            ErrorCode::METHOD_NOT_FOUND => "removed_method",
             _ => "invalid_request",
         }
     }
@@ -117,7 +120,11 @@ pub async fn check(request: Request, next: Next) -> Response {
         )
             .into_response();
     };
-    match inspect(&bytes) {
+    let checked = inspect(&bytes).and_then(|message| match removed_method(&message, &parts.headers) {
+        Some(error) => Err(error),
+        None => Ok(message),
+    });
+    match checked {
         Ok(message) => {
             parts.extensions.insert(message);
             next.run(Request::from_parts(parts, Body::from(bytes))).await
@@ -128,6 +135,36 @@ pub async fn check(request: Request, next: Next) -> Response {
             error.into_response()
         }
     }
+}
+
+/// The methods the stateless protocol (2026-07-28) removed.
+const REMOVED_IN_STATELESS: &[&str] = &[
+    InitializeResultMethod::VALUE,
+    PingRequestMethod::VALUE,
+    SetLevelRequestMethod::VALUE,
+    SubscribeRequestMethod::VALUE,
+    UnsubscribeRequestMethod::VALUE,
+];
+
+/// 404 and -32601 for a method the request's declared protocol version no
+/// longer has; `None` for everything else.
+fn removed_method(message: &RpcMessage, headers: &axum::http::HeaderMap) -> Option<RpcError> {
+    let method = message.method.as_deref()?;
+    let version = headers.get("mcp-protocol-version")?.to_str().ok()?;
+    // Dated versions order as strings (rmcp's own rule).
+    let stateless = version >= ProtocolVersion::NO_INITIALIZE.as_str();
+    (stateless && REMOVED_IN_STATELESS.contains(&method)).then(|| {
+        RpcError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::METHOD_NOT_FOUND,
+            message.echoed_id(),
+            format!(
+                "Method not found: protocol version {version} has no `{method}`; every request carries its own \
+                 `_meta` instead (for the initialize handshake, use a version up to {})",
+                ProtocolVersion::LATEST_WITH_INITIALIZE
+            ),
+        )
+    })
 }
 
 fn is_json(request: &Request) -> bool {
@@ -384,6 +421,41 @@ mod tests {
 
     fn refused(body: &[u8]) -> RpcError {
         inspect(&Bytes::copy_from_slice(body)).expect_err("should be refused")
+    }
+
+    #[test]
+    fn methods_the_stateless_protocol_removed_are_not_found_there_only() {
+        let message = |method: &str| RpcMessage {
+            method: Some(method.into()),
+            id: Some(json!(5)),
+        };
+        let headers = |version: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert("mcp-protocol-version", version.parse().unwrap());
+            headers
+        };
+        for method in REMOVED_IN_STATELESS {
+            let error = removed_method(&message(method), &headers("2026-07-28")).expect(method);
+            assert_eq!(
+                (error.status, error.code, error.id),
+                (StatusCode::NOT_FOUND, ErrorCode::METHOD_NOT_FOUND, json!(5))
+            );
+            assert!(
+                error.message.contains(method) && error.message.contains("2025-11-25"),
+                "{}",
+                error.message
+            );
+            assert!(
+                removed_method(&message(method), &headers("2025-11-25")).is_none(),
+                "{method}"
+            );
+            assert!(
+                removed_method(&message(method), &axum::http::HeaderMap::new()).is_none(),
+                "{method}"
+            );
+        }
+        assert_eq!(REMOVED_IN_STATELESS.len(), 5);
+        assert!(removed_method(&message("tools/call"), &headers("2026-07-28")).is_none());
     }
 
     #[test]
