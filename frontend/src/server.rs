@@ -168,7 +168,8 @@ impl ServerHandler for Frontend {
         if request.uri != GUARD_METRICS_URI {
             return Err(McpError::resource_not_found(
                 format!("no resource '{}'; this server has {GUARD_METRICS_URI}", request.uri),
-                None,
+                // SEP-2164: the error names the URI it could not find.
+                Some(serde_json::json!({ "uri": request.uri })),
             ));
         }
         let body = serde_json::to_string(&self.state.guard.snapshot())

@@ -120,11 +120,7 @@ pub async fn check(request: Request, next: Next) -> Response {
         )
             .into_response();
     };
-    let checked = inspect(&bytes).and_then(|message| match removed_method(&message, &parts.headers) {
-        Some(error) => Err(error),
-        None => Ok(message),
-    });
-    match checked {
+    match inspect(&bytes, declares_stateless(&parts.headers)) {
         Ok(message) => {
             parts.extensions.insert(message);
             next.run(Request::from_parts(parts, Body::from(bytes))).await
@@ -146,25 +142,28 @@ const REMOVED_IN_STATELESS: &[&str] = &[
     UnsubscribeRequestMethod::VALUE,
 ];
 
-/// 404 and -32601 for a method the request's declared protocol version no
-/// longer has; `None` for everything else.
-fn removed_method(message: &RpcMessage, headers: &axum::http::HeaderMap) -> Option<RpcError> {
-    let method = message.method.as_deref()?;
-    let version = headers.get("mcp-protocol-version")?.to_str().ok()?;
-    // Dated versions order as strings (rmcp's own rule).
-    let stateless = version >= ProtocolVersion::NO_INITIALIZE.as_str();
-    (stateless && REMOVED_IN_STATELESS.contains(&method)).then(|| {
-        RpcError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::METHOD_NOT_FOUND,
-            message.echoed_id(),
-            format!(
-                "Method not found: protocol version {version} has no `{method}`; every request carries its own \
-                 `_meta` instead (for the initialize handshake, use a version up to {})",
-                ProtocolVersion::LATEST_WITH_INITIALIZE
-            ),
-        )
-    })
+/// Whether the request's MCP-Protocol-Version is the stateless protocol's
+/// (dated versions order as strings: rmcp's own rule).
+fn declares_stateless(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|version| version >= ProtocolVersion::NO_INITIALIZE.as_str())
+}
+
+/// 404 and -32601 for a method the stateless protocol no longer has.
+fn removed_method(method: &str, id: Value) -> RpcError {
+    RpcError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::METHOD_NOT_FOUND,
+        id,
+        format!(
+            "Method not found: the stateless protocol ({}) has no `{method}`; every request carries its own \
+             `_meta` instead (for the initialize handshake, declare a version up to {})",
+            ProtocolVersion::NO_INITIALIZE,
+            ProtocolVersion::LATEST_WITH_INITIALIZE
+        ),
+    )
 }
 
 fn is_json(request: &Request) -> bool {
@@ -176,8 +175,9 @@ fn is_json(request: &Request) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The checks, on a whole body.
-pub fn inspect(body: &Bytes) -> Result<RpcMessage, RpcError> {
+/// The checks, on a whole body; `stateless` when the request declares the
+/// stateless protocol.
+pub fn inspect(body: &Bytes, stateless: bool) -> Result<RpcMessage, RpcError> {
     let parse_error = |message: String| RpcError::bad(ErrorCode::PARSE_ERROR, Value::Null, message);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(parse_error(
@@ -213,7 +213,7 @@ pub fn inspect(body: &Bytes) -> Result<RpcMessage, RpcError> {
         ),
         _ => parse_error(format!("Parse error: {e}")),
     })?;
-    envelope.check(text)
+    envelope.check(text, stateless)
 }
 
 /// Whether arrays and objects nest deeper than `max`, scanning bytes
@@ -268,7 +268,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 }
 
 impl Envelope<'_> {
-    fn check(&self, text: &str) -> Result<RpcMessage, RpcError> {
+    fn check(&self, text: &str, stateless: bool) -> Result<RpcMessage, RpcError> {
         let id = match self.id {
             None => None,
             Some(raw) => Some(valid_id(raw).map_err(|why| {
@@ -303,6 +303,9 @@ impl Envelope<'_> {
         let Some(method) = message.method.as_deref() else {
             return Ok(message);
         };
+        if stateless && REMOVED_IN_STATELESS.contains(&method) {
+            return Err(removed_method(method, echoed));
+        }
         let invalid_params = |detail: String| {
             RpcError::bad(
                 ErrorCode::INVALID_PARAMS,
@@ -420,22 +423,26 @@ mod tests {
     use super::*;
 
     fn refused(body: &[u8]) -> RpcError {
-        inspect(&Bytes::copy_from_slice(body)).expect_err("should be refused")
+        inspect(&Bytes::copy_from_slice(body), false).expect_err("should be refused")
     }
 
     #[test]
     fn methods_the_stateless_protocol_removed_are_not_found_there_only() {
-        let message = |method: &str| RpcMessage {
-            method: Some(method.into()),
-            id: Some(json!(5)),
-        };
         let headers = |version: &str| {
             let mut headers = axum::http::HeaderMap::new();
             headers.insert("mcp-protocol-version", version.parse().unwrap());
             headers
         };
+        assert!(declares_stateless(&headers("2026-07-28")));
+        assert!(!declares_stateless(&headers("2025-11-25")));
+        assert!(!declares_stateless(&axum::http::HeaderMap::new()));
+        assert_eq!(REMOVED_IN_STATELESS.len(), 5);
         for method in REMOVED_IN_STATELESS {
-            let error = removed_method(&message(method), &headers("2026-07-28")).expect(method);
+            // Params that would not fit the method's type: the missing method comes first.
+            let body = Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":5,"method":"{method}","params":{{}}}}"#
+            ));
+            let error = inspect(&body, true).expect_err(method);
             assert_eq!(
                 (error.status, error.code, error.id),
                 (StatusCode::NOT_FOUND, ErrorCode::METHOD_NOT_FOUND, json!(5))
@@ -445,17 +452,12 @@ mod tests {
                 "{}",
                 error.message
             );
-            assert!(
-                removed_method(&message(method), &headers("2025-11-25")).is_none(),
-                "{method}"
-            );
-            assert!(
-                removed_method(&message(method), &axum::http::HeaderMap::new()).is_none(),
-                "{method}"
-            );
+            if let Err(error) = inspect(&body, false) {
+                assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{method}");
+            }
         }
-        assert_eq!(REMOVED_IN_STATELESS.len(), 5);
-        assert!(removed_method(&message("tools/call"), &headers("2026-07-28")).is_none());
+        let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"system.health"}}"#;
+        assert!(inspect(&Bytes::from_static(call), true).is_ok());
     }
 
     #[test]
@@ -482,16 +484,16 @@ mod tests {
     fn a_valid_request_passes_with_its_method_and_id() {
         let body =
             br#"{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"system.health","arguments":{}}}"#;
-        let message = inspect(&Bytes::from_static(body)).unwrap();
+        let message = inspect(&Bytes::from_static(body), false).unwrap();
         assert_eq!(message.method.as_deref(), Some("tools/call"));
         assert_eq!(message.id, Some(json!("x-1")));
         let notification = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        assert_eq!(inspect(&Bytes::from_static(notification)).unwrap().id, None);
+        assert_eq!(inspect(&Bytes::from_static(notification), false).unwrap().id, None);
         let answer = br#"{"jsonrpc":"2.0","id":3,"result":{}}"#;
-        assert_eq!(inspect(&Bytes::from_static(answer)).unwrap().method, None);
+        assert_eq!(inspect(&Bytes::from_static(answer), false).unwrap().method, None);
         let unknown = br#"{"jsonrpc":"2.0","id":4,"method":"no/such","params":{"a":1}}"#;
         assert!(
-            inspect(&Bytes::from_static(unknown)).is_ok(),
+            inspect(&Bytes::from_static(unknown), false).is_ok(),
             "rmcp answers -32601 itself"
         );
     }
