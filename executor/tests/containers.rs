@@ -18,9 +18,7 @@ const POOL_OFF: (&str, &str) = ("MCP_EXECUTOR_WARM_POOL_SIZE", "0");
 
 #[tokio::test]
 async fn docker_inspect_shows_every_hardening_setting() {
-    let Some(executor) = TestExecutor::start(&[POOL_OFF]).await else {
-        return;
-    };
+    let executor = TestExecutor::start(&[POOL_OFF]).await;
     let (mut stream, started) = start_run(
         &executor.client,
         request(
@@ -80,9 +78,7 @@ async fn docker_inspect_shows_every_hardening_setting() {
 
 #[tokio::test]
 async fn the_sandbox_is_locked_down_from_the_inside() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let code = r##"
         const fs = await import("node:fs");
         const os = await import("node:os");
@@ -148,9 +144,7 @@ async fn the_sandbox_is_locked_down_from_the_inside() {
 
 #[tokio::test]
 async fn dropping_the_stream_removes_the_container() {
-    let Some(executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let executor = TestExecutor::start(&[]).await;
     let (stream, started) = start_run(&executor.client, request(SLEEP_A_MINUTE, "{}", Some(60_000))).await;
     let ours = executor.containers_of("run").await;
     assert!(
@@ -167,7 +161,7 @@ async fn dropping_the_stream_removes_the_container() {
 
 #[tokio::test]
 async fn leftovers_are_reaped_at_start_but_not_other_executors_containers() {
-    let Some(docker) = support::docker().await else { return };
+    let docker = support::docker().await;
     let id = unique_id();
     let other_id = unique_id();
     let create = |owner: &str| {
@@ -194,9 +188,7 @@ async fn leftovers_are_reaped_at_start_but_not_other_executors_containers() {
     let stale = create(&id).await;
     let foreign = create(&other_id).await;
 
-    let Some(executor) = TestExecutor::start_as(&id, &[]).await else {
-        return;
-    };
+    let executor = TestExecutor::start_as(&id, &[]).await;
     let inspect = |container: String| {
         let docker = docker.clone();
         async move {

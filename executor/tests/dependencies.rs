@@ -40,8 +40,8 @@ const TEST_VOLUME_LABEL: &str = "dynamic-mcp.test-volume-created";
 
 /// An executor with its own, fresh cache volume (removed by `finish`, or by
 /// a later test run if this one panics first).
-async fn executor_with_cache(extra: &[(&str, &str)]) -> Option<(TestExecutor, String)> {
-    let docker = support::docker().await?;
+async fn executor_with_cache(extra: &[(&str, &str)]) -> (TestExecutor, String) {
+    let docker = support::docker().await;
     remove_stale_test_volumes(&docker).await;
     let volume = format!("dynamic-mcp-deps-{}", support::unique_id());
     let request = VolumeCreateRequest {
@@ -53,8 +53,8 @@ async fn executor_with_cache(extra: &[(&str, &str)]) -> Option<(TestExecutor, St
     let mut env = support::install_env();
     env.push(("MCP_SANDBOX_DEPS_VOLUME", volume.as_str()));
     env.extend_from_slice(extra);
-    let executor = TestExecutor::start(&env).await?;
-    Some((executor, volume))
+    let executor = TestExecutor::start(&env).await;
+    (executor, volume)
 }
 
 fn unix_now() -> u64 {
@@ -99,9 +99,7 @@ async fn cache_listing(executor: &mut TestExecutor) -> String {
 
 #[tokio::test]
 async fn a_dependency_is_installed_once_and_imported_by_tools_and_sessions() {
-    let Some((mut executor, volume)) = executor_with_cache(&[]).await else {
-        return;
-    };
+    let (mut executor, volume) = executor_with_cache(&[]).await;
     let deps = vec![dependency("is-number", "^7.0.0")];
 
     let began = Instant::now();
@@ -194,9 +192,7 @@ async fn a_dependency_is_installed_once_and_imported_by_tools_and_sessions() {
 
 #[tokio::test]
 async fn concurrent_prepares_of_one_set_install_it_once() {
-    let Some((executor, volume)) = executor_with_cache(&[]).await else {
-        return;
-    };
+    let (executor, volume) = executor_with_cache(&[]).await;
     let creations = executor.count_creations();
     let deps = vec![dependency("is-number", "7.0.0")];
     let prepares = (0..3).map(|_| {
@@ -222,9 +218,7 @@ async fn concurrent_prepares_of_one_set_install_it_once() {
 
 #[tokio::test]
 async fn a_failed_install_is_reported_and_leaves_nothing_behind() {
-    let Some((mut executor, volume)) = executor_with_cache(&[]).await else {
-        return;
-    };
+    let (mut executor, volume) = executor_with_cache(&[]).await;
     let status = executor
         .client
         .prepare_tool(prepare(vec![dependency("is-number", "^99.0.0")]))
@@ -246,9 +240,7 @@ async fn a_failed_install_is_reported_and_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn a_cancelled_prepare_removes_its_install_container() {
-    let Some((mut executor, volume)) = executor_with_cache(&[]).await else {
-        return;
-    };
+    let (mut executor, volume) = executor_with_cache(&[]).await;
     let mut client = executor.client.clone();
     let call = tokio::spawn(async move { client.prepare_tool(prepare(vec![dependency("is-odd", "^3.0.1")])).await });
     let installing = wait_for(Duration::from_secs(20), || {
@@ -274,9 +266,7 @@ async fn a_cancelled_prepare_removes_its_install_container() {
 
 #[tokio::test]
 async fn blocked_packages_and_non_registry_versions_are_refused_before_any_container() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let creations = executor.count_creations();
     for name in ["child_process", "NPM", "@evil/pm2", "node:child_process"] {
         let status = executor
@@ -346,11 +336,7 @@ async fn blocked_packages_and_non_registry_versions_are_refused_before_any_conta
 #[tokio::test]
 async fn an_unreachable_registry_fails_fast_with_what_to_check() {
     // The container's own loopback: nothing listens there.
-    let Some((mut executor, volume)) =
-        executor_with_cache(&[("MCP_SANDBOX_NPM_REGISTRY", "http://127.0.0.1:9/")]).await
-    else {
-        return;
-    };
+    let (mut executor, volume) = executor_with_cache(&[("MCP_SANDBOX_NPM_REGISTRY", "http://127.0.0.1:9/")]).await;
     let began = Instant::now();
     let refused = executor
         .client

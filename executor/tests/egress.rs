@@ -65,7 +65,7 @@ async fn session_reaching(executor: &mut TestExecutor, host: &str) -> dynamic_mc
 /// An executor with the world's settings and plain HTTP allowed.
 async fn executor_for(world: &World) -> TestExecutor {
     let env = settings(world, &[("MCP_SANDBOX_EGRESS_ALLOW_PLAIN_HTTP", "true")]);
-    TestExecutor::start(&as_refs(&env)).await.expect("Docker is there")
+    TestExecutor::start(&as_refs(&env)).await
 }
 
 fn result_of(outcome: &dynamic_mcp_proto::v1::RunOutcome) -> Value {
@@ -128,9 +128,7 @@ return out;
 
 #[tokio::test]
 async fn a_tool_reaches_its_hosts_and_nothing_else() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     let mut executor = executor_for(&world).await;
 
@@ -215,13 +213,11 @@ async fn a_tool_reaches_its_hosts_and_nothing_else() {
 
 #[tokio::test]
 async fn policy_is_checked_before_anything_runs() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     // Without the warm pool, so that any container start would be this test's.
     let env = settings(&world, &[("MCP_EXECUTOR_WARM_POOL_SIZE", "0")]);
-    let mut executor = TestExecutor::start(&as_refs(&env)).await.expect("Docker is there");
+    let mut executor = TestExecutor::start(&as_refs(&env)).await;
     let creations = executor.count_creations();
 
     let prepared = executor
@@ -286,9 +282,7 @@ async fn policy_is_checked_before_anything_runs() {
 
 #[tokio::test]
 async fn a_tool_without_a_network_list_has_no_network_at_all() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     let executor = executor_for(&world).await;
     const CODE: &str = r#"
@@ -334,9 +328,7 @@ return out;
 
 #[tokio::test]
 async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     let mut executor = executor_for(&world).await;
     let session = session_reaching(&mut executor, ALLOWED).await;
@@ -409,9 +401,7 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
 
 #[tokio::test]
 async fn a_run_cannot_use_another_runs_credential() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     let mut executor = executor_for(&world).await;
     // A session keeps its proxy (and credential) alive while the run tries it.
@@ -496,9 +486,7 @@ return { key, sameGlobal: globalThis.secrets.API_KEY === key, allowed, other, ba
 
 #[tokio::test]
 async fn secrets_reach_only_their_hosts_and_never_the_container() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     let value = format!("sv-{:032x}", rand::random::<u128>());
     let secrets_dir = tempfile::tempdir().unwrap();
@@ -510,9 +498,7 @@ async fn secrets_reach_only_their_hosts_and_never_the_container() {
     .unwrap();
     let secrets_path = secrets_file.display().to_string();
     let env = settings(&world, &[("MCP_SANDBOX_SECRETS_FILE", secrets_path.as_str())]);
-    let executor = TestExecutor::start_with_log(&as_refs(&env))
-        .await
-        .expect("Docker is there");
+    let executor = TestExecutor::start_with_log(&as_refs(&env)).await;
 
     let run = egress_request(SECRET_CODE, json!({"lingerMs": 2500}), &[ALLOWED, OTHER], &["API_KEY"]);
     let (mut stream, started) = support::start_run(&executor.client, run).await;
@@ -610,9 +596,7 @@ async fn secrets_reach_only_their_hosts_and_never_the_container() {
 
 #[tokio::test]
 async fn runs_with_egress_come_warm_from_the_pool_too() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
+    let docker = support::docker().await;
     let world = World::start(&docker).await;
     let mut executor = executor_for(&world).await;
     let fetch = r#"return (await (await fetch("http://api.allowed.test/" + args.n)).json()).path;"#;

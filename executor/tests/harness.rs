@@ -43,8 +43,8 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new() -> Option<Self> {
-        support::docker().await?;
+    async fn new() -> Self {
+        support::docker().await;
         let source = ColdStart::new(
             Arc::new(Engine::default()),
             ContainerCap::new(4),
@@ -52,10 +52,10 @@ impl Harness {
             support::unique_id(),
             None,
         );
-        Some(Self {
+        Self {
             source,
             judge: Judge::new(10_000, &limits()),
-        })
+        }
     }
 
     /// Runs one call in a fresh container made from `spec`; every byte the
@@ -148,7 +148,7 @@ fn result(outcome: &RunOutcome) -> serde_json::Value {
 
 #[tokio::test]
 async fn preload_modules_prepare_the_environment_before_the_code_runs() {
-    let Some(harness) = Harness::new().await else { return };
+    let harness = Harness::new().await;
     let preload = [
         Preload {
             name: "first.mjs".into(),
@@ -180,7 +180,7 @@ async fn preload_modules_prepare_the_environment_before_the_code_runs() {
 
 #[tokio::test]
 async fn the_codes_process_never_holds_the_marker() {
-    let Some(harness) = Harness::new().await else { return };
+    let harness = Harness::new().await;
     // The code looks for anything shaped like a marker in its own memory,
     // command line and environment; the supervisor's real one is in `raw`.
     let code = r#"
@@ -225,7 +225,7 @@ async fn the_codes_process_never_holds_the_marker() {
 
 #[tokio::test]
 async fn the_supervisor_stops_the_code_at_its_timeout() {
-    let Some(harness) = Harness::new().await else { return };
+    let harness = Harness::new().await;
     let args = no_args();
     let mut looping = call("console.log('spinning'); while (true) {}", &args);
     looping.timeout_ms = 1000;
@@ -238,7 +238,7 @@ async fn the_supervisor_stops_the_code_at_its_timeout() {
 
 #[tokio::test]
 async fn progress_is_checked_and_rate_limited_but_the_last_report_is_kept() {
-    let Some(harness) = Harness::new().await else { return };
+    let harness = Harness::new().await;
     let code = r#"
         for (let i = 1; i <= 2000; i++) await progress(i, 2000, `item ${i}`);
         await progress(1, 2000, "back to the start");
@@ -282,7 +282,7 @@ async fn progress_is_checked_and_rate_limited_but_the_last_report_is_kept() {
 
 #[tokio::test]
 async fn a_supervisor_that_cannot_drop_root_refuses_to_serve() {
-    let Some(harness) = Harness::new().await else { return };
+    let harness = Harness::new().await;
     // An install container starts as the sandbox user, without capabilities:
     // the supervisor cannot put the code out of its reach, so it does not run it.
     let spec = ContainerSpec::new(Role::Install, support::IMAGE, harness::command(&USER, None));

@@ -13,9 +13,7 @@ const UPPER: &str = "const { text } = args; return { upper: String(text).toUpper
 
 #[tokio::test]
 async fn the_upper_case_example_returns_its_result() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let mut walls = Vec::new();
     let mut containers = Vec::new();
     for _ in 0..5 {
@@ -35,9 +33,7 @@ async fn the_upper_case_example_returns_its_result() {
 
 #[tokio::test]
 async fn health_follows_the_docker_engine() {
-    let Some(executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let executor = TestExecutor::start(&[]).await;
     assert_eq!(
         support::serving_status(&executor.channel, support::SERVICE).await,
         ServingStatus::Serving
@@ -92,9 +88,7 @@ async fn without_docker_runs_are_unavailable_but_policy_checks_work() {
 
 #[tokio::test]
 async fn a_thrown_error_keeps_its_message_and_name() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let ran = executor
         .run(r#"throw new TypeError("bad input: " + args.n);"#, r#"{"n":7}"#, None)
         .await;
@@ -119,9 +113,7 @@ async fn a_thrown_error_keeps_its_message_and_name() {
 
 #[tokio::test]
 async fn a_syntax_error_is_reported_as_such() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let ran = executor.run("return { a: ;", "{}", None).await;
     assert_eq!(ran.outcome.status(), RunStatus::SyntaxError, "{:?}", ran.outcome);
     assert!(!ran.outcome.error_message.is_empty());
@@ -130,9 +122,7 @@ async fn a_syntax_error_is_reported_as_such() {
 
 #[tokio::test]
 async fn a_result_that_is_not_json_is_a_bad_result() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let ran = executor.run("return { big: 10n };", "{}", None).await;
     assert_eq!(ran.outcome.status(), RunStatus::BadResult, "{:?}", ran.outcome);
     assert!(
@@ -148,9 +138,7 @@ async fn a_result_that_is_not_json_is_a_bad_result() {
 
 #[tokio::test]
 async fn a_result_over_the_frame_cap_is_too_large() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_MAX_OUTPUT_BYTES", "1000")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_MAX_OUTPUT_BYTES", "1000")]).await;
     let ran = executor.run(r#"return "x".repeat(10000);"#, "{}", None).await;
     assert_eq!(ran.outcome.status(), RunStatus::BadResult, "{:?}", ran.outcome);
     assert_eq!(ran.outcome.error_message, "result too large (over 4000 bytes)");
@@ -159,9 +147,7 @@ async fn a_result_over_the_frame_cap_is_too_large() {
 
 #[tokio::test]
 async fn an_endless_loop_times_out_and_is_killed() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let ran = executor.run("while (true) {}", "{}", Some(1000)).await;
     assert_eq!(ran.outcome.status(), RunStatus::TimedOut, "{:?}", ran.outcome);
     assert_eq!(ran.outcome.timeout_ms, 1000);
@@ -171,9 +157,7 @@ async fn an_endless_loop_times_out_and_is_killed() {
 
 #[tokio::test]
 async fn noise_and_a_megabyte_of_stdout_do_not_break_the_result() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let code = r#"
         console.log("hello from the tool");
         console.error("a warning");
@@ -195,9 +179,7 @@ async fn noise_and_a_megabyte_of_stdout_do_not_break_the_result() {
 
 #[tokio::test]
 async fn process_exit_before_returning_is_exited() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let ran = executor.run("console.log('bye'); process.exit(3);", "{}", None).await;
     assert_eq!(ran.outcome.status(), RunStatus::Exited, "{:?}", ran.outcome);
     assert_eq!(ran.outcome.exit_code, Some(3));
@@ -211,9 +193,7 @@ async fn process_exit_before_returning_is_exited() {
 
 #[tokio::test]
 async fn a_memory_balloon_hits_the_resource_limit() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_MEMORY_LIMIT", "128m")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_MEMORY_LIMIT", "128m")]).await;
     let code = "const kept = []; while (true) { kept.push(Buffer.alloc(8 * 1024 * 1024, 1)); }";
     let ran = executor.run(code, "{}", Some(20_000)).await;
     assert_eq!(ran.outcome.status(), RunStatus::ResourceLimit, "{:?}", ran.outcome);
@@ -227,9 +207,7 @@ async fn a_memory_balloon_hits_the_resource_limit() {
 
 #[tokio::test]
 async fn an_image_off_the_allow_list_is_refused() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let mut run = request(UPPER, "{}", None);
     run.image = Some("node:20".into());
     let status = executor.client.run_tool(run).await.unwrap_err();
@@ -245,9 +223,7 @@ async fn an_image_off_the_allow_list_is_refused() {
 #[tokio::test]
 async fn a_missing_image_names_the_build_script() {
     let images = "dynamic-mcp-sandbox:latest,dynamic-mcp-absent:never";
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_ALLOWED_IMAGES", images)]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_ALLOWED_IMAGES", images)]).await;
     let mut run = request(UPPER, "{}", None);
     run.image = Some("dynamic-mcp-absent:never".into());
     let mut stream = executor.client.run_tool(run).await.unwrap().into_inner();
@@ -263,9 +239,7 @@ async fn a_missing_image_names_the_build_script() {
 
 #[tokio::test]
 async fn prepare_tool_fills_defaults_and_enforces_dependency_policy() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_DEFAULT_TIMEOUT_MS", "5000")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_DEFAULT_TIMEOUT_MS", "5000")]).await;
     let prepared = executor
         .client
         .prepare_tool(PrepareToolRequest::default())
@@ -310,9 +284,7 @@ async fn prepare_tool_fills_defaults_and_enforces_dependency_policy() {
 
 #[tokio::test]
 async fn past_the_container_cap_a_run_is_refused_at_once() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_EXECUTOR_MAX_CONTAINERS", "1")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_EXECUTOR_MAX_CONTAINERS", "1")]).await;
     let mut sleeping = executor
         .client
         .run_tool(request(SLEEP_A_MINUTE, "{}", Some(60_000)))
@@ -345,9 +317,7 @@ async fn past_the_container_cap_a_run_is_refused_at_once() {
 
 #[tokio::test]
 async fn progress_arrives_as_events_and_content_comes_back_checked() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let code = r#"
         await progress(1, 2, "half");
         await new Promise((r) => setTimeout(r, 60));

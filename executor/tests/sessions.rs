@@ -28,9 +28,7 @@ async fn processes_like(executor: &mut TestExecutor, session: &str, needle: &str
 
 #[tokio::test]
 async fn a_session_keeps_its_files_between_calls_until_stopped() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let session = executor.start_session(ALICE).await;
     let id = session.session_id.clone();
     assert_eq!(session.image, support::IMAGE);
@@ -110,9 +108,7 @@ async fn a_session_keeps_its_files_between_calls_until_stopped() {
 
 #[tokio::test]
 async fn session_calls_are_quick() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let began = Instant::now();
     let id = executor.start_session(ALICE).await.session_id;
     let start = began.elapsed();
@@ -141,9 +137,7 @@ async fn session_calls_are_quick() {
 
 #[tokio::test]
 async fn a_session_joins_only_the_network_the_operator_names() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_SESSION_NETWORK", "bridge")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_SESSION_NETWORK", "bridge")]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let interfaces = executor.exec(ALICE, &id, &["ls /sys/class/net"]).await;
     assert!(interfaces[0].stdout.contains("eth0"), "{:?}", interfaces[0]);
@@ -161,9 +155,7 @@ async fn a_session_joins_only_the_network_the_operator_names() {
 
 #[tokio::test]
 async fn another_owner_can_neither_see_nor_use_nor_stop_a_session() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let mut client = executor.client.clone();
 
@@ -219,9 +211,7 @@ async fn another_owner_can_neither_see_nor_use_nor_stop_a_session() {
 
 #[tokio::test]
 async fn the_session_limit_is_reserved_before_any_container_starts() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_MAX_SESSIONS", "2")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_MAX_SESSIONS", "2")]).await;
     let creations = executor.count_creations();
     let starts = (0..6).map(|i| {
         let mut client = executor.client.clone();
@@ -268,9 +258,7 @@ async fn the_session_limit_is_reserved_before_any_container_starts() {
 
 #[tokio::test]
 async fn idle_sessions_expire_but_busy_ones_do_not() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_SANDBOX_SESSION_TIMEOUT_SECONDS", "2")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_SESSION_TIMEOUT_SECONDS", "2")]).await;
     let idle = executor.start_session(ALICE).await.session_id;
     let busy = executor.start_session(ALICE).await.session_id;
     let began = Instant::now();
@@ -305,9 +293,7 @@ async fn idle_sessions_expire_but_busy_ones_do_not() {
 
 #[tokio::test]
 async fn a_timeout_kills_the_command_and_its_children_and_the_session_survives() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let began = Instant::now();
     let response = executor
@@ -354,9 +340,7 @@ async fn a_timeout_kills_the_command_and_its_children_and_the_session_survives()
 
 #[tokio::test]
 async fn dropping_an_exec_call_kills_its_process() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let mut client = executor.client.clone();
     let call = client.exec_in_session(exec_request(ALICE, &id, &["sleep 45"], Some(60_000)));
@@ -378,9 +362,7 @@ async fn dropping_an_exec_call_kills_its_process() {
 
 #[tokio::test]
 async fn a_session_is_hardened_like_a_run() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let container = executor.containers_of("session").await.remove(0);
     let inspected = executor
@@ -425,9 +407,7 @@ async fn a_session_is_hardened_like_a_run() {
 
 #[tokio::test]
 async fn a_restarted_executor_reaps_the_sessions_of_its_crashed_self() {
-    let Some(mut crashed) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut crashed = TestExecutor::start(&[]).await;
     let id = crashed.id.clone();
     crashed.start_session(ALICE).await;
     let docker = crashed.docker.clone();
@@ -441,9 +421,7 @@ async fn a_restarted_executor_reaps_the_sessions_of_its_crashed_self() {
     };
     assert_eq!(sessions_of(docker.clone(), id.clone()).await, 1);
 
-    let Some(mut restarted) = TestExecutor::start_as(&id, &[]).await else {
-        return;
-    };
+    let mut restarted = TestExecutor::start_as(&id, &[]).await;
     assert!(
         restarted.containers_of("session").await.is_empty(),
         "the stale session survived"
@@ -460,9 +438,7 @@ async fn a_restarted_executor_reaps_the_sessions_of_its_crashed_self() {
 
 #[tokio::test]
 async fn shutdown_removes_open_sessions() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     executor.start_session(ALICE).await;
     executor.start_session(MALLORY).await;
     assert_eq!(executor.containers_of("session").await.len(), 2);
@@ -472,9 +448,7 @@ async fn shutdown_removes_open_sessions() {
 
 #[tokio::test]
 async fn stopping_a_session_ends_the_calls_running_in_it() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let mut client = executor.client.clone();
     let running = tokio::spawn({
@@ -485,7 +459,11 @@ async fn stopping_a_session_ends_the_calls_running_in_it() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the command runs in the session (`3[0]`: not this grep itself).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_like(&mut executor, &id, "sleep 3[0]").await == 0 {
+        assert!(Instant::now() < deadline, "`sleep 30` never started in the session");
+    }
     let began = Instant::now();
     executor
         .client
@@ -504,9 +482,7 @@ async fn stopping_a_session_ends_the_calls_running_in_it() {
 
 #[tokio::test]
 async fn sessions_count_against_the_container_cap() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_EXECUTOR_MAX_CONTAINERS", "1")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_EXECUTOR_MAX_CONTAINERS", "1")]).await;
     executor.start_session(ALICE).await;
     let mut run = executor
         .client
@@ -531,12 +507,8 @@ async fn sessions_count_against_the_container_cap() {
 
 #[tokio::test]
 async fn a_call_right_after_the_session_died_says_it_has_ended() {
-    let Some(docker) = support::docker().await else {
-        return;
-    };
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let docker = support::docker().await;
+    let mut executor = TestExecutor::start(&[]).await;
     // The session's init is root's, out of the code's reach, so the session
     // dies from outside; the next command starts while Docker may still
     // count the container as running.
@@ -609,9 +581,7 @@ async fn a_call_right_after_the_session_died_says_it_has_ended() {
 
 #[tokio::test]
 async fn run_js_in_a_session_reports_progress_and_returns_content() {
-    let Some(mut executor) = TestExecutor::start(&[]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[]).await;
     let id = executor.start_session(ALICE).await.session_id;
     let session_container = executor.containers_of("session").await.remove(0).id.unwrap();
     let followed = executor

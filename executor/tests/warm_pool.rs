@@ -29,9 +29,7 @@ async fn run_warm(executor: &mut TestExecutor, code: &str, args_json: &str, time
 
 #[tokio::test]
 async fn warm_runs_have_the_outcomes_of_cold_ones() {
-    let Some(mut executor) = TestExecutor::start(&[POOL]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[POOL]).await;
     let mut walls = Vec::new();
     for _ in 0..3 {
         let ran = run_warm(&mut executor, UPPER, r#"{"text":"hello"}"#, None).await;
@@ -96,9 +94,7 @@ async fn warm_runs_have_the_outcomes_of_cold_ones() {
 
 #[tokio::test]
 async fn a_warm_memory_balloon_hits_the_resource_limit() {
-    let Some(mut executor) = TestExecutor::start(&[POOL, ("MCP_SANDBOX_MEMORY_LIMIT", "128m")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[POOL, ("MCP_SANDBOX_MEMORY_LIMIT", "128m")]).await;
     let code = "const kept = []; while (true) { kept.push(Buffer.alloc(8 * 1024 * 1024, 1)); }";
     let ran = run_warm(&mut executor, code, "{}", Some(20_000)).await;
     assert_eq!(ran.outcome.status(), RunStatus::ResourceLimit, "{:?}", ran.outcome);
@@ -112,9 +108,7 @@ async fn a_warm_memory_balloon_hits_the_resource_limit() {
 
 #[tokio::test]
 async fn warm_containers_are_hardened_like_cold_ones_and_carry_no_tool() {
-    let Some(mut executor) = TestExecutor::start(&[POOL]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[POOL]).await;
     let warm = executor.warm_containers(2).await;
     let inspected = executor
         .docker
@@ -179,9 +173,7 @@ async fn warm_containers_are_hardened_like_cold_ones_and_carry_no_tool() {
 
 #[tokio::test]
 async fn dropping_a_warm_run_removes_its_container_and_the_pool_refills() {
-    let Some(mut executor) = TestExecutor::start(&[POOL]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[POOL]).await;
     let warm = executor.warm_containers(2).await;
     let (stream, started) = start_run(&executor.client, request(SLEEP_A_MINUTE, "{}", Some(60_000))).await;
     assert!(
@@ -200,9 +192,7 @@ async fn dropping_a_warm_run_removes_its_container_and_the_pool_refills() {
 
 #[tokio::test]
 async fn warm_containers_hold_cap_slots_but_give_them_up_to_callers() {
-    let Some(mut executor) = TestExecutor::start(&[POOL, ("MCP_EXECUTOR_MAX_CONTAINERS", "3")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[POOL, ("MCP_EXECUTOR_MAX_CONTAINERS", "3")]).await;
     let session = |owner: &str| StartSessionRequest {
         owner: owner.into(),
         ..Default::default()
@@ -229,14 +219,11 @@ async fn warm_containers_hold_cap_slots_but_give_them_up_to_callers() {
 
 #[tokio::test]
 async fn idle_warm_containers_are_recycled_and_the_timeout_counts_from_hand_out() {
-    let Some(mut executor) = TestExecutor::start(&[
+    let mut executor = TestExecutor::start(&[
         ("MCP_EXECUTOR_WARM_POOL_SIZE", "1"),
         ("MCP_EXECUTOR_WARM_POOL_MAX_AGE_SECONDS", "2"),
     ])
-    .await
-    else {
-        return;
-    };
+    .await;
     let first = executor.warm_containers(1).await;
     let recycled = removed_within(&executor.docker, &first[0], Duration::from_secs(10)).await;
     assert!(recycled, "a warm container outlived its max age (2 s) by 8 s");
@@ -258,9 +245,7 @@ async fn idle_warm_containers_are_recycled_and_the_timeout_counts_from_hand_out(
 
 #[tokio::test]
 async fn with_the_pool_used_up_runs_start_cold_at_once() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_EXECUTOR_WARM_POOL_SIZE", "1")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_EXECUTOR_WARM_POOL_SIZE", "1")]).await;
     let warm = executor.warm_containers(1).await;
     let runs = (0..3).map(|i| {
         let mut client = executor.client.clone();
@@ -290,16 +275,25 @@ async fn with_the_pool_used_up_runs_start_cold_at_once() {
 
 #[tokio::test]
 async fn a_warm_container_that_died_is_never_handed_out() {
-    let Some(mut executor) = TestExecutor::start(&[("MCP_EXECUTOR_WARM_POOL_SIZE", "1")]).await else {
-        return;
-    };
+    let mut executor = TestExecutor::start(&[("MCP_EXECUTOR_WARM_POOL_SIZE", "1")]).await;
     let warm = executor.warm_containers(1).await;
     executor
         .docker
         .kill_container(&warm[0], None::<bollard::query_parameters::KillContainerOptions>)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let docker = executor.docker.clone();
+    let stopped = support::wait_for(Duration::from_secs(10), || {
+        let (docker, id) = (docker.clone(), warm[0].clone());
+        async move {
+            docker
+                .inspect_container(&id, None)
+                .await
+                .map_or(true, |c| c.state.and_then(|s| s.running) != Some(true))
+        }
+    })
+    .await;
+    assert!(stopped, "the killed warm container still runs");
     let ran = executor.run(UPPER, r#"{"text":"x"}"#, None).await;
     assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
     assert_ne!(ran.container_id, warm[0], "a dead warm container was handed out");

@@ -48,6 +48,19 @@ impl JwtStack {
         claims(&self.audience, subject, scope)
     }
 
+    /// Waits (up to 10 s) until the frontend has fetched the key set more
+    /// than `fetches` times.
+    async fn wait_for_fetch_after(&self, fetches: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.jwks.fetches() <= fetches {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the periodic refresh did not fetch the key set again within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     async fn initialize(&self, token: Option<&str>) -> (StatusCode, Option<String>, Value) {
         let bearer = token.map(|t| format!("Bearer {t}"));
         let pairs: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
@@ -232,19 +245,17 @@ async fn rotated_keys_are_picked_up_and_an_outage_keeps_the_cached_keys() {
     jwt.refused(&token, "kid 'ec-2'").await;
 
     // The authorization server rotates: the new kid is fetched on first sight.
+    let published = jwt.jwks.fetches();
     jwt.jwks.publish(&[&jwt.rsa, &rotated]);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The refresher (every second) fetches the new set.
+    jwt.wait_for_fetch_after(published).await;
     let (status, _, body) = jwt.initialize(Some(&token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // The JWKS endpoint goes down; refreshes fail but cached keys still work.
     jwt.jwks.set_down(true);
     let fetches = jwt.jwks.fetches();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert!(
-        jwt.jwks.fetches() > fetches,
-        "the periodic refresh should have tried again"
-    );
+    jwt.wait_for_fetch_after(fetches).await;
     let (status, _, body) = jwt
         .initialize(Some(&jwt.rsa.sign(&jwt.claims("erin", "tools:call"))))
         .await;

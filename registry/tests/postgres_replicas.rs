@@ -16,9 +16,7 @@ use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_on_one_replica_reaches_the_watchers_of_another_within_a_second() {
-    let Some(backend) = TestBackend::postgres().await else {
-        return;
-    };
+    let backend = TestBackend::postgres().await;
     let a = backend.start(&[]).await;
     let b = backend.start(&[]).await;
     let mut watching_a = WatchedCatalog::open(&a).await;
@@ -46,9 +44,7 @@ async fn a_create_on_one_replica_reaches_the_watchers_of_another_within_a_second
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tool_limit_holds_for_concurrent_creates_on_two_replicas() {
-    let Some(backend) = TestBackend::postgres().await else {
-        return;
-    };
+    let backend = TestBackend::postgres().await;
     // 200 writes queue on one row lock: let none give up waiting for a connection.
     let limit = [
         ("MCP_DYNAMIC_MAX_TOOLS", "100"),
@@ -94,9 +90,7 @@ async fn the_tool_limit_holds_for_concurrent_creates_on_two_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_with_one_expected_revision_have_one_winner() {
-    let Some(backend) = TestBackend::postgres().await else {
-        return;
-    };
+    let backend = TestBackend::postgres().await;
     let replicas = [backend.start(&[]).await, backend.start(&[]).await];
     replicas[0]
         .client()

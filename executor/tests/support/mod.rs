@@ -2,8 +2,7 @@
 //! against the real Docker engine, with a unique executor id per test so
 //! tests can run in parallel without touching each other's containers.
 //!
-//! Without Docker a test is skipped with a message — except under CI=true,
-//! where it fails.
+//! Without Docker a test fails, saying so: a missing engine is never a pass.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -122,20 +121,16 @@ pub async fn follow_to_error(mut stream: tonic::Streaming<RunEvent>) -> tonic::S
 
 /// Docker with the sandbox image, or `None` (test skipped) when Docker is
 /// missing outside CI.
-pub async fn docker() -> Option<Docker> {
+pub async fn docker() -> Docker {
     let connected = async { Docker::connect_with_defaults()?.negotiate_version().await };
     match connected.await {
         Ok(docker) if docker.ping().await.is_ok() => {
             ensure_image(&docker).await;
-            Some(docker)
+            docker
         }
         result => {
             let why = result.err().map_or_else(|| "ping failed".to_owned(), |e| e.to_string());
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("these tests need a Docker engine and CI=true is set, so they may not skip: {why}");
-            }
-            eprintln!("SKIPPED: no Docker engine ({why}); set CI=true to make this a failure");
-            None
+            panic!("these tests need a Docker engine: {why}. Start one (scripts/setup.sh installs and starts it).");
         }
     }
 }
@@ -173,22 +168,22 @@ pub fn unique_id() -> String {
 
 impl TestExecutor {
     /// Starts an executor with a fresh id and extra `MCP_*` settings.
-    pub async fn start(env: &[(&str, &str)]) -> Option<Self> {
+    pub async fn start(env: &[(&str, &str)]) -> Self {
         Self::start_as(&unique_id(), env).await
     }
 
-    pub async fn start_as(id: &str, env: &[(&str, &str)]) -> Option<Self> {
+    pub async fn start_as(id: &str, env: &[(&str, &str)]) -> Self {
         Self::start_logging(id, env, false).await
     }
 
     /// Starts an executor whose log (at debug level) goes to a file, read
     /// with [`TestExecutor::log`].
-    pub async fn start_with_log(env: &[(&str, &str)]) -> Option<Self> {
+    pub async fn start_with_log(env: &[(&str, &str)]) -> Self {
         Self::start_logging(&unique_id(), env, true).await
     }
 
-    async fn start_logging(id: &str, env: &[(&str, &str)], logged: bool) -> Option<Self> {
-        let docker = docker().await?;
+    async fn start_logging(id: &str, env: &[(&str, &str)], logged: bool) -> Self {
+        let docker = docker().await;
         let Spawned {
             client,
             channel,
@@ -199,7 +194,7 @@ impl TestExecutor {
         let warm_pool = !env.iter().any(|(key, value)| {
             matches!(*key, "MCP_EXECUTOR_WARM_POOL_SIZE" | "MCP_EXECUTOR_WARM_POOL_MAX") && *value == "0"
         });
-        Some(Self {
+        Self {
             id: id.to_owned(),
             client,
             channel,
@@ -208,7 +203,7 @@ impl TestExecutor {
             ran: Vec::new(),
             child,
             dir,
-        })
+        }
     }
 
     /// Everything the executor logged so far (see `start_with_log`).
@@ -404,10 +399,11 @@ pub fn install_env() -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// Container creations seen through Docker's event stream, by role.
+/// Container creations of one executor, read from Docker's event log.
 pub struct Creations {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    docker: Docker,
+    filters: HashMap<&'static str, Vec<String>>,
+    since: String,
 }
 
 impl Creations {
@@ -417,41 +413,45 @@ impl Creations {
             ("event", vec!["create".to_owned()]),
             ("label", vec![format!("dynamic-mcp.executor={executor_id}")]),
         ]);
-        // `since` now: Docker replays what happened after it even if the
-        // stream connects a moment later.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("the clock is past 1970");
-        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
-        let options = EventsOptionsBuilder::default().since(&since).filters(&filters).build();
-        let mut events = docker.events(Some(options));
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Some(Ok(event)) = events.next().await {
-                let role = event
-                    .actor
-                    .and_then(|a| a.attributes)
-                    .and_then(|a| a.get("dynamic-mcp.role").cloned())
-                    .unwrap_or_default();
-                sink.lock().unwrap().push(role);
-            }
-        });
-        Self { seen, task }
+        Self {
+            docker: docker.clone(),
+            filters,
+            since: docker_timestamp(std::time::SystemTime::now()),
+        }
     }
 
-    /// How many containers of `role` were created so far (after a short
-    /// pause, so that events already emitted have arrived).
+    /// How many containers of `role` were created so far. Docker logs a
+    /// creation before it answers the create call, so a query bounded by
+    /// `until` now has every one of them, and ends by itself.
     pub async fn of(&self, role: &str) -> usize {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.seen.lock().unwrap().iter().filter(|r| r.as_str() == role).count()
+        let until = docker_timestamp(std::time::SystemTime::now());
+        let options = EventsOptionsBuilder::default()
+            .since(&self.since)
+            .until(&until)
+            .filters(&self.filters)
+            .build();
+        let events: Vec<_> = self.docker.events(Some(options)).collect().await;
+        events
+            .into_iter()
+            .map(|event| event.expect("Docker's event log is readable"))
+            .filter(|event| {
+                event
+                    .actor
+                    .as_ref()
+                    .and_then(|a| a.attributes.as_ref())
+                    .and_then(|a| a.get("dynamic-mcp.role"))
+                    .is_some_and(|r| r == role)
+            })
+            .count()
     }
 }
 
-impl Drop for Creations {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// `seconds.nanoseconds`, as Docker's `since` and `until` take it.
+fn docker_timestamp(at: std::time::SystemTime) -> String {
+    let since_epoch = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    format!("{}.{:09}", since_epoch.as_secs(), since_epoch.subsec_nanos())
 }
 
 /// The executor process alone, whether or not Docker is there.
