@@ -207,6 +207,10 @@ impl std::fmt::Display for ServiceUrl {
 }
 
 impl From<&ListenAddr> for ServiceUrl {
+    #[expect(
+        clippy::expect_used,
+        reason = "a SocketAddr always formats as a valid http authority"
+    )]
     fn from(addr: &ListenAddr) -> Self {
         match addr {
             ListenAddr::Tcp(a) => Self::Http(

@@ -1,6 +1,8 @@
 //! The containers themselves: hardened as promised (seen by Docker and from
 //! inside), removed when the caller goes away, and reaped at start.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::collections::HashMap;

@@ -4,6 +4,8 @@
 //! a read-only cache. Each test has its own cache volume, so each installs
 //! for real.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::collections::HashMap;

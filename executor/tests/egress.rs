@@ -5,6 +5,8 @@
 //! network list has none at all; secrets reach only their hosts and never
 //! the container, `docker inspect` or the executor's log.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 #[path = "support/egress_world.rs"]
 mod world;

@@ -3,6 +3,8 @@
 //! supervisor's own timeout and rate limit, what the code's process can see,
 //! and a supervisor that refuses to run where it would not be out of reach.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::sync::Arc;

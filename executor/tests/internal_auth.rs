@@ -3,6 +3,8 @@
 //! socket, refusing clients without the token or with a wrong one. No
 //! Docker is needed: the check happens before any call reaches the service.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! Every outcome a run can have, through the real binary, gRPC and Docker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::Duration;

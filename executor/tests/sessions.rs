@@ -2,6 +2,8 @@
 //! their owners, their limit, their expiry, and what a timeout or a caller
 //! going away does to the commands they run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! once, counts against the cap, is recycled when old, and is removed at
 //! shutdown (`stop` checks that nothing is left).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! (JWT mode) the admin scope; every failure audited as denied; the token
 //! itself never in the audit file, the logs or the process list.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use serde_json::json;

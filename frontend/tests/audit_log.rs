@@ -2,6 +2,8 @@
 //! truncation of oversized events, rotation, no secrets, and a failing disk
 //! that is counted instead of crashing the server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use serde_json::{Value, json};

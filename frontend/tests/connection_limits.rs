@@ -4,6 +4,8 @@
 //! cap get 503 and are counted, malformed requests get JSON-RPC errors, and
 //! wrong admin tokens back off per client address.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -2,6 +2,8 @@
 //! rate budget survives new sessions, and its metrics (tool, resource and
 //! Prometheus) say what happened.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use serde_json::{Value, json};

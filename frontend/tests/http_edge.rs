@@ -4,6 +4,8 @@
 //! streams, the body-read timeout, and the back-off after wrong admin tokens.
 //! `connection_limits.rs` tries the same through real sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! HTTP hardening: security headers and request ids on every answer, Host
 //! and Origin checks (DNS-rebinding protection), the body limit, /metrics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use reqwest::StatusCode;

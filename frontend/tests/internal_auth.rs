@@ -1,6 +1,8 @@
 //! Internal links: a registry that demands the shared token or mutual TLS
 //! refuses clients without them, and a frontend with them gets through.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use dynamic_mcp_common::internal_auth::{InternalAuth, InternalAuthArgs};

@@ -1,6 +1,8 @@
 //! HTTP mode with MCP_AUTH_MODE=jwt: the frontend as an OAuth 2.1 resource
 //! server, against a local JWKS endpoint with real RSA and EC keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use reqwest::StatusCode;

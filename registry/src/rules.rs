@@ -24,10 +24,12 @@ use crate::record::{
 /// npm's rules for new package names: lowercase, URL-safe, optionally scoped,
 /// not starting with '.' or '_'. Whether a version range is acceptable is the
 /// executor's policy, not ours.
+#[expect(clippy::expect_used, reason = "a constant pattern; the tests compile it")]
 static NPM_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:@[a-z0-9~-][a-z0-9._~-]*/)?[a-z0-9~-][a-z0-9._~-]*$").expect("the npm name pattern compiles")
 });
 
+#[expect(clippy::expect_used, reason = "a constant pattern; the tests compile it")]
 static SECRET_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(limits::SECRET_NAME_PATTERN).expect("the secret name pattern compiles"));
 

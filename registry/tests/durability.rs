@@ -2,6 +2,8 @@
 //! store: SIGKILL the registry in the middle of a burst of creates, restart
 //! it, and check what it holds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 //! idempotency keys and validate-only writes against the real binary, on
 //! each backend: the same answers from either.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::{Duration, Instant};

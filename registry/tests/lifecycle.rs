@@ -1,6 +1,8 @@
 //! The write and read RPCs against the real binary, including every way a
 //! request is refused, on each backend: the same answers from either.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use dynamic_mcp_proto::v1 as pb;

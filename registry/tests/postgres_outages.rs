@@ -3,6 +3,8 @@
 //! UNAVAILABLE, health goes NOT_SERVING, and afterwards everything recovers
 //! without a registry restart, with no acknowledged write and no change lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::collections::BTreeSet;

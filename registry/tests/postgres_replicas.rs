@@ -2,6 +2,8 @@
 //! watchers of every replica, and the tool limit and revision checks hold
 //! when replicas race each other.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! rights, its own schema (two schemas are two separate catalogs), and a
 //! correct password, which it never logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::process::Stdio;

@@ -1,6 +1,8 @@
 //! The registry as a process: health, refusing a corrupt store, and stopping
 //! promptly when asked.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::process::Stdio;

@@ -1,6 +1,8 @@
 //! `WatchChanges` against the real binary, on each backend: a snapshot
 //! first, then exactly one event per change, in catalog-version order.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::Duration;
