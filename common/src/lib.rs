@@ -2,9 +2,11 @@
 //! how internal gRPC addresses are written and dialled, how internal links
 //! are authenticated, which tool names are reserved for built-ins, the limits
 //! every dynamic tool is held to and how its JSON Schemas are compiled, how
-//! logs are written, and how a process learns that it should stop.
+//! logs are written, how a process learns that it should stop, and how long
+//! to wait before trying a lost service again.
 
 pub mod addr;
+pub mod backoff;
 pub mod internal_auth;
 pub mod limits;
 pub mod shutdown;

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use dynamic_mcp_common::backoff::Backoff;
 use dynamic_mcp_common::internal_auth::InternalChannel;
 use dynamic_mcp_proto::v1::catalog_event::Event;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
@@ -199,9 +200,9 @@ impl Catalog {
     }
 
     async fn follow(&self) {
-        let mut delay = MIN_RECONNECT_DELAY;
+        let mut backoff = Backoff::new(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY);
         loop {
-            let why = match self.follow_once(&mut delay).await {
+            let why = match self.follow_once(&mut backoff).await {
                 Ok(()) => "the registry ended its change feed".to_owned(),
                 Err(status) => {
                     metrics::backend_error(Service::Registry, status.code());
@@ -212,17 +213,17 @@ impl Catalog {
                     )
                 }
             };
+            let delay = backoff.next_wait();
             tracing::warn!("{why}; reconnecting in {} ms", delay.as_millis());
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_RECONNECT_DELAY);
         }
     }
 
-    async fn follow_once(&self, delay: &mut Duration) -> Result<(), Status> {
+    async fn follow_once(&self, backoff: &mut Backoff) -> Result<(), Status> {
         let mut registry = self.inner.registry.clone();
         let mut events = registry.watch_changes(WatchChangesRequest {}).await?.into_inner();
         while let Some(event) = events.message().await? {
-            *delay = MIN_RECONNECT_DELAY;
+            backoff.reset();
             self.apply(event);
         }
         Ok(())

@@ -19,6 +19,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_common::addr::ServiceUrl;
+use dynamic_mcp_common::backoff::Backoff;
 use dynamic_mcp_common::internal_auth::{InternalAuth, InternalAuthError, InternalToken};
 use rand::RngCore;
 use tokio::process::{Child, ChildStdin, Command};
@@ -328,45 +329,32 @@ fn describe(status: io::Result<ExitStatus>) -> String {
     }
 }
 
-enum Event {
-    Exited(io::Result<ExitStatus>),
-    Stop,
-}
-
 /// Keeps one child running until `stop`: restarts it with backoff when it dies.
 async fn supervise(spec: ChildSpec, first: RunningChild, stop: CancellationToken) {
     let binary = spec.service.binary();
     let mut next = Some(first);
-    let mut delay = MIN_RESTART_DELAY;
+    let mut backoff = Backoff::new(MIN_RESTART_DELAY, MAX_RESTART_DELAY);
     loop {
-        match next.take().map_or_else(|| spec.spawn(), Ok) {
+        let failure = match next.take().map_or_else(|| spec.spawn(), Ok) {
             Ok(mut child) => {
                 let started = Instant::now();
-                let event = tokio::select! {
-                    status = child.process.wait() => Event::Exited(status),
-                    () = stop.cancelled() => Event::Stop,
+                let status = tokio::select! {
+                    status = child.process.wait() => status,
+                    () = stop.cancelled() => return stop_child(binary, child).await,
                 };
-                match event {
-                    Event::Stop => return stop_child(binary, child).await,
-                    Event::Exited(status) => {
-                        if started.elapsed() >= HEALTHY_RUN {
-                            delay = MIN_RESTART_DELAY;
-                        }
-                        tracing::error!(
-                            status = %describe(status),
-                            "{binary} exited unexpectedly; restarting it in {} ms",
-                            delay.as_millis()
-                        );
-                    }
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff.reset();
                 }
+                format!("{binary} exited unexpectedly ({})", describe(status))
             }
-            Err(e) => tracing::error!("cannot restart {binary}: {e}; retrying in {} ms", delay.as_millis()),
-        }
+            Err(e) => format!("cannot restart {binary}: {e}"),
+        };
+        let delay = backoff.next_wait();
+        tracing::error!("{failure}; restarting it in {} ms", delay.as_millis());
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
         }
-        delay = (delay * 2).min(MAX_RESTART_DELAY);
     }
 }
 

@@ -25,7 +25,6 @@
 //! NOTIFY and advisory locks need no grant. No superuser, no CREATEDB, and no
 //! rights in any other schema.
 
-mod backoff;
 mod connect;
 mod listener;
 mod rows;
@@ -34,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dynamic_mcp_common::backoff::Backoff;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
@@ -56,6 +56,9 @@ use crate::record::{self, ToolRecord};
 
 /// How many changes `tool_changes` keeps for replicas whose listener is catching up.
 const CHANGES_KEPT: i64 = 1000;
+
+/// The longest wait between attempts to reach the database.
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
 const SELECT_TOOL: &str = concat!("SELECT ", record_columns!(), ", code FROM tools WHERE name = $1");
 const SELECT_TOOLS: &str = concat!("SELECT ", record_columns!(), ", code FROM tools ORDER BY name");
@@ -91,7 +94,7 @@ impl PgStore {
                 channel: channel.clone(),
                 changes: changes.clone(),
                 published: catalog_version,
-                backoff: backoff::Backoff::new(Duration::from_millis(settings.init_backoff_ms)),
+                backoff: Backoff::new(Duration::from_millis(settings.init_backoff_ms), MAX_RECONNECT_WAIT),
             }
             .run(),
         );

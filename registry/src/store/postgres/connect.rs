@@ -13,10 +13,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::backoff::Backoff;
 use super::rows;
 use crate::config::{PgSchema, PgUrl, PostgresArgs};
 use crate::error::is_unavailable;
+use dynamic_mcp_common::backoff::Backoff;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -111,7 +111,10 @@ fn connect_options(url: &PgUrl, schema: &PgSchema) -> Result<PgConnectOptions, O
 /// Only "unreachable" errors are retried: a wrong password or missing
 /// rights will not fix themselves.
 pub async fn prepare(connected: &Connected, settings: &PostgresArgs) -> Result<u64, OpenError> {
-    let mut backoff = Backoff::new(Duration::from_millis(settings.init_backoff_ms));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(settings.init_backoff_ms),
+        super::MAX_RECONNECT_WAIT,
+    );
     let mut attempt = 1;
     loop {
         let error = match prepare_once(connected, &settings.schema).await {

@@ -15,9 +15,9 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
 
-use super::backoff::Backoff;
 use super::rows::{self, record_columns};
 use crate::feed::ChangeEvent;
+use dynamic_mcp_common::backoff::Backoff;
 
 /// The safety net for a connection that died silently.
 const CATCH_UP_EVERY: Duration = Duration::from_secs(5);
