@@ -11,8 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::{Interceptor, InterceptorLayer};
@@ -21,6 +19,7 @@ use tonic::{Request, Status};
 use tower::layer::util::{Identity as NoLayer, Stack};
 
 use crate::addr::{ListenAddr, ServiceUrl};
+use crate::secret::SecretDigest;
 
 /// The metadata key the token travels in.
 const TOKEN_KEY: &str = "authorization";
@@ -112,7 +111,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, InternalAuthError> {
 /// The shared secret. Never printed.
 #[derive(Clone)]
 pub struct InternalToken {
-    digest: [u8; 32],
+    digest: SecretDigest,
     header: MetadataValue<Ascii>,
 }
 
@@ -136,15 +135,13 @@ impl InternalToken {
             .parse::<MetadataValue<Ascii>>()
             .map_err(|_| InternalAuthError::TokenNotPrintable)?;
         Ok(Self {
-            digest: Sha256::digest(token.as_bytes()).into(),
+            digest: SecretDigest::of(token.as_bytes()),
             header,
         })
     }
 
-    /// Constant-time comparison; hashing first hides the length too.
     fn matches(&self, presented: &[u8]) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented).into();
-        self.digest.ct_eq(&presented).into()
+        self.digest.matches(presented)
     }
 }
 

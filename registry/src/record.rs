@@ -1,10 +1,11 @@
 //! The stored shape of a dynamic tool, and every conversion between it and
 //! the gRPC messages, so the rest of the crate speaks only one of them.
 
+use dynamic_mcp_common::timestamp::rfc3339_millis;
 use dynamic_mcp_proto::v1 as pb;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 use crate::feed::{ChangeEvent, ChangeKind};
 use crate::store::{Catalog, Written};
@@ -278,17 +279,7 @@ pub fn isolation_from(isolation: pb::Isolation) -> Option<Isolation> {
 
 /// Server-set timestamps: RFC 3339, UTC, millisecond precision.
 pub fn timestamp(at: OffsetDateTime) -> String {
-    let utc = at.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second(),
-        utc.millisecond()
-    )
+    rfc3339_millis(at)
 }
 
 /// The current time as a record timestamp.
@@ -373,19 +364,6 @@ impl From<ChangeKind> for pb::ChangeKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn timestamps_are_utc_with_milliseconds() {
-        assert_eq!(
-            timestamp(datetime!(2026-01-02 03:04:05.678_9 UTC)),
-            "2026-01-02T03:04:05.678Z"
-        );
-        assert_eq!(
-            timestamp(datetime!(2026-01-02 03:04:05 +02:00)),
-            "2026-01-02T01:04:05.000Z"
-        );
-    }
 
     #[test]
     fn the_view_carries_the_code_size_even_without_code() {

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use dynamic_mcp_common::timestamp::rfc3339_millis;
 use dynamic_mcp_proto::v1::{EgressEvent, NetworkPolicy, SessionInfo};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -336,9 +337,9 @@ impl Session {
         SessionInfo {
             session_id: self.id.clone(),
             image: self.image.clone(),
-            created_at: rfc3339(self.created_at),
-            last_used_at: rfc3339(last_used),
-            expires_at: rfc3339(last_used + idle_timeout),
+            created_at: rfc3339_millis(self.created_at),
+            last_used_at: rfc3339_millis(last_used),
+            expires_at: rfc3339_millis(last_used + idle_timeout),
             timeout_ms: self.timeout_ms,
             network: self.egress.as_ref().map(|e| e.network.clone()),
         }
@@ -382,14 +383,6 @@ fn owner_tag(owner: &str) -> String {
     format!("{:x}", Sha256::digest(owner.as_bytes()))
 }
 
-/// RFC 3339 in UTC with exactly three fraction digits, so that the text
-/// sorts like the time.
-fn rfc3339(at: SystemTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::from(at).format(FORMAT).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,13 +395,6 @@ mod tests {
         assert!(check_owner("  ").is_err());
         assert!(check_owner(&"x".repeat(MAX_OWNER_BYTES + 1)).is_err());
         assert!(check_owner("user:42").is_ok());
-    }
-
-    #[test]
-    fn times_are_rfc3339_to_the_millisecond() {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        assert_eq!(rfc3339(at), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

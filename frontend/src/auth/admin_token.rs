@@ -8,8 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use dynamic_mcp_common::secret::SecretDigest;
 
 /// The environment variable that may hold the token itself.
 pub const ENV: &str = "MCP_ADMIN_TOKEN";
@@ -27,7 +26,7 @@ pub enum AdminTokenError {
 }
 
 pub struct AdminToken {
-    digest: [u8; 32],
+    digest: SecretDigest,
 }
 
 impl AdminToken {
@@ -63,14 +62,13 @@ impl AdminToken {
 
     pub fn new(token: &str) -> Self {
         Self {
-            digest: Sha256::digest(token.as_bytes()).into(),
+            digest: SecretDigest::of(token.as_bytes()),
         }
     }
 
     /// Whether `presented` is the token, in constant time.
     pub fn matches(&self, presented: &str) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
-        self.digest.ct_eq(&presented).into()
+        self.digest.matches(presented.trim().as_bytes())
     }
 }
 
