@@ -27,4 +27,5 @@ pub mod reaper;
 pub mod run;
 pub mod service;
 pub mod session;
+pub mod setting_values;
 pub mod streams;

@@ -15,7 +15,6 @@ use dynamic_mcp_proto::v1::{
 };
 use serde_json::value::RawValue;
 
-use crate::config::SandboxUser;
 use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, EgressMount, Role, labels};
@@ -26,6 +25,7 @@ use crate::harness;
 use crate::outcome::{Ended, Judge};
 use crate::policy::Policy;
 use crate::progress::ProgressSender;
+use crate::setting_values::SandboxUser;
 use crate::streams::{collect_into, feed};
 
 /// A run that passed policy, ready to start.

@@ -10,7 +10,6 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamic_mcp_executor::config::SandboxUser;
 use dynamic_mcp_executor::container::cap::ContainerCap;
 use dynamic_mcp_executor::container::hardening::SandboxLimits;
 use dynamic_mcp_executor::container::lease::Lease;
@@ -22,6 +21,7 @@ use dynamic_mcp_executor::harness::records::{Record, RecordReader};
 use dynamic_mcp_executor::harness::{self, Call, Preload};
 use dynamic_mcp_executor::outcome::{Ended, Judge};
 use dynamic_mcp_executor::run::container_spec;
+use dynamic_mcp_executor::setting_values::SandboxUser;
 use dynamic_mcp_executor::streams::{Sink, collect_into, feed};
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus};
 use serde_json::value::RawValue;

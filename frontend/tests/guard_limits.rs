@@ -191,12 +191,8 @@ async fn the_concurrency_cap_holds_across_connections_without_spending_rate_budg
         "{text}"
     );
 
-    let runs: Vec<Value> = stack
-        .audit()
-        .lines()
-        .into_iter()
-        .filter(|l| l["action"] == "tool.run")
-        .collect();
+    // The audit writer is asynchronous: wait for all ten calls' lines.
+    let runs = stack.audit().wait_for_count(10, |l| l["action"] == "tool.run").await;
     let failed_runs = runs.iter().filter(|l| l["result"] == "error").count();
     let refused_runs = runs.iter().filter(|l| l["result"] == "denied").count();
     assert_eq!((failed_runs, refused_runs), (4, 6), "{runs:?}");

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions};
 
 use super::{ContainerSpec, EgressMount, Role, labels};
-use crate::config::{ByteSize, SandboxUser};
 use crate::egress::CONTAINER_DIR;
+use crate::setting_values::{ByteSize, SandboxUser};
 
 /// Where a run starts: a small writable tmpfs, since the root is read-only.
 pub const WORKDIR: &str = "/work";

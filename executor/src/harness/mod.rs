@@ -22,7 +22,7 @@ pub mod records;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::config::SandboxUser;
+use crate::setting_values::SandboxUser;
 
 /// The harness sources (they hold no user data).
 const SUPERVISOR: &str = include_str!("supervisor.mjs");

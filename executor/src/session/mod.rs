@@ -28,7 +28,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use self::calls::JsPlan;
 pub use self::sweeper::expire_idle;
-use crate::config::SandboxUser;
 use crate::container::lease::{Lease, OwnedContainer};
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, EgressMount, Role, labels};
@@ -38,6 +37,7 @@ use crate::egress::{Egress, EventSink, Grant, Subject};
 use crate::error::ExecError;
 use crate::outcome::Judge;
 use crate::policy::Policy;
+use crate::setting_values::SandboxUser;
 
 /// What a session container runs: nothing, until exec brings work. The
 /// loop needs only /bin/sh and `sleep`, which every Node image has. It runs

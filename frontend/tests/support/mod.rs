@@ -509,6 +509,24 @@ impl AuditFile {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Waits until `count` lines match `wanted`, and returns the matching ones.
+    pub async fn wait_for_count(&self, count: usize, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let matching: Vec<Value> = self.lines().into_iter().filter(|l| wanted(l)).collect();
+            if matching.len() >= count {
+                return matching;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} matching audit lines; the file has:\n{}",
+                matching.len(),
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Counts lines by `(action, result)`.
