@@ -210,6 +210,7 @@ impl ExecutorConfig {
             blocked_packages: policy.blocked_packages,
             memory_limit: self.memory_limit.to_string(),
             cpu_limit: self.cpu_limit,
+            executor_id: self.executor_id.clone(),
         }
     }
 

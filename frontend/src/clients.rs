@@ -1,4 +1,4 @@
-//! gRPC clients for the registry and the executor, and their health checks.
+//! gRPC clients for the registry and the executors, and their health checks.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,6 +8,8 @@ use dynamic_mcp_common::internal_auth::{InternalAuth, InternalAuthError, Interna
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
 use dynamic_mcp_proto::v1::{executor_server, registry_server};
+
+use crate::executors::{Executors, ExecutorsError};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -83,46 +85,54 @@ impl ServiceAddresses {
 #[derive(Clone)]
 pub struct Services {
     pub registry: RegistryClient<InternalChannel>,
-    pub executor: ExecutorClient<InternalChannel>,
+    pub executors: Executors,
     pub addresses: ServiceAddresses,
     registry_health: HealthClient<InternalChannel>,
-    executor_health: HealthClient<InternalChannel>,
 }
 
 impl Services {
     pub fn connect(
         registry: &ServiceLink,
-        executor: &ServiceLink,
+        executors: &[ServiceLink],
         server_name: Option<&str>,
-    ) -> Result<Self, InternalAuthError> {
+    ) -> Result<Self, ExecutorsError> {
+        let executors = Executors::connect(executors, server_name)?;
         let addresses = ServiceAddresses {
             registry: registry.url.to_string(),
-            executor: executor.url.to_string(),
+            executor: executors.addresses(),
         };
         let registry = registry.channel(server_name)?;
-        let executor = executor.channel(server_name)?;
         Ok(Self {
             addresses,
             registry: RegistryClient::new(registry.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            executor: ExecutorClient::new(executor.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            executors,
             registry_health: HealthClient::new(registry),
-            executor_health: HealthClient::new(executor),
         })
     }
 
-    /// Whether `service` says it can do its work (for the executor: that it
-    /// reaches Docker), within `within`.
+    /// Whether `service` says it can do its work (for the executors: that at
+    /// least one reaches Docker), within `within`.
     pub async fn check(&self, service: Service, within: Duration) -> Result<(), String> {
-        let client = match service {
-            Service::Registry => self.registry_health.clone(),
-            Service::Executor => self.executor_health.clone(),
-        };
-        check_health(client, HealthOf::Service(service), within).await
+        match service {
+            Service::Registry => check_health(self.registry_health.clone(), HealthOf::Service(service), within).await,
+            Service::Executor => self.executors.check(within).await,
+        }
     }
+}
+
+/// An executor client over `channel`, with our message size limits.
+pub fn executor_client<T>(channel: T) -> ExecutorClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    ExecutorClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// What a health check asks about.

@@ -46,10 +46,12 @@ pub struct FrontendConfig {
     #[arg(long, env = "MCP_REGISTRY_URL")]
     pub registry_url: Option<ServiceUrl>,
 
-    /// The executor's gRPC address (http://host:port or unix:/path). Unset:
+    /// The executors' gRPC addresses (http://host:port or unix:/path),
+    /// comma-separated. With several, runs and new sessions spread over the
+    /// healthy ones by load, and each session's calls go to its own. Unset:
     /// start `dynamic-mcp-executor` locally.
-    #[arg(long, env = "MCP_EXECUTOR_URL")]
-    pub executor_url: Option<ServiceUrl>,
+    #[arg(long = "executor-url", env = "MCP_EXECUTOR_URL", value_delimiter = ',')]
+    pub executor_urls: Vec<ServiceUrl>,
 
     /// HTTP mode: comma-separated Host header values to accept (DNS-rebinding
     /// protection). Add your public host name when serving beyond loopback;
@@ -387,7 +389,7 @@ mod tests {
             ("127.0.0.1", 8788, "/mcp")
         );
         assert_eq!(config.registry_url, None);
-        assert_eq!(config.executor_url, None);
+        assert!(config.executor_urls.is_empty());
         assert_eq!(config.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
         assert_eq!(
             config.allowed_origins,
@@ -461,7 +463,7 @@ mod tests {
             "--allowed-hosts=mcp.example.com,localhost",
             "--allowed-origins=https://app.example.com:443",
             "--registry-url=unix:/run/registry.sock",
-            "--executor-url=http://executor:50052",
+            "--executor-url=http://executor-a:50052,unix:/run/executor-b.sock",
             "--http-legacy-sessions=false",
             "--read-only=yes",
             "--audit-enabled=0",
@@ -471,7 +473,10 @@ mod tests {
         assert_eq!(config.allowed_hosts, ["mcp.example.com", "localhost"]);
         assert_eq!(config.allowed_origins, ["https://app.example.com:443"]);
         assert_eq!(config.registry_url, Some(ServiceUrl::Unix("/run/registry.sock".into())));
-        assert!(matches!(config.executor_url, Some(ServiceUrl::Http(_))));
+        assert!(matches!(
+            config.executor_urls.as_slice(),
+            [ServiceUrl::Http(_), ServiceUrl::Unix(path)] if path.to_str() == Some("/run/executor-b.sock")
+        ));
         assert!(!config.http_legacy_sessions);
         assert!(config.read_only);
         assert!(!config.audit.enabled);

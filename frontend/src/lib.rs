@@ -15,6 +15,7 @@ pub mod clients;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod executors;
 pub mod guard;
 pub mod http;
 pub mod local_services;
@@ -62,11 +63,11 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
     });
 
     let (local_services, links) =
-        LocalServices::start(config.registry_url.clone(), config.executor_url.clone(), &remote_auth).await?;
+        LocalServices::start(config.registry_url.clone(), &config.executor_urls, &remote_auth).await?;
     let stop = CancellationToken::new();
     let services = Services::connect(
         &links.registry,
-        &links.executor,
+        &links.executors,
         config.internal_tls_server_name.as_deref(),
     )?;
     let catalog = Catalog::new(services.registry.clone());

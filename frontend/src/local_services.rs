@@ -83,21 +83,23 @@ pub struct LocalServices {
     _private_dir: Option<tempfile::TempDir>,
 }
 
-/// Where the frontend finds both services, and how it proves itself to them.
+/// Where the frontend finds the registry and its executors (at least one),
+/// and how it proves itself to them.
 pub struct ServiceLinks {
     pub registry: ServiceLink,
-    pub executor: ServiceLink,
+    pub executors: Vec<ServiceLink>,
 }
 
 impl LocalServices {
-    /// Starts each service whose URL is `None` and waits until it is healthy.
-    /// Services at a configured URL get `remote_auth`; local ones a fresh token.
+    /// Starts the registry when its URL is `None`, and an executor when no
+    /// executor URL is given, and waits until they are healthy. Services at
+    /// a configured URL get `remote_auth`; local ones a fresh token.
     pub async fn start(
         registry_url: Option<ServiceUrl>,
-        executor_url: Option<ServiceUrl>,
+        executor_urls: &[ServiceUrl],
         remote_auth: &InternalAuth,
     ) -> Result<(Self, ServiceLinks), LocalServiceError> {
-        let private_dir = (registry_url.is_none() || executor_url.is_none())
+        let private_dir = (registry_url.is_none() || executor_urls.is_empty())
             .then(private_dir)
             .transpose()
             .map_err(LocalServiceError::PrivateDir)?;
@@ -107,12 +109,23 @@ impl LocalServices {
         };
         let dir = private_dir.as_ref().map(|d| d.path().to_owned()).unwrap_or_default();
         let (registry_link, registry) = plan(registry_url, Service::Registry, &dir, &local, remote_auth);
-        let (executor_link, executor) = plan(executor_url, Service::Executor, &dir, &local, remote_auth);
+        let (executor_links, executor) = match executor_urls {
+            [] => {
+                let (link, spec) = plan(None, Service::Executor, &dir, &local, remote_auth);
+                (vec![link], spec)
+            }
+            urls => {
+                let links = urls
+                    .iter()
+                    .map(|url| plan(Some(url.clone()), Service::Executor, &dir, &local, remote_auth).0);
+                (links.collect(), None)
+            }
+        };
         let (registry_child, executor_child) = tokio::try_join!(start_ready(&registry), start_ready(&executor))?;
 
         let urls = ServiceLinks {
             registry: registry_link,
-            executor: executor_link,
+            executors: executor_links,
         };
         let stop = CancellationToken::new();
         let supervisors = [registry.zip(registry_child), executor.zip(executor_child)]

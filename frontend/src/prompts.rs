@@ -160,6 +160,7 @@ mod tests {
             blocked_packages: vec!["npm".into()],
             memory_limit: "256m".into(),
             cpu_limit: 0.5,
+            executor_id: String::new(),
         }
     }
 

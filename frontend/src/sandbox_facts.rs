@@ -6,10 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dynamic_mcp_common::internal_auth::InternalChannel;
 use dynamic_mcp_common::limits;
-use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{DescribeSandboxRequest, SandboxDescription};
+
+use crate::executors::Executors;
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
 const ASK_WITHIN: Duration = Duration::from_secs(2);
@@ -20,16 +20,18 @@ pub struct SandboxFacts {
 }
 
 impl SandboxFacts {
-    /// The executor's description, or the defaults when it cannot be asked.
-    pub async fn get(&self, executor: &ExecutorClient<InternalChannel>) -> Arc<SandboxDescription> {
+    /// An executor's description, or the defaults when none can be asked.
+    pub async fn get(&self, executors: &Executors) -> Arc<SandboxDescription> {
         let known = self.lock().clone();
         if let Some((at, facts)) = &known
             && at.elapsed() < FRESH_FOR
         {
             return Arc::clone(facts);
         }
-        let mut executor = executor.clone();
-        match tokio::time::timeout(ASK_WITHIN, executor.describe_sandbox(DescribeSandboxRequest {})).await {
+        let asking = executors.balanced(DescribeSandboxRequest {}, |mut executor, request| async move {
+            executor.describe_sandbox(request).await
+        });
+        match tokio::time::timeout(ASK_WITHIN, asking).await {
             Ok(Ok(answer)) => {
                 let facts = Arc::new(answer.into_inner());
                 *self.lock() = Some((Instant::now(), Arc::clone(&facts)));
@@ -59,5 +61,6 @@ fn defaults() -> SandboxDescription {
         blocked_packages: vec![],
         memory_limit: "512m".into(),
         cpu_limit: 1.0,
+        executor_id: String::new(),
     }
 }

@@ -142,7 +142,7 @@ impl ServerHandler for Frontend {
         request: GetPromptRequestParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let sandbox = self.state.sandbox.get(&self.state.services.executor).await;
+        let sandbox = self.state.sandbox.get(&self.state.services.executors).await;
         prompts::render(&request.name, request.arguments.as_ref(), &sandbox).map(Into::into)
     }
 

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use dynamic_mcp_common::session_id;
 use dynamic_mcp_common::timestamp::rfc3339_millis;
 use dynamic_mcp_proto::v1::{EgressEvent, NetworkPolicy, SessionInfo};
 use sha2::{Digest, Sha256};
@@ -49,6 +50,8 @@ const MAX_OWNER_BYTES: usize = 1024;
 
 /// Egress events a session keeps for its next call; older ones are dropped.
 const MAX_PENDING_EGRESS: usize = 1000;
+/// Enough for any id we hand out (a 64-character executor id, '.', a UUID).
+const MAX_ECHOED_ID_CHARS: usize = 128;
 
 /// Session settings, from the executor's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +156,8 @@ impl Sessions {
         // Sessions mount the dependency cache from the start: run_js may
         // need any set, installed now or later.
         self.deps.ensure_volume().await?;
-        let id = uuid::Uuid::new_v4().to_string();
+        // Named after us, so a frontend with several executors routes it here.
+        let id = session_id::compose(&self.executor_id, &uuid::Uuid::new_v4().to_string());
         let mut spec = ContainerSpec::new(
             Role::Session,
             resolved.image.as_str(),
@@ -374,7 +378,7 @@ fn check_owner(owner: &str) -> Result<(), ExecError> {
 }
 
 fn not_found(id: &str) -> ExecError {
-    let id: String = id.chars().take(100).collect();
+    let id: String = id.chars().take(MAX_ECHOED_ID_CHARS).collect();
     ExecError::SessionNotFound { id }
 }
 
@@ -400,6 +404,6 @@ mod tests {
     #[test]
     fn not_found_never_echoes_a_huge_id() {
         let message = not_found(&"x".repeat(10_000)).to_string();
-        assert!(message.len() < 150, "{message}");
+        assert!(message.len() < MAX_ECHOED_ID_CHARS + 50, "{message}");
     }
 }

@@ -817,12 +817,15 @@ pub(super) async fn prepare(
         network: policy.network,
         secrets: policy.secrets,
     };
-    let mut executor = state.services.executor.clone();
-    let prepared = if count == 0 {
+    let executors = &state.services.executors;
+    let preparing = executors.balanced(request, |mut executor, request| async move {
         executor.prepare_tool(request).await
+    });
+    let prepared = if count == 0 {
+        preparing.await
     } else {
         let message = installing_message(count);
-        Progress::while_running(call.progress.as_ref(), &message, executor.prepare_tool(request)).await
+        Progress::while_running(call.progress.as_ref(), &message, preparing).await
     };
     Ok(prepared.map_err(ToolError::executor)?.into_inner())
 }

@@ -158,9 +158,10 @@ pub async fn execute_with(
     let tool_name = request.tool_name.clone();
     let events = state
         .services
-        .executor
-        .clone()
-        .run_tool(request)
+        .executors
+        .balanced(request, |mut executor, request| async move {
+            executor.run_tool(request).await
+        })
         .await
         .map_err(ToolError::executor)?
         .into_inner();

@@ -101,9 +101,10 @@ pub async fn initialize(
     };
     let started = state
         .services
-        .executor
-        .clone()
-        .start_session(request)
+        .executors
+        .balanced(request, |mut executor, request| async move {
+            executor.start_session(request).await
+        })
         .await
         .map_err(ToolError::executor)?
         .into_inner();
@@ -125,9 +126,10 @@ pub async fn exec(state: &ServerState, call: &CallContext, args: JsonObject) -> 
     };
     let response = state
         .services
-        .executor
-        .clone()
-        .exec_in_session(request)
+        .executors
+        .in_session(&input.session_id, move |mut executor| async move {
+            executor.exec_in_session(request).await
+        })
         .await
         .map_err(ToolError::executor)?
         .into_inner();
@@ -158,9 +160,10 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
     let dependencies = to_proto(input.dependencies);
     let witness = EgressWitness::in_session(call, RUN_JS, &input.session_id);
     let installing = (!dependencies.is_empty()).then(|| installing_message(dependencies.len()));
+    let session_id = input.session_id;
     let request = RunJsInSessionRequest {
         owner: owner(&call.caller),
-        session_id: input.session_id,
+        session_id: session_id.clone(),
         code: input.code,
         args_json: code_args_json(input.args)?,
         dependencies,
@@ -169,9 +172,10 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
     };
     let events = state
         .services
-        .executor
-        .clone()
-        .run_js_in_session(request)
+        .executors
+        .in_session(&session_id, move |mut executor| async move {
+            executor.run_js_in_session(request).await
+        })
         .await
         .map_err(ToolError::executor)?
         .into_inner();
@@ -195,9 +199,10 @@ pub async fn stop(state: &ServerState, call: &CallContext, args: JsonObject) -> 
     };
     state
         .services
-        .executor
-        .clone()
-        .stop_session(request)
+        .executors
+        .in_session(&input.session_id, move |mut executor| async move {
+            executor.stop_session(request).await
+        })
         .await
         .map_err(ToolError::executor)?;
     Ok(CallToolResult::structured(
@@ -210,17 +215,54 @@ pub async fn list(state: &ServerState, call: &CallContext, args: JsonObject) -> 
     let request = ListSessionsRequest {
         owner: owner(&call.caller),
     };
-    let sessions = state
-        .services
-        .executor
-        .clone()
-        .list_sessions(request)
-        .await
-        .map_err(ToolError::executor)?
-        .into_inner()
-        .sessions;
+    let sessions = gather_sessions(state, request).await?;
     let sessions: Vec<Value> = sessions.iter().map(|s| session_json(s, "id")).collect();
     Ok(CallToolResult::structured(json!({ "sessions": sessions })))
+}
+
+/// The caller's sessions on every executor in rotation, oldest first. An
+/// executor that fails to answer is left out (its sessions cannot be used
+/// now either) unless none answers.
+async fn gather_sessions(state: &ServerState, request: ListSessionsRequest) -> Result<Vec<SessionInfo>, ToolError> {
+    let executors = state.services.executors.in_rotation();
+    if executors.is_empty() {
+        // None in rotation: ask as for a run, so the caller learns why it fails.
+        let listed = state
+            .services
+            .executors
+            .balanced(request, |mut executor, request| async move {
+                executor.list_sessions(request).await
+            })
+            .await;
+        return Ok(listed.map_err(ToolError::executor)?.into_inner().sessions);
+    }
+    let asks = executors.into_iter().map(|mut executor| {
+        let request = request.clone();
+        async move { executor.list_sessions(request).await }
+    });
+    let mut sessions = Vec::new();
+    let mut failure = None;
+    let mut answered = false;
+    for answer in futures::future::join_all(asks).await {
+        match answer {
+            Ok(answer) => {
+                answered = true;
+                sessions.extend(answer.into_inner().sessions);
+            }
+            Err(status) => {
+                tracing::warn!(%status, "an executor did not list its sessions");
+                failure = Some(status);
+            }
+        }
+    }
+    match failure {
+        Some(status) if !answered => Err(ToolError::executor(status)),
+        _ => {
+            // RFC 3339 UTC to the millisecond sorts as text.
+            sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+            Ok(sessions)
+        }
+    }
 }
 
 // ---- the views callers see --------------------------------------------------

@@ -41,7 +41,7 @@ pub fn router(flags: &[&str], admin_token: Option<&str>) -> Router {
         url: ServiceUrl::Unix(std::env::temp_dir().join(format!("dynamic-mcp-absent-{name}.sock"))),
         auth: InternalAuth::default(),
     };
-    let services = Services::connect(&absent("registry"), &absent("executor"), None).expect("clients");
+    let services = Services::connect(&absent("registry"), &[absent("executor")], None).expect("clients");
     let backoff = Backoff {
         failures_before: config.failed_auth.failures_before_backoff,
         base: Duration::from_millis(config.failed_auth.backoff_base_ms),
