@@ -71,6 +71,19 @@ class Services:
         return {"MCP_REGISTRY_URL": f"unix:{self.registry_socket}", "MCP_EXECUTOR_URL": f"unix:{self.executor_socket}"}
 
 
+@dataclass
+class Executor:
+    """A standalone executor on a Unix socket."""
+
+    process: ManagedProcess
+    socket: Path
+    executor_id: str
+
+    @property
+    def url(self) -> str:
+        return f"unix:{self.socket}"
+
+
 @asynccontextmanager
 async def open_client(
     server: Any, era: str, message_handler: Any = None, headers: dict[str, str] | None = None
@@ -174,21 +187,21 @@ class Launcher:
         wait_until(f"the registry to accept on {socket}", lambda: unix_socket_accepts(socket), STARTUP_TIMEOUT, process)
         return process
 
+    def start_executor(self, executor_id: str | None = None, socket: Path | None = None) -> Executor:
+        """A new executor, or (given its id and socket) one started again where it was."""
+        executor_id = executor_id or self.new_executor_id()
+        socket = socket or self.socket_dir / f"executor-{next(self._counter)}.sock"
+        env = product_env(MCP_EXECUTOR_LISTEN=f"unix:{socket}", MCP_EXECUTOR_ID=executor_id)
+        process = self.spawn("executor", service_binary(EXECUTOR_BINARY), env)
+        wait_until(f"the executor to accept on {socket}", lambda: unix_socket_accepts(socket), STARTUP_TIMEOUT, process)
+        return Executor(process, socket, executor_id)
+
     def start_services(self) -> Services:
         store = self.new_store()
         registry_socket = self.socket_dir / "registry.sock"
-        executor_socket = self.socket_dir / "executor.sock"
-        executor_id = self.new_executor_id()
         registry = self.start_registry(store, registry_socket)
-        env = product_env(MCP_EXECUTOR_LISTEN=f"unix:{executor_socket}", MCP_EXECUTOR_ID=executor_id)
-        executor = self.spawn("executor", service_binary(EXECUTOR_BINARY), env)
-        wait_until(
-            f"the executor to accept on {executor_socket}",
-            lambda: unix_socket_accepts(executor_socket),
-            STARTUP_TIMEOUT,
-            executor,
-        )
-        return Services(registry, executor, registry_socket, executor_socket, store, executor_id)
+        executor = self.start_executor()
+        return Services(registry, executor.process, registry_socket, executor.socket, store, executor.executor_id)
 
     def _frontend_settings(self, services: Services | None) -> tuple[dict[str, str], str]:
         """Settings for a frontend of its own (it starts its services) or one on shared services."""

@@ -172,6 +172,11 @@ impl Executors {
         })
     }
 
+    /// How many executors are configured.
+    pub fn configured(&self) -> usize {
+        self.inner.members.len()
+    }
+
     /// Where the executors are, for the log.
     pub fn addresses(&self) -> String {
         let urls: Vec<String> = self.inner.members.iter().map(|m| m.url.to_string()).collect();

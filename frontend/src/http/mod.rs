@@ -176,7 +176,8 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when both the registry and the executor pass a health check.
+/// Ready when the registry and at least one executor pass a health check;
+/// says how many of the executors are in rotation.
 async fn readyz(State(services): State<Services>) -> (StatusCode, Json<Value>) {
     let (registry, executor) = tokio::join!(
         services.check(Service::Registry, READY_CHECK_WITHIN),
@@ -186,12 +187,16 @@ async fn readyz(State(services): State<Services>) -> (StatusCode, Json<Value>) {
         .into_iter()
         .filter_map(|(service, check)| check.err().map(|why| (service.to_string(), json!(why))))
         .collect();
+    let executors = json!({
+        "configured": services.executors.configured(),
+        "inRotation": services.executors.in_rotation().len(),
+    });
     if failed.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+        (StatusCode::OK, Json(json!({"status": "ready", "executors": executors})))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "failed": failed})),
+            Json(json!({"status": "unavailable", "failed": failed, "executors": executors})),
         )
     }
 }
