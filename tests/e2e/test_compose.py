@@ -1,8 +1,8 @@
 """The deployment: docker-compose.yml with every image built offline by deploy/build-images.sh.
 
 One stack per module, under its own Compose project name and on free loopback
-ports: Postgres, the registry on it, the executor with the Docker socket, three
-stateless frontends and the load balancer. MCP clients reach it through the
+ports: Postgres, the registry on it, two executors with the Docker socket, three
+frontends and the load balancer, which sticks legacy sessions to their frontend. MCP clients reach it through the
 load balancer, and each frontend directly through ports that only this test
 publishes (an extra compose file). `down -v` runs whatever happens.
 
@@ -17,6 +17,7 @@ out with `-m "not compose"`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from docker_probe import docker, inspect, wait_for_only_warm_containers
 from egress_world import ALLOWED, FORBIDDEN, EgressWorld
@@ -43,16 +46,18 @@ from mcp_calls import (
     unique_name,
 )
 from processes import free_tcp_port, http_ok
-from stack import CALL_TIMEOUT, ERA_LEGACY, ERA_MODERN, REPO_ROOT, product_env
+from stack import CALL_TIMEOUT, ERA_LEGACY, ERA_MODERN, HTTP_READ_TIMEOUT, REPO_ROOT, product_env
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
 FRONTENDS = ("frontend-1", "frontend-2", "frontend-3")
+EXECUTORS = ("executor", "executor-2")
 # Services that must never be reachable from outside the Compose networks.
-PRIVATE_SERVICES = ("postgres", "registry", "executor")
+PRIVATE_SERVICES = ("postgres", "registry", *EXECUTORS)
 
-# Test images: debug binaries, their own tag. Set "release" to test the release build too.
-IMAGE_SETTINGS = {"DYNAMIC_MCP_CARGO_PROFILE": "dev", "DYNAMIC_MCP_TAG": "e2e"}
+# Test images: debug binaries, their own tag (DYNAMIC_MCP_E2E_TAG keeps the images of two
+# checkouts on one engine apart). Set "release" to test the release build too.
+IMAGE_SETTINGS = {"DYNAMIC_MCP_CARGO_PROFILE": "dev", "DYNAMIC_MCP_TAG": os.environ.get("DYNAMIC_MCP_E2E_TAG", "e2e")}
 BUILD_TIMEOUT = 1500  # a cold build on 2 cores, plus the base image and the apt-built ones
 UP_TIMEOUT = 300
 HEALTHY_TIMEOUT = 180
@@ -76,6 +81,11 @@ class Stack:
     admin_token: str
     executor_id: str
     world: EgressWorld | None = None
+
+    @property
+    def executor_ids(self) -> tuple[str, str]:
+        """Of `executor` and `executor-2` (docker-compose.yml appends "-2")."""
+        return self.executor_id, f"{self.executor_id}-2"
 
     def compose(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True) -> str:
         argv = [
@@ -217,7 +227,8 @@ def stack(request, tmp_path_factory, executor_id_prefix) -> Iterator[Stack]:
         for name, port in frontend_ports.items():
             wait_for(f"{name}'s /readyz", lambda port=port: http_ok(f"http://127.0.0.1:{port}/readyz"), 30, stack)
         wait_for("the load balancer to route to a frontend", lambda: lb_routes(stack.lb_url), 30, stack)
-        docker("network", "connect", world.network, stack.container("executor")["Id"])
+        for executor in EXECUTORS:
+            docker("network", "connect", world.network, stack.container(executor)["Id"])
         stack.world = world
         up = time.monotonic()
         print(f"\ncompose stack: images built in {built - started:.0f} s, up and healthy in {up - built:.0f} s")
@@ -227,7 +238,8 @@ def stack(request, tmp_path_factory, executor_id_prefix) -> Iterator[Stack]:
         raise
     finally:
         stack.compose("down", "-v", "--remove-orphans", timeout=DOWN_TIMEOUT, check=False)
-        subprocess.run(["docker", "volume", "rm", "-f", env["DYNAMIC_MCP_DEPS_VOLUME"]], capture_output=True)
+        for volume in (env["DYNAMIC_MCP_DEPS_VOLUME"], f"{env['DYNAMIC_MCP_DEPS_VOLUME']}-2"):
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
         # The secrets belong to the containers' users; root (who runs this) removes them.
         shutil.rmtree(workdir / "secrets", ignore_errors=True)
         shutil.rmtree(workdir / "egress", ignore_errors=True)
@@ -273,8 +285,9 @@ async def test_a_tool_created_through_the_load_balancer_runs_in_both_eras(stack:
         )
         assert "admin" in refused.lower(), refused
     # The run's sandbox was a sibling container on the host's engine, and it is gone: what is
-    # left is the warm pool (the default image's, at most MCP_EXECUTOR_WARM_POOL_MAX of 4).
-    await wait_for_only_warm_containers(stack.executor_id, timeout=10, per_key=4)
+    # left is the warm pools (the default image's, at most MCP_EXECUTOR_WARM_POOL_MAX of 4).
+    for executor_id in stack.executor_ids:
+        await wait_for_only_warm_containers(executor_id, timeout=10, per_key=4)
 
 
 @pytest.mark.anyio
@@ -321,7 +334,7 @@ async def test_a_subscription_through_the_load_balancer_hears_a_change_made_on_a
     assert counts[counter.label] >= 1, f"no tools/list_changed arrived through the load balancer: {counts}"
 
 
-def test_only_the_load_balancer_is_published_and_only_the_executor_has_docker(stack: Stack):
+def test_only_the_load_balancer_is_published_and_only_the_executors_have_docker(stack: Stack):
     lb = stack.container("lb")
     lb_bindings = [b for bindings in lb["NetworkSettings"]["Ports"].values() if bindings for b in bindings]
     assert lb_bindings and all(b["HostIp"] == "127.0.0.1" for b in lb_bindings), lb_bindings
@@ -340,8 +353,8 @@ def test_only_the_load_balancer_is_published_and_only_the_executor_has_docker(st
         assert "ALL" in (host["CapDrop"] or []), f"{service} keeps capabilities: {host['CapDrop']}"
         assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"], f"{service} has no resource limits"
         sockets = [m for m in container["Mounts"] if m["Destination"] == "/var/run/docker.sock"]
-        if service == "executor":
-            assert sockets, "the executor has no Docker socket"
+        if service in EXECUTORS:
+            assert sockets, f"{service} has no Docker socket"
         else:
             assert not sockets, f"{service} has the Docker socket"
 
@@ -370,3 +383,102 @@ async def test_code_reaches_its_hosts_through_the_proxy_of_the_executor_in_a_con
     assert out["allowed"]["status"] == 200 and out["allowed"]["body"]["path"] == "/from-compose", out
     assert f"{FORBIDDEN}:80 is not in the network.allow" in out["forbidden"]["error"], out
     assert [r["path"] for r in stack.world.received(stack.world.allowed)] == ["/from-compose"]
+
+
+def ping_in_session(url: str, session_id: str) -> int:
+    """The HTTP status of a legacy `ping` sent in `session_id` to `url`."""
+    request = urllib.request.Request(
+        url,
+        method="POST",
+        data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Session-Id": session_id,
+            "MCP-Protocol-Version": "2025-11-25",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+async def toggle_until_heard(writer: Client, stack: Stack, counters: list[ListChangedCounter]) -> None:
+    """Change a tool until every counter has heard of it (a legacy client opens its GET stream
+    in the background), then forget what they heard."""
+    primer = unique_name("primer")
+    await create_seed_tool(writer, primer, stack.admin_token)
+    enabled = True
+    for _ in range(10):
+        counts = await settled_counts(counters, at_least=1, timeout=1.0, settle=0.0)
+        if all(count >= 1 for count in counts.values()):
+            break
+        enabled = not enabled
+        arguments = {"name": primer, "enabled": enabled, "adminToken": stack.admin_token}
+        result = await writer.call_tool("dynamic.tool.enable", arguments)
+        assert not result.is_error, result.content
+    else:
+        pytest.fail(f"some listeners never received tools/list_changed: {[c.label for c in counters]}")
+    await anyio.sleep(0.5)
+    for counter in counters:
+        counter.count = 0
+
+
+@pytest.mark.anyio
+async def test_a_legacy_session_sticks_to_its_frontend_and_hears_changes_made_on_another(stack: Stack):
+    session_ids: list[str] = []
+
+    async def remember_session(response) -> None:
+        if session_id := response.headers.get("mcp-session-id"):
+            session_ids.append(session_id)
+
+    legacy_counter = ListChangedCounter("legacy session through the load balancer")
+    modern_counter = ListChangedCounter("2026-07-28 listener through the load balancer")
+    timeout = httpx2.Timeout(CALL_TIMEOUT, read=HTTP_READ_TIMEOUT)
+    async with (
+        httpx2.AsyncClient(timeout=timeout, event_hooks={"response": [remember_session]}) as http,
+        Client(
+            streamable_http_client(stack.lb_url, http_client=http),
+            mode="legacy",
+            cache=None,
+            read_timeout_seconds=CALL_TIMEOUT,
+            message_handler=legacy_counter,
+        ) as legacy,
+        client(stack.lb_url, ERA_MODERN, message_handler=modern_counter) as modern,
+        modern.listen(tools_list_changed=True) as subscription,
+    ):
+        assert subscription.honored.tools_list_changed
+        # Every request of the session goes through the load balancer; a wrong frontend would 404.
+        for _ in range(6):
+            await listed_tool_names(legacy)
+        assert session_ids and len(set(session_ids)) == 1, f"one session id expected, saw {set(session_ids)}"
+        [session_id] = set(session_ids)
+        answers = {name: ping_in_session(url, session_id) for name, url in stack.frontend_urls.items()}
+        owners = [name for name, status in answers.items() if status == 200]
+        assert len(owners) == 1 and sorted(answers.values()) == [200, 404, 404], answers
+        [owner] = owners
+        other = next(name for name in FRONTENDS if name != owner)
+
+        async with client(stack.frontend_urls[other], ERA_MODERN) as writer:
+            await toggle_until_heard(writer, stack, [legacy_counter, modern_counter])
+            await create_seed_tool(writer, unique_name("compose"), stack.admin_token)
+            counts = await settled_counts([legacy_counter, modern_counter], at_least=1)
+        assert counts == {legacy_counter.label: 1, modern_counter.label: 1}, counts
+
+    # A restarted frontend has forgotten its sessions: through the load balancer, the session
+    # gets 404 (the client's cue to initialize again), whichever frontend answers.
+    stack.compose("restart", owner)
+    owner_ready = f"{stack.frontend_urls[owner].removesuffix('/mcp')}/readyz"
+    wait_for(f"{owner}'s /readyz after its restart", lambda: http_ok(owner_ready), 60, stack)
+    assert ping_in_session(stack.lb_url, session_id) == 404
+    assert ping_in_session(stack.frontend_urls[owner], session_id) == 404
+
+
+def test_every_frontend_uses_both_executors(stack: Stack):
+    for name, url in stack.frontend_urls.items():
+        ready = f"{url.removesuffix('/mcp')}/readyz"
+        with urllib.request.urlopen(ready, timeout=5) as response:
+            executors = json.loads(response.read())["executors"]
+        assert executors == {"configured": 2, "inRotation": 2}, f"{name}: {executors}"
