@@ -47,13 +47,31 @@ pub struct Executors {
 struct Inner {
     members: Vec<Arc<Member>>,
     runs: ExecutorClient<RunChannel>,
-    _watching: DropGuard,
+    /// Stops the health watch when the last clone goes.
+    _watching: Option<DropGuard>,
 }
 
 impl Executors {
     /// Lazily connecting clients for `links` (at least one), and a task that
     /// puts each executor into the rotation once it is healthy.
     pub fn connect(links: &[ServiceLink], server_name: Option<&str>) -> Result<Self, ExecutorsError> {
+        let stop = CancellationToken::new();
+        let executors = Self::new(links, server_name, Some(stop.clone().drop_guard()))?;
+        tokio::spawn(watch::keep_watching(executors.inner.members.clone(), stop));
+        Ok(executors)
+    }
+
+    /// The clients, all out of rotation, with nobody watching their health.
+    #[cfg(test)]
+    fn unwatched(links: &[ServiceLink]) -> Result<Self, ExecutorsError> {
+        Self::new(links, None, None)
+    }
+
+    fn new(
+        links: &[ServiceLink],
+        server_name: Option<&str>,
+        watching: Option<DropGuard>,
+    ) -> Result<Self, ExecutorsError> {
         let (rotation, discover) = Rotation::new();
         let members = links
             .iter()
@@ -69,13 +87,11 @@ impl Executors {
             .collect::<Result<Vec<_>, InternalAuthError>>()?;
         let first = members.first().ok_or(ExecutorsError::NoneGiven)?;
         let runs = executor_client(RunChannel::new(discover, first, rotation));
-        let stop = CancellationToken::new();
-        tokio::spawn(watch::keep_watching(members.clone(), stop.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 members,
                 runs,
-                _watching: stop.drop_guard(),
+                _watching: watching,
             }),
         })
     }
@@ -198,4 +214,125 @@ fn ended(session_id: &str, member: &Member) -> Status {
 /// Ids come from callers: echo a bounded part.
 fn clipped(id: &str) -> String {
     id.chars().take(128).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamic_mcp_common::addr::ServiceUrl;
+    use dynamic_mcp_common::internal_auth::InternalAuth;
+    use tonic::Code;
+
+    use super::*;
+
+    fn executors(count: usize) -> Executors {
+        let links: Vec<ServiceLink> = (1..=count)
+            .map(|n| ServiceLink {
+                url: ServiceUrl::Unix(format!("/nonexistent/executor-{n}.sock").into()),
+                auth: InternalAuth::default(),
+            })
+            .collect();
+        Executors::unwatched(&links).unwrap()
+    }
+
+    fn member(executors: &Executors, number: usize) -> &Arc<Member> {
+        &executors.inner.members[number - 1]
+    }
+
+    fn refusal(outcome: Result<(Arc<Member>, ExecutorClient<MemberChannel>), Status>) -> Status {
+        match outcome {
+            Ok((member, _)) => panic!("routed to executor {}", member.number),
+            Err(status) => status,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_goes_to_the_executor_its_id_names() {
+        let executors = executors(2);
+        member(&executors, 1).join("east".into());
+        member(&executors, 2).join("west.2".into());
+        let (owner, _) = executors
+            .for_session("west.2.0b7d5c1e-93c4-4be9-8a31-6a8f3e0e9b10")
+            .unwrap();
+        assert_eq!(owner.number, 2);
+        let (owner, _) = executors
+            .for_session("east.0b7d5c1e-93c4-4be9-8a31-6a8f3e0e9b10")
+            .unwrap();
+        assert_eq!(owner.number, 1);
+        assert_eq!(executors.in_rotation().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_of_an_executor_out_of_rotation_has_ended() {
+        let executors = executors(2);
+        member(&executors, 1).join("east".into());
+        member(&executors, 2).join("west".into());
+        member(&executors, 2).leave("killed");
+        let status = refusal(executors.for_session("west.0b7d5c1e"));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.message(),
+            "session 'west.0b7d5c1e' has ended: its executor (west) stopped or cannot be reached; start a new one"
+        );
+        assert_eq!(executors.in_rotation().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn with_several_executors_an_id_naming_none_is_not_found() {
+        let executors = executors(2);
+        member(&executors, 1).join("east".into());
+        for id in ["north.0b7d5c1e", "0b7d5c1e-93c4-4be9-8a31-6a8f3e0e9b10", ""] {
+            let status = refusal(executors.for_session(id));
+            assert_eq!(status.code(), Code::NotFound);
+            assert_eq!(status.message(), format!("no session '{id}' for this caller"));
+        }
+    }
+
+    #[tokio::test]
+    async fn one_executor_answers_for_every_id_itself() {
+        let executors = executors(1);
+        for id in ["north.0b7d5c1e", "0b7d5c1e-93c4-4be9-8a31-6a8f3e0e9b10"] {
+            let (owner, _) = executors.for_session(id).unwrap();
+            assert_eq!(owner.number, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_cannot_connect_is_marked_never_reached_and_takes_its_executor_out() {
+        let executors = executors(2);
+        member(&executors, 1).join("east".into());
+        let mut client = executor_client(member(&executors, 1).channel());
+        let status = client
+            .describe_sandbox(dynamic_mcp_proto::v1::DescribeSandboxRequest {})
+            .await
+            .unwrap_err();
+        assert!(endpoint::never_reached(&status), "{status:?}");
+        assert!(!member(&executors, 1).in_rotation());
+        assert!(!endpoint::never_reached(&Status::unavailable("h2 protocol error")));
+    }
+
+    #[tokio::test]
+    async fn balanced_calls_try_every_executor_once_when_none_can_be_reached() {
+        let executors = executors(3);
+        for (number, id) in [(1, "a"), (2, "b"), (3, "c")] {
+            member(&executors, number).join(id.into());
+        }
+        let mut attempts = 0;
+        let status = executors
+            .balanced((), |mut client, ()| {
+                attempts += 1;
+                async move {
+                    client
+                        .describe_sandbox(dynamic_mcp_proto::v1::DescribeSandboxRequest {})
+                        .await
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(attempts, 3);
+        assert!(endpoint::never_reached(&status));
+        assert!(
+            executors.in_rotation().is_empty(),
+            "each failed connection takes its executor out"
+        );
+    }
 }
