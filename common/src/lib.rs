@@ -1,9 +1,10 @@
 //! Pieces every dynamic-mcp process needs and that must agree between them:
 //! how internal gRPC addresses are written and dialled, how internal links
 //! are authenticated, which tool names are reserved for built-ins, which
-//! executor a session id names, the limits every dynamic tool is held to and how its JSON Schemas are compiled, how
-//! logs are written, how a process learns that it should stop, and how long
-//! to wait before trying a lost service again.
+//! executor a session id names, the limits every dynamic tool is held to and
+//! how its JSON Schemas are compiled, how logs are written, how a process
+//! learns that it should stop, and how long to wait before trying a lost
+//! service again.
 
 pub mod addr;
 pub mod backoff;
