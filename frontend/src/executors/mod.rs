@@ -120,9 +120,11 @@ impl Executors {
         }
     }
 
-    /// `call` with a client for the executor that owns `session_id`. When
-    /// that executor is out of rotation or cannot be reached, the caller
-    /// hears at once that the session has ended (NOT_FOUND).
+    /// `call` with a client for the executor that owns `session_id`, also
+    /// while it is out of rotation (one failed call may have put it out,
+    /// and its sessions may live on). When it cannot be reached, the caller
+    /// hears that the session has ended (NOT_FOUND), without waiting longer
+    /// than a connection attempt.
     pub async fn in_session<T, F, Fut>(&self, session_id: &str, call: F) -> Result<T, Status>
     where
         F: FnOnce(ExecutorClient<MemberChannel>) -> Fut,
@@ -136,14 +138,13 @@ impl Executors {
     }
 
     /// The executor that owns `session_id`, or the NOT_FOUND a caller gets
-    /// when no executor in rotation does.
+    /// when no executor does.
     fn for_session(&self, session_id: &str) -> Result<(Arc<Member>, ExecutorClient<MemberChannel>), Status> {
         let members = &self.inner.members;
         let owner = session_id::executor_of(session_id)
             .and_then(|id| members.iter().find(|m| m.executor_id().as_deref() == Some(id)));
         match (owner, members.as_slice()) {
-            (Some(member), _) if member.in_rotation() => Ok((Arc::clone(member), executor_client(member.channel()))),
-            (Some(member), _) => Err(ended(session_id, member)),
+            (Some(member), _) => Ok((Arc::clone(member), executor_client(member.channel()))),
             // One executor answers for every id itself, also for ids it never made.
             (None, [only]) => Ok((Arc::clone(only), executor_client(only.channel()))),
             (None, _) => Err(Status::not_found(format!(
@@ -262,12 +263,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_session_of_an_executor_out_of_rotation_has_ended() {
+    async fn a_session_whose_executor_cannot_be_reached_has_ended() {
         let executors = executors(2);
         member(&executors, 1).join("east".into());
         member(&executors, 2).join("west".into());
         member(&executors, 2).leave("killed");
-        let status = refusal(executors.for_session("west.0b7d5c1e"));
+        let (owner, _) = executors.for_session("west.0b7d5c1e").unwrap();
+        assert_eq!(owner.number, 2, "out of rotation, it still owns its sessions");
+        let status = executors
+            .in_session("west.0b7d5c1e", |mut client| async move {
+                client
+                    .list_sessions(dynamic_mcp_proto::v1::ListSessionsRequest { owner: "me".into() })
+                    .await
+            })
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(
             status.message(),
