@@ -12,7 +12,7 @@
 
 pub mod config;
 pub mod container;
-pub mod content;
+mod content;
 pub mod deps;
 pub mod docker;
 pub mod egress;
@@ -20,9 +20,9 @@ pub mod error;
 pub mod harness;
 pub mod health;
 pub mod outcome;
-pub mod output;
-pub mod policy;
-pub mod progress;
+mod output;
+mod policy;
+mod progress;
 pub mod reaper;
 pub mod run;
 pub mod service;

@@ -6,15 +6,15 @@
 //! never runs code; that is the executor's job.
 
 pub mod config;
-pub mod error;
-pub mod feed;
-pub mod history;
-pub mod idempotency;
-pub mod readiness;
-pub mod record;
+mod error;
+mod feed;
+mod history;
+mod idempotency;
+mod readiness;
+mod record;
 pub mod rules;
-pub mod service;
-pub mod store;
+mod service;
+mod store;
 
 use std::sync::Arc;
 

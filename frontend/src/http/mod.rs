@@ -2,7 +2,7 @@
 //! Prometheus metrics and (in JWT mode) the protected resource metadata.
 //!
 //! Connections are accepted and held to their limits by [`serve`]. Layers,
-//! outermost first: request id and security headers ([`hardening`]), the
+//! outermost first: request id and security headers ([`headers_and_host`]), the
 //! Host check, then — on the MCP endpoint only — the bearer-token check
 //! ([`bearer_auth`]), the body limit and read timeout ([`body_limit`]),
 //! JSON-RPC errors for malformed requests ([`jsonrpc_errors`]), the cap on
@@ -12,7 +12,7 @@
 
 pub mod bearer_auth;
 pub mod body_limit;
-pub mod hardening;
+pub mod headers_and_host;
 mod held;
 pub mod jsonrpc_errors;
 pub mod jwt_mode;
@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use self::body_limit::BodyReadTimeout;
-use self::hardening::AllowedHosts;
+use self::headers_and_host::AllowedHosts;
 use self::jwt_mode::JwtEndpoint;
 use self::legacy_sessions::LegacySessions;
 use self::serve::ConnectionLimits;
@@ -161,9 +161,9 @@ pub fn router(
     }
     let app = app.merge(mcp).layer(middleware::from_fn_with_state(
         AllowedHosts(Arc::new(hosts)),
-        hardening::check_host,
+        headers_and_host::check_host,
     ));
-    hardening::harden(app)
+    headers_and_host::harden(app)
 }
 
 /// An empty variable (MCP_ALLOWED_ORIGINS=) yields one empty entry.
