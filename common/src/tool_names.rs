@@ -26,8 +26,41 @@ pub const BUILTIN_TOOL_NAMES: &[&str] = &[
 /// Every prompt this server offers.
 pub const BUILTIN_PROMPT_NAMES: &[&str] = &["dynamic.tool.author"];
 
+/// The built-ins that manage dynamic tools.
+pub const ADMIN_PREFIX: &str = "dynamic.tool.";
+/// The built-ins that run code in sandbox sessions.
+pub const SANDBOX_PREFIX: &str = "sandbox.";
+/// The built-ins that report on this server.
+pub const SYSTEM_PREFIX: &str = "system.";
+/// The built-in that runs code once, outside any session.
+pub const RUN_JS_EPHEMERAL: &str = "run_js_ephemeral";
+
 /// Prefixes kept for present and future built-ins.
-pub const RESERVED_PREFIXES: &[&str] = &["dynamic.tool.", "sandbox.", "system."];
+pub const RESERVED_PREFIXES: &[&str] = &[ADMIN_PREFIX, SANDBOX_PREFIX, SYSTEM_PREFIX];
+
+/// What a built-in tool does, read from its name: the guard counts calls by
+/// it, and the access rules ask for the admin token by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinKind {
+    /// `dynamic.tool.*`: managing dynamic tools.
+    Admin,
+    /// `sandbox.*` and `run_js_ephemeral`: code in sandbox containers.
+    Sandbox,
+    /// `system.*`: facts about this server.
+    System,
+}
+
+impl BuiltinKind {
+    pub fn of(name: &str) -> Self {
+        if name.starts_with(ADMIN_PREFIX) {
+            Self::Admin
+        } else if name.starts_with(SANDBOX_PREFIX) || name == RUN_JS_EPHEMERAL {
+            Self::Sandbox
+        } else {
+            Self::System
+        }
+    }
+}
 
 /// Why `name` is reserved, or `None` when a dynamic tool may use it.
 /// Comparison ignores case so `System.Health` cannot pose as a built-in.
@@ -45,6 +78,21 @@ pub fn reserved_reason(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_builtin_has_its_kind() {
+        for name in BUILTIN_TOOL_NAMES {
+            let kind = BuiltinKind::of(name);
+            let expected = if name.starts_with(ADMIN_PREFIX) {
+                BuiltinKind::Admin
+            } else if name.starts_with(SYSTEM_PREFIX) {
+                BuiltinKind::System
+            } else {
+                BuiltinKind::Sandbox
+            };
+            assert_eq!(kind, expected, "{name}");
+        }
+    }
 
     #[test]
     fn builtins_and_prefixes_are_reserved() {

@@ -16,23 +16,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamic_mcp_common::tool_names::BuiltinKind;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 
 use crate::auth::Caller;
 use crate::auth::admin_token::AdminToken;
 use crate::auth::failed_auth::{FailedAuth, Key, Realm};
+use crate::call_context::CallContext;
 use crate::metrics;
-use crate::tools::CallContext;
 use crate::tools::{dynamic_tool, revisions};
 
-/// The HTTP header that carries the admin token.
-pub const ADMIN_TOKEN_HEADER: &str = "x-mcp-admin-token";
 /// The compatibility argument that carries the admin token.
 pub const ADMIN_TOKEN_ARGUMENT: &str = "adminToken";
 
 /// Whether `tool` is an admin tool.
 pub fn needs_admin(tool: &str) -> bool {
-    tool.starts_with("dynamic.tool.") || tool.starts_with("sandbox.") || tool == "run_js_ephemeral"
+    matches!(BuiltinKind::of(tool), BuiltinKind::Admin | BuiltinKind::Sandbox)
 }
 
 /// Whether the call sets what a tool may reach or use: `network` or

@@ -15,11 +15,12 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObjec
 use serde_json::{Map, Value, json};
 
 use crate::audit::{AuditEvent, AuditResult};
+use crate::call_context::CallContext;
 use crate::error::unknown_tool;
-use crate::guard::{Rejection, Scope};
+use crate::guard::{Rejection, ToolClass};
 use crate::metrics::{self, CallOutcome};
-use crate::server::ServerState;
-use crate::tools::{self, CallContext, dynamic_tool, run_dynamic};
+use crate::state::ServerState;
+use crate::tools::{self, dynamic_tool, run_dynamic};
 
 /// Longest error message copied into an audit line.
 const MAX_AUDITED_ERROR_CHARS: usize = 2000;
@@ -41,7 +42,7 @@ pub async fn call_tool(
                 .ok_or_else(|| unknown_tool(&name))?,
         )
     };
-    let scope = Scope::of_tool(&name, listed.is_some());
+    let scope = ToolClass::of_tool(&name, listed.is_some());
     let args = request.arguments.unwrap_or_default();
     let audit = AuditTemplate::new(&name, scope, &args, &call);
     let started = Instant::now();
@@ -94,8 +95,8 @@ pub async fn call_tool(
     let took = started.elapsed();
     let outcome = match (failed, run_outcome(&result).as_str()) {
         (false, _) => CallOutcome::Ok,
-        (true, "invalidArgs") if scope == Scope::Dynamic => CallOutcome::InvalidArgs,
-        (true, "outputMismatch") if scope == Scope::Dynamic => CallOutcome::OutputMismatch,
+        (true, "invalidArgs") if scope == ToolClass::Dynamic => CallOutcome::InvalidArgs,
+        (true, "outputMismatch") if scope == ToolClass::Dynamic => CallOutcome::OutputMismatch,
         (true, _) => CallOutcome::Error,
     };
     metrics::tool_call(&name, scope, outcome, took);
@@ -106,7 +107,7 @@ pub async fn call_tool(
         duration_ms = took.as_millis() as u64,
         "tool call"
     );
-    if scope != Scope::System {
+    if scope != ToolClass::System {
         let result_kind = if failed {
             AuditResult::Error
         } else {
@@ -114,7 +115,7 @@ pub async fn call_tool(
         };
         let mut details = Map::new();
         details.insert("durationMs".into(), json!(took.as_millis() as u64));
-        if scope == Scope::Dynamic {
+        if scope == ToolClass::Dynamic {
             details.insert("revision".into(), json!(facts.revision));
             details.insert("outcome".into(), json!(run_outcome(&result)));
             details.insert("exitCode".into(), json!(facts.exit_code));
@@ -137,7 +138,7 @@ pub async fn call_tool(
 }
 
 /// The guard's refusal as a tool result the model can act on.
-fn rejected(rejection: &Rejection, scope: Scope) -> CallToolResult {
+fn rejected(rejection: &Rejection, scope: ToolClass) -> CallToolResult {
     let mut result = CallToolResult::structured_error(json!({
         "ok": false,
         "reason": match rejection {
@@ -191,14 +192,14 @@ struct AuditTemplate {
 }
 
 impl AuditTemplate {
-    fn new(tool: &str, scope: Scope, args: &JsonObject, call: &CallContext) -> Self {
+    fn new(tool: &str, scope: ToolClass, args: &JsonObject, call: &CallContext) -> Self {
         // By reference: the arguments may hold 200000 characters of code.
         let name = |object: &JsonObject| object.get("name").and_then(Value::as_str).map(str::to_owned);
         let tool_name = || args.get("tool").and_then(Value::as_object).and_then(name);
         let session = || args.get("sessionId").and_then(Value::as_str).map(str::to_owned);
         let (action, target) = match scope {
-            Scope::Dynamic => ("tool.run".to_owned(), Some(tool.to_owned())),
-            Scope::Admin => {
+            ToolClass::Dynamic => ("tool.run".to_owned(), Some(tool.to_owned())),
+            ToolClass::Admin => {
                 let action = match tool {
                     dynamic_tool::ENABLE if args.get("enabled") == Some(&Value::Bool(false)) => {
                         "tool.disable".to_owned()
@@ -207,7 +208,7 @@ impl AuditTemplate {
                 };
                 (action, name(args).or_else(tool_name))
             }
-            Scope::Sandbox | Scope::System => (tool.to_owned(), session()),
+            ToolClass::Sandbox | ToolClass::System => (tool.to_owned(), session()),
         };
         Self {
             action,
@@ -259,13 +260,17 @@ mod tests {
             (t.action, t.target)
         };
         assert_eq!(
-            template("dynamic.tool.create", Scope::Admin, json!({"tool": {"name": "t.x"}})),
+            template(
+                "dynamic.tool.create",
+                ToolClass::Admin,
+                json!({"tool": {"name": "t.x"}})
+            ),
             ("tool.create".into(), Some("t.x".into()))
         );
         assert_eq!(
             template(
                 "dynamic.tool.enable",
-                Scope::Admin,
+                ToolClass::Admin,
                 json!({"name": "t.x", "enabled": false})
             ),
             ("tool.disable".into(), Some("t.x".into()))
@@ -273,20 +278,20 @@ mod tests {
         assert_eq!(
             template(
                 "dynamic.tool.enable",
-                Scope::Admin,
+                ToolClass::Admin,
                 json!({"name": "t.x", "enabled": true})
             ),
             ("tool.enable".into(), Some("t.x".into()))
         );
         assert_eq!(
-            template("dynamic.tool.list", Scope::Admin, json!({})),
+            template("dynamic.tool.list", ToolClass::Admin, json!({})),
             ("tool.list".into(), None)
         );
         assert_eq!(
-            template("text.upper", Scope::Dynamic, json!({"args": {"secret": 1}})),
+            template("text.upper", ToolClass::Dynamic, json!({"args": {"secret": 1}})),
             ("tool.run".into(), Some("text.upper".into()))
         );
-        let event = AuditTemplate::new("system.health", Scope::System, &JsonObject::new(), &call())
+        let event = AuditTemplate::new("system.health", ToolClass::System, &JsonObject::new(), &call())
             .event(AuditResult::Denied, json!({"reason": "guard_rate"}));
         assert_eq!(
             event.details,
@@ -297,7 +302,7 @@ mod tests {
 
     #[test]
     fn refusals_say_when_to_retry() {
-        let result = rejected(&Rejection::Concurrency { max: 2 }, Scope::Dynamic);
+        let result = rejected(&Rejection::Concurrency { max: 2 }, ToolClass::Dynamic);
         assert_eq!(result.is_error, Some(true));
         assert!(first_text(&result).contains("retry in about 1000 ms"));
         assert_eq!(result.structured_content.unwrap()["retryAfterMs"], 1000);

@@ -8,9 +8,9 @@ use dynamic_mcp_proto::v1::{EgressDecision, EgressEvent, EgressEventKind, Egress
 use serde_json::{Map, Value, json};
 
 use crate::audit::{AuditEvent, AuditResult};
+use crate::call_context::CallContext;
 use crate::metrics;
-use crate::server::ServerState;
-use crate::tools::CallContext;
+use crate::state::ServerState;
 
 /// The audit actions: a connection, and a request that carried secrets.
 pub const CONNECT_ACTION: &str = "egress.connect";

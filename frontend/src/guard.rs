@@ -6,7 +6,7 @@
 //! - a concurrency cap on tool calls that do work (scopes `dynamic`, `admin`,
 //!   `sandbox`); `system` calls are cheap and never wait for a slot, so the
 //!   guard's own metrics stay readable under load;
-//! - a sliding-window rate limit per (scope, caller), for every scope.
+//! - a sliding-window rate limit per (class, caller), for every scope.
 //!
 //! Concurrency is checked first, and a call refused for it uses no rate
 //! budget. Refusals are immediate (nothing queues), with a retry hint.
@@ -17,15 +17,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dynamic_mcp_common::tool_names::BuiltinKind;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Caller;
 
-/// What kind of work a tool call is; budgets and counters are per scope.
+/// What kind of work a tool call is; budgets and counters are per class.
+/// Guard metrics and audit lines call it `scope` (the compatible name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
+pub enum ToolClass {
     /// Runs of dynamic tools.
     Dynamic,
     /// `dynamic.tool.*`: managing dynamic tools.
@@ -36,19 +38,23 @@ pub enum Scope {
     System,
 }
 
-impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Admin, Scope::Dynamic, Scope::Sandbox, Scope::System];
+impl ToolClass {
+    pub const ALL: [ToolClass; 4] = [
+        ToolClass::Admin,
+        ToolClass::Dynamic,
+        ToolClass::Sandbox,
+        ToolClass::System,
+    ];
 
-    /// The scope of the built-in or dynamic tool `name`.
+    /// The class of the built-in or dynamic tool `name`.
     pub fn of_tool(name: &str, is_dynamic: bool) -> Self {
         if is_dynamic {
-            Self::Dynamic
-        } else if name.starts_with("dynamic.tool.") {
-            Self::Admin
-        } else if name.starts_with("sandbox.") || name == "run_js_ephemeral" {
-            Self::Sandbox
-        } else {
-            Self::System
+            return Self::Dynamic;
+        }
+        match BuiltinKind::of(name) {
+            BuiltinKind::Admin => Self::Admin,
+            BuiltinKind::Sandbox => Self::Sandbox,
+            BuiltinKind::System => Self::System,
         }
     }
 
@@ -115,7 +121,7 @@ impl Rejection {
     }
 
     /// The text the model reads.
-    pub fn message(&self, scope: Scope) -> String {
+    pub fn message(&self, scope: ToolClass) -> String {
         match self {
             Self::Concurrency { max } => format!(
                 "the server is busy: {max} tool calls are already running (MCP_TOOL_MAX_CONCURRENCY); \
@@ -142,11 +148,11 @@ struct ScopeCounters {
     failed: AtomicU64,
 }
 
-/// Counters of one scope, as `system.guard_metrics` reports them.
+/// Counters of one class, as `system.guard_metrics` reports them (as a `scope`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ScopeSnapshot {
-    pub scope: Scope,
+pub struct ClassSnapshot {
+    pub scope: ToolClass,
     pub total: u64,
     pub allowed: u64,
     pub rejected_rate: u64,
@@ -160,18 +166,18 @@ pub struct ScopeSnapshot {
 pub struct GuardSnapshot {
     pub active_executions: u64,
     pub limits: GuardLimits,
-    pub scopes: Vec<ScopeSnapshot>,
+    pub scopes: Vec<ClassSnapshot>,
 }
 
-/// Past this many tracked (scope, caller) windows in one shard, idle ones are dropped.
+/// Past this many tracked (class, caller) windows in one shard, idle ones are dropped.
 const PRUNE_ABOVE: usize = 256;
 
 /// The rate windows are split over this many locks, by caller, so callers
 /// do not queue behind each other on every call.
 const WINDOW_SHARDS: usize = 16;
 
-/// Call times of each (scope, caller) in its current window.
-type Windows = HashMap<(Scope, String), VecDeque<Instant>>;
+/// Call times of each (class, caller) in its current window.
+type Windows = HashMap<(ToolClass, String), VecDeque<Instant>>;
 
 pub struct Guard {
     limits: GuardLimits,
@@ -185,7 +191,7 @@ pub struct Guard {
 /// the call ended with [`Pass::finish`].
 pub struct Pass {
     guard: Arc<Guard>,
-    scope: Scope,
+    scope: ToolClass,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -212,11 +218,11 @@ impl Guard {
     }
 
     /// Admits a call of `caller` in `scope`, or says why not.
-    pub fn admit(self: &Arc<Self>, scope: Scope, caller: &Caller) -> Result<Pass, Rejection> {
+    pub fn admit(self: &Arc<Self>, scope: ToolClass, caller: &Caller) -> Result<Pass, Rejection> {
         self.admit_at(scope, &caller.key(), Instant::now())
     }
 
-    fn admit_at(self: &Arc<Self>, scope: Scope, caller_key: &str, now: Instant) -> Result<Pass, Rejection> {
+    fn admit_at(self: &Arc<Self>, scope: ToolClass, caller_key: &str, now: Instant) -> Result<Pass, Rejection> {
         let counters = &self.counters[scope.index()];
         counters.total.fetch_add(1, Ordering::Relaxed);
         let slot = if scope.takes_a_slot() {
@@ -244,7 +250,7 @@ impl Guard {
         })
     }
 
-    fn take_rate_budget(&self, scope: Scope, caller_key: &str, now: Instant) -> Result<(), Rejection> {
+    fn take_rate_budget(&self, scope: ToolClass, caller_key: &str, now: Instant) -> Result<(), Rejection> {
         let window = Duration::from_millis(self.limits.window_ms);
         let max = self.limits.max_calls_per_window;
         let shard = self.shard_of.hash_one((scope, caller_key)) as usize % WINDOW_SHARDS;
@@ -280,11 +286,11 @@ impl Guard {
         GuardSnapshot {
             active_executions: self.active_executions(),
             limits: self.limits,
-            scopes: Scope::ALL
+            scopes: ToolClass::ALL
                 .iter()
                 .map(|scope| {
                     let c = &self.counters[scope.index()];
-                    ScopeSnapshot {
+                    ClassSnapshot {
                         scope: *scope,
                         total: c.total.load(Ordering::Relaxed),
                         allowed: c.allowed.load(Ordering::Relaxed),
@@ -310,7 +316,7 @@ mod tests {
         })
     }
 
-    fn counters(guard: &Guard, scope: Scope) -> ScopeSnapshot {
+    fn counters(guard: &Guard, scope: ToolClass) -> ClassSnapshot {
         guard.snapshot().scopes.into_iter().find(|s| s.scope == scope).unwrap()
     }
 
@@ -318,23 +324,23 @@ mod tests {
     fn the_concurrency_cap_refuses_without_using_rate_budget() {
         let guard = guard(2, 3, 60_000);
         let now = Instant::now();
-        let first = guard.admit_at(Scope::Dynamic, "a", now).unwrap();
-        let _second = guard.admit_at(Scope::Admin, "b", now).unwrap();
+        let first = guard.admit_at(ToolClass::Dynamic, "a", now).unwrap();
+        let _second = guard.admit_at(ToolClass::Admin, "b", now).unwrap();
         assert_eq!(guard.snapshot().active_executions, 2);
         assert_eq!(
-            guard.admit_at(Scope::Dynamic, "a", now).err(),
+            guard.admit_at(ToolClass::Dynamic, "a", now).err(),
             Some(Rejection::Concurrency { max: 2 })
         );
         first.finish(true);
         assert_eq!(guard.snapshot().active_executions, 1);
         // "a" spent one call of three; the refused one cost nothing.
-        drop(guard.admit_at(Scope::Dynamic, "a", now).unwrap());
-        drop(guard.admit_at(Scope::Dynamic, "a", now).unwrap());
+        drop(guard.admit_at(ToolClass::Dynamic, "a", now).unwrap());
+        drop(guard.admit_at(ToolClass::Dynamic, "a", now).unwrap());
         assert!(matches!(
-            guard.admit_at(Scope::Dynamic, "a", now),
+            guard.admit_at(ToolClass::Dynamic, "a", now),
             Err(Rejection::Rate { .. })
         ));
-        let dynamic = counters(&guard, Scope::Dynamic);
+        let dynamic = counters(&guard, ToolClass::Dynamic);
         assert_eq!(
             (
                 dynamic.total,
@@ -352,21 +358,21 @@ mod tests {
         let guard = guard(8, 2, 1000);
         let start = Instant::now();
         for _ in 0..2 {
-            guard.admit_at(Scope::System, "a", start).unwrap().finish(false);
+            guard.admit_at(ToolClass::System, "a", start).unwrap().finish(false);
         }
         let Err(Rejection::Rate { retry_after, .. }) =
-            guard.admit_at(Scope::System, "a", start + Duration::from_millis(400))
+            guard.admit_at(ToolClass::System, "a", start + Duration::from_millis(400))
         else {
             panic!("expected a rate rejection");
         };
         assert_eq!(retry_after, Duration::from_millis(600));
         // Another caller, or another scope, has its own budget.
-        assert!(guard.admit_at(Scope::System, "b", start).is_ok());
-        assert!(guard.admit_at(Scope::Dynamic, "a", start).is_ok());
+        assert!(guard.admit_at(ToolClass::System, "b", start).is_ok());
+        assert!(guard.admit_at(ToolClass::Dynamic, "a", start).is_ok());
         // Once the window has slid past the first calls, "a" may call again.
         assert!(
             guard
-                .admit_at(Scope::System, "a", start + Duration::from_millis(1000))
+                .admit_at(ToolClass::System, "a", start + Duration::from_millis(1000))
                 .is_ok()
         );
     }
@@ -374,9 +380,9 @@ mod tests {
     #[test]
     fn system_calls_never_wait_for_a_slot() {
         let guard = guard(1, 100, 60_000);
-        let _busy = guard.admit_at(Scope::Sandbox, "a", Instant::now()).unwrap();
-        assert!(guard.admit_at(Scope::System, "a", Instant::now()).is_ok());
-        assert!(guard.admit_at(Scope::Dynamic, "a", Instant::now()).is_err());
+        let _busy = guard.admit_at(ToolClass::Sandbox, "a", Instant::now()).unwrap();
+        assert!(guard.admit_at(ToolClass::System, "a", Instant::now()).is_ok());
+        assert!(guard.admit_at(ToolClass::Dynamic, "a", Instant::now()).is_err());
     }
 
     #[test]
@@ -387,23 +393,23 @@ mod tests {
             retry_after: Duration::from_millis(1500),
         };
         assert_eq!(
-            rate.message(Scope::Dynamic),
+            rate.message(ToolClass::Dynamic),
             "rate limit reached: at most 300 dynamic tool calls per 60000 ms per caller \
              (MCP_TOOL_MAX_CALLS_PER_WINDOW / MCP_TOOL_RATE_WINDOW_MS); retry in 1500 ms"
         );
         assert!(
             Rejection::Concurrency { max: 8 }
-                .message(Scope::Admin)
+                .message(ToolClass::Admin)
                 .contains("retry in about 1000 ms")
         );
     }
 
     #[test]
     fn scopes_follow_tool_names() {
-        assert_eq!(Scope::of_tool("anything", true), Scope::Dynamic);
-        assert_eq!(Scope::of_tool("dynamic.tool.create", false), Scope::Admin);
-        assert_eq!(Scope::of_tool("sandbox.exec", false), Scope::Sandbox);
-        assert_eq!(Scope::of_tool("system.health", false), Scope::System);
+        assert_eq!(ToolClass::of_tool("anything", true), ToolClass::Dynamic);
+        assert_eq!(ToolClass::of_tool("dynamic.tool.create", false), ToolClass::Admin);
+        assert_eq!(ToolClass::of_tool("sandbox.exec", false), ToolClass::Sandbox);
+        assert_eq!(ToolClass::of_tool("system.health", false), ToolClass::System);
         assert_eq!(
             serde_json::to_value(guard(1, 1, 1).snapshot()).unwrap()["scopes"][0],
             serde_json::json!({"scope": "admin", "total": 0, "allowed": 0, "rejectedRate": 0,

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod audit;
 pub mod auth;
+mod call_context;
 mod call_pipeline;
 pub mod catalog;
 pub mod clients;
@@ -25,6 +26,7 @@ mod progress;
 mod prompts;
 mod sandbox_facts;
 pub mod server;
+pub mod state;
 mod tools;
 
 use std::sync::Arc;
@@ -45,7 +47,8 @@ use crate::config::{AuthMode, FrontendConfig, Transport};
 use crate::guard::{Guard, GuardLimits};
 use crate::local_services::LocalServices;
 use crate::notify::LegacyPeers;
-use crate::server::{Frontend, ServerState};
+use crate::server::Frontend;
+use crate::state::ServerState;
 
 /// How long startup waits for the registry's first catalog snapshot.
 const FIRST_SNAPSHOT_WITHIN: Duration = Duration::from_secs(5);

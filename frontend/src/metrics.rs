@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::Service;
-use crate::guard::Scope;
+use crate::guard::ToolClass;
 
 const TOOL_CALLS: &str = "mcp_tool_calls_total";
 const TOOL_CALL_SECONDS: &str = "mcp_tool_call_duration_seconds";
@@ -161,13 +161,13 @@ pub fn spawn_upkeep(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     })
 }
 
-pub fn tool_call(tool: &str, scope: Scope, outcome: CallOutcome, took: Duration) {
+pub fn tool_call(tool: &str, scope: ToolClass, outcome: CallOutcome, took: Duration) {
     counter!(TOOL_CALLS, "tool" => tool.to_owned(), "scope" => scope.as_str(), "outcome" => outcome.as_str())
         .increment(1);
     histogram!(TOOL_CALL_SECONDS, "scope" => scope.as_str()).record(took.as_secs_f64());
 }
 
-pub fn guard_rejected(scope: Scope, reason: &'static str) {
+pub fn guard_rejected(scope: ToolClass, reason: &'static str) {
     counter!(GUARD_REJECTIONS, "scope" => scope.as_str(), "reason" => reason).increment(1);
 }
 

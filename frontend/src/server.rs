@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse, Implementation,
@@ -15,17 +14,12 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
-use crate::access::AccessPolicy;
-use crate::audit::AuditLog;
+use crate::call_context::CallContext;
 use crate::call_pipeline;
-use crate::catalog::Catalog;
-use crate::clients::Services;
-use crate::guard::Guard;
-use crate::notify::{LegacyPeers, serve_subscription};
+use crate::notify::serve_subscription;
 use crate::prompts;
-use crate::sandbox_facts::SandboxFacts;
-use crate::tools::typed::Contracts;
-use crate::tools::{self, CallContext, run_dynamic};
+use crate::state::ServerState;
+use crate::tools::{self, run_dynamic};
 
 const INSTRUCTIONS: &str = "Tools can be created at run time with dynamic.tool.create: each is JavaScript that runs in an \
      isolated container. Every enabled dynamic tool is listed in tools/list under its name and is called with \
@@ -38,21 +32,6 @@ const INSTRUCTIONS: &str = "Tools can be created at run time with dynamic.tool.c
 
 /// The resource that mirrors `system.guard_metrics`.
 pub const GUARD_METRICS_URI: &str = "dynamic://metrics/guard";
-
-/// What every request handler shares: one of each per process.
-pub struct ServerState {
-    pub services: Services,
-    pub catalog: Catalog,
-    pub legacy_peers: LegacyPeers,
-    pub guard: Arc<Guard>,
-    pub access: AccessPolicy,
-    pub audit: AuditLog,
-    pub started: Instant,
-    /// Compiled schemas of dynamic tools, by revision.
-    pub contracts: Contracts,
-    /// The executor's live policy and limits.
-    pub sandbox: SandboxFacts,
-}
 
 /// The MCP server. Cheap to clone: HTTP makes one per request or session,
 /// all sharing one [`ServerState`].

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use tonic::Status;
 
+use crate::quoting::quoted;
 use crate::rules::Violation;
 
 #[derive(Debug, thiserror::Error)]
@@ -178,16 +179,6 @@ impl From<RegistryError> for Status {
     }
 }
 
-/// A caller-supplied string for a message: quoted, and cut short so a huge
-/// name cannot blow up a status header or a log line.
-pub(crate) fn quoted(text: &str) -> String {
-    const MAX_CHARS: usize = 80;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("'{}…'", &text[..cut]),
-        None => format!("'{text}'"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,12 +245,5 @@ mod tests {
         );
         let status = Status::from(RegistryError::from(sqlx::Error::RowNotFound));
         assert_eq!(status.code(), Code::Internal);
-    }
-
-    #[test]
-    fn quoted_cuts_long_text_on_a_char_boundary() {
-        assert_eq!(quoted("abc"), "'abc'");
-        let long = "\u{e9}".repeat(100);
-        assert_eq!(quoted(&long), format!("'{}…'", "\u{e9}".repeat(80)));
     }
 }

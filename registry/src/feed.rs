@@ -11,29 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::record::{self, ToolRecord};
 use crate::store::ToolStore;
-
-/// How many changes a slow watcher may fall behind before it gets a new snapshot.
-pub const FEED_CAPACITY: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    Created,
-    /// Any field changed through Update.
-    Updated,
-    Deleted,
-    Enabled,
-    Disabled,
-}
-
-/// One committed change. `tool` is the new state, or the last one for a delete.
-#[derive(Debug, Clone)]
-pub struct ChangeEvent {
-    pub catalog_version: u64,
-    pub kind: ChangeKind,
-    pub tool: Arc<ToolRecord>,
-}
+use crate::wire;
 
 pub type WatchStream = ReceiverStream<Result<pb::CatalogEvent, Status>>;
 
@@ -63,7 +42,7 @@ async fn forward(store: &dyn ToolStore, tx: &mpsc::Sender<Result<pb::CatalogEven
             }
         };
         let mut seen = catalog.version;
-        if tx.send(Ok(record::snapshot_event(&catalog))).await.is_err() {
+        if tx.send(Ok(wire::snapshot_event(&catalog))).await.is_err() {
             return;
         }
         drop(catalog);
@@ -96,12 +75,14 @@ async fn forward(store: &dyn ToolStore, tx: &mpsc::Sender<Result<pb::CatalogEven
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::{ChangeEvent, ChangeKind};
     use crate::error::RegistryError;
     use crate::history::{History, Retention};
+    use crate::record::{self, ToolRecord};
     use crate::rules;
     use crate::store::file::FileStore;
     use crate::store::testing::Writes;
-    use crate::store::{Catalog, WriteContext, WriteOp, Written};
+    use crate::store::{StoredCatalog, WriteContext, WriteOp, Written};
     use tokio_stream::StreamExt;
 
     fn spec(name: &str) -> pb::ToolSpec {
@@ -154,14 +135,14 @@ mod tests {
 
     /// A store whose catalog and feed the test drives by hand.
     struct FakeStore {
-        catalog: std::sync::Mutex<Catalog>,
+        catalog: std::sync::Mutex<StoredCatalog>,
         changes: tokio::sync::broadcast::Sender<ChangeEvent>,
     }
 
     impl FakeStore {
         fn new(feed_capacity: usize) -> Arc<Self> {
             Arc::new(Self {
-                catalog: std::sync::Mutex::new(Catalog {
+                catalog: std::sync::Mutex::new(StoredCatalog {
                     tools: vec![],
                     version: 0,
                 }),
@@ -185,7 +166,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl ToolStore for FakeStore {
-        async fn catalog(&self, _: bool) -> Result<Catalog, RegistryError> {
+        async fn catalog(&self, _: bool) -> Result<StoredCatalog, RegistryError> {
             Ok(self.catalog.lock().unwrap().clone())
         }
         async fn get(&self, _: &str, _: Option<u64>) -> Result<Arc<ToolRecord>, RegistryError> {

@@ -7,7 +7,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{RegistryError, quoted};
+use crate::error::RegistryError;
+use crate::quoting::quoted;
 use crate::rules::Violation;
 
 /// A key and the request it was sent with.

@@ -5,16 +5,19 @@
 //! answering, and announces each change on a feed that frontends watch. It
 //! never runs code; that is the executor's job.
 
+mod change;
 pub mod config;
 mod error;
 mod feed;
 mod history;
 mod idempotency;
+mod quoting;
 mod readiness;
 mod record;
 pub mod rules;
 mod service;
 mod store;
+mod wire;
 
 use std::sync::Arc;
 

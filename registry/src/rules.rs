@@ -15,7 +15,7 @@ use dynamic_mcp_proto::v1 as pb;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::error::quoted;
+use crate::quoting::quoted;
 use crate::record::{
     Annotations, ArgumentsMode, Dependency, Example, NetworkPolicy, ToolCode, ToolExtensions, ToolRecord,
     isolation_from,

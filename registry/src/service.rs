@@ -11,9 +11,9 @@ use tonic::{Request, Response, Status};
 use crate::error::RegistryError;
 use crate::feed::{self, WatchStream};
 use crate::idempotency::IdempotencyKey;
-use crate::record;
 use crate::rules::Violation;
 use crate::store::{ToolStore, WriteContext, WriteOp, Written};
+use crate::wire;
 
 pub struct RegistryService {
     store: Arc<dyn ToolStore>,
@@ -125,7 +125,7 @@ impl Registry for RegistryService {
     async fn list(&self, request: Request<pb::ListToolsRequest>) -> Result<Response<pb::ListToolsResponse>, Status> {
         let include_code = request.into_inner().include_code;
         let catalog = self.store.catalog(include_code).await?;
-        Ok(Response::new(record::list_response(&catalog, include_code)))
+        Ok(Response::new(wire::list_response(&catalog, include_code)))
     }
 
     type WatchChangesStream = WatchStream;

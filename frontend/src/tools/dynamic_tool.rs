@@ -24,10 +24,11 @@ use dynamic_mcp_common::limits::{
 use dynamic_mcp_common::tool_names::RESERVED_PREFIXES;
 
 use super::network::{NetworkInput, network_to_proto};
-use super::{CallContext, parse_args, schema, self_test, timeout_field};
+use super::{parse_args, schema, self_test, timeout_field};
+use crate::call_context::CallContext;
 use crate::error::ToolError;
 use crate::progress::Progress;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 pub const CREATE: &str = "dynamic.tool.create";
 pub const UPDATE: &str = "dynamic.tool.update";

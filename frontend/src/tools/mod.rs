@@ -13,20 +13,14 @@ pub mod system;
 pub mod tool_test;
 pub mod typed;
 
-use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use rmcp::RoleServer;
 use rmcp::model::{CallToolResult, JsonObject, Tool};
-use rmcp::service::RequestContext;
 use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 
-use crate::access::ADMIN_TOKEN_HEADER;
-use crate::auth::{Caller, ClientAddr, Principal};
+use crate::call_context::CallContext;
 use crate::error::ToolError;
-use crate::progress::Progress;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// Every built-in tool this server offers, sorted by name.
 pub fn builtin_definitions() -> &'static [Tool] {
@@ -76,55 +70,6 @@ pub async fn call_builtin(
         _ => return None,
     };
     Some(result)
-}
-
-/// What a tool call knows besides its arguments. Not `Debug`: it may hold
-/// the admin token from the request header.
-pub struct CallContext {
-    pub caller: Caller,
-    /// Whether the call came over Streamable HTTP.
-    pub over_http: bool,
-    /// The HTTP client's address.
-    pub client: Option<IpAddr>,
-    /// The X-MCP-Admin-Token header, if sent.
-    pub admin_header: Option<String>,
-    /// The HTTP request's `x-request-id`, for audit lines.
-    pub request_id: Option<String>,
-    /// Fires when the client cancels the call or goes away.
-    pub cancel: CancellationToken,
-    /// Where progress notifications go, if the client asked for them.
-    pub progress: Option<Progress>,
-}
-
-impl CallContext {
-    pub fn of(request: &RequestContext<RoleServer>) -> Self {
-        let parts = request.extensions.get::<http::request::Parts>();
-        let header = |name: &str| {
-            parts
-                .and_then(|p| p.headers.get(name))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let caller = match parts {
-            None => Caller::Local,
-            Some(parts) => parts
-                .extensions
-                .get::<Principal>()
-                .cloned()
-                .map_or(Caller::Anonymous, Caller::Authenticated),
-        };
-        Self {
-            caller,
-            over_http: parts.is_some(),
-            client: parts
-                .and_then(|p| p.extensions.get::<ClientAddr>())
-                .map(|ClientAddr(addr)| addr.ip()),
-            admin_header: header(ADMIN_TOKEN_HEADER),
-            request_id: header("x-request-id"),
-            cancel: request.ct.clone(),
-            progress: Progress::of(request),
-        }
-    }
 }
 
 /// Reads a tool's arguments into `T`, with an error that names the field.

@@ -14,9 +14,10 @@ use super::dynamic_tool::{
     PolicyFields, admin_token_field, candidate, commit, fresh_key, idempotency_key_field, name_field, prepare, settle,
     view_json, write_options, written_result,
 };
-use super::{CallContext, parse_args, schema, self_test};
+use super::{parse_args, schema, self_test};
+use crate::call_context::CallContext;
 use crate::error::ToolError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 pub const HISTORY: &str = "dynamic.tool.history";
 pub const ROLLBACK: &str = "dynamic.tool.rollback";

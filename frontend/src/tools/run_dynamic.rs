@@ -9,14 +9,14 @@ use serde_json::{Value, json};
 
 use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
 
-use super::CallContext;
 use super::typed::{self, Refusal};
 use super::{content, run_stream};
+use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::metrics;
 use crate::progress::Progress;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// How a dynamic tool appears in tools/list (see `typed.rs`).
 pub fn definition(tool: &ToolRecord) -> Tool {

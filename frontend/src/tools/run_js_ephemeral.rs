@@ -14,10 +14,11 @@ use super::network::{NetworkInput, network_field, network_to_proto, secrets_fiel
 use super::run_dynamic::{Ran, code_args_json, execute_with, outcome_result};
 use dynamic_mcp_common::limits::CODE_CHARS;
 
-use super::{CallContext, parse_args, schema, timeout_field};
+use super::{parse_args, schema, timeout_field};
+use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 pub const NAME: &str = "run_js_ephemeral";
 

@@ -18,11 +18,12 @@ use super::network::{NetworkInput, network_field, network_to_proto};
 use super::run_dynamic::{Ran, code_args_json, outcome_result};
 use dynamic_mcp_common::limits::SESSION_COMMANDS;
 
-use super::{CallContext, parse_args, run_stream, schema, timeout_field};
+use super::{parse_args, run_stream, schema, timeout_field};
 use crate::auth::Caller;
+use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 pub const INITIALIZE: &str = "sandbox.initialize";
 pub const EXEC: &str = "sandbox.exec";

@@ -13,12 +13,12 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::CallContext;
 use super::run_dynamic::{Ran, execute, outcome_result, request_for};
 use super::typed::Contract;
+use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 const SHOWN_VALUE_CHARS: usize = 500;
 

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{parse_args, schema};
 use crate::error::ToolError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 pub const HEALTH: &str = "system.health";
 pub const GUARD_METRICS: &str = "system.guard_metrics";

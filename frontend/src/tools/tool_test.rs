@@ -11,10 +11,11 @@ use serde_json::{Value, json};
 use super::dynamic_tool::{NewTool, admin_token_field, get_record, name_field, prepare};
 use super::run_dynamic::{Ran, execute, outcome_result, request_for};
 use super::typed::{self, Contract, Refusal};
-use super::{CallContext, parse_args, schema, self_test};
+use super::{parse_args, schema, self_test};
+use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 pub const NAME: &str = "dynamic.tool.test";
 

@@ -26,13 +26,14 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast};
 
 use super::{
-    Catalog, Change, TombstoneChange, ToolStore, WriteContext, WriteOp, WriteView, Written, committed, decide, page,
-    recorded_key, settled,
+    Change, StoredCatalog, TombstoneChange, ToolStore, WriteContext, WriteOp, WriteView, Written, committed, decide,
+    page, recorded_key, settled,
 };
-use crate::error::{RegistryError, StorageError, quoted};
-use crate::feed::{ChangeEvent, ChangeKind, FEED_CAPACITY};
+use crate::change::{ChangeEvent, ChangeKind, FEED_CAPACITY};
+use crate::error::{RegistryError, StorageError};
 use crate::history::{self, History, Retention, Revision, RevisionKind, Tombstone};
 use crate::idempotency::RecordedKey;
+use crate::quoting::quoted;
 use crate::record::{self, ToolRecord};
 
 const FORMAT_VERSION: u32 = 2;
@@ -136,9 +137,9 @@ impl FileStore {
 #[async_trait]
 impl ToolStore for FileStore {
     /// The records are in memory, so they always carry their code.
-    async fn catalog(&self, _include_code: bool) -> Result<Catalog, RegistryError> {
+    async fn catalog(&self, _include_code: bool) -> Result<StoredCatalog, RegistryError> {
         let state = self.state.lock().await;
-        Ok(Catalog {
+        Ok(StoredCatalog {
             tools: state.tools.values().cloned().collect(),
             version: state.version,
         })

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use dynamic_mcp_proto::v1 as pb;
 use tokio::sync::broadcast;
 
+use crate::change::{ChangeEvent, ChangeKind};
 use crate::error::RegistryError;
-use crate::feed::{ChangeEvent, ChangeKind};
 use crate::history::{History, Retention, Revision, RevisionKind, Tombstone};
 use crate::idempotency::{self, IdempotencyKey, RecordedKey};
 use crate::record::{self, ToolRecord};
@@ -22,7 +22,7 @@ use crate::rules;
 
 /// Every tool, sorted by name, as of `version`.
 #[derive(Debug, Clone)]
-pub struct Catalog {
+pub struct StoredCatalog {
     pub tools: Vec<Arc<ToolRecord>>,
     pub version: u64,
 }
@@ -382,7 +382,7 @@ async fn kept_revision(
 pub trait ToolStore: Send + Sync + 'static {
     /// Every tool. Without `include_code` the records may leave their code
     /// out (a backend that has it at hand anyway may keep it).
-    async fn catalog(&self, include_code: bool) -> Result<Catalog, RegistryError>;
+    async fn catalog(&self, include_code: bool) -> Result<StoredCatalog, RegistryError>;
 
     /// A tool with its code: the current revision, or a kept one (also of a
     /// deleted tool).

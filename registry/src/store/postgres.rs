@@ -44,12 +44,12 @@ pub use self::connect::OpenError;
 use self::listener::ChangeListener;
 use self::rows::{REVISION_COLUMNS, REVISION_COLUMNS_WITHOUT_CODE, record_columns};
 use super::{
-    Catalog, Change, TombstoneChange, ToolStore, WriteContext, WriteOp, WriteView, Written, committed, decide,
+    Change, StoredCatalog, TombstoneChange, ToolStore, WriteContext, WriteOp, WriteView, Written, committed, decide,
     recorded_key, settled,
 };
+use crate::change::{ChangeEvent, ChangeKind, FEED_CAPACITY};
 use crate::config::PostgresArgs;
 use crate::error::RegistryError;
-use crate::feed::{ChangeEvent, ChangeKind, FEED_CAPACITY};
 use crate::history::{History, Retention, Tombstone};
 use crate::idempotency::RecordedKey;
 use crate::record::{self, ToolRecord};
@@ -128,7 +128,7 @@ impl Drop for PgStore {
 
 #[async_trait]
 impl ToolStore for PgStore {
-    async fn catalog(&self, include_code: bool) -> Result<Catalog, RegistryError> {
+    async fn catalog(&self, include_code: bool) -> Result<StoredCatalog, RegistryError> {
         // One snapshot for the version and the tools, so they agree.
         let mut tx = self
             .pool
@@ -148,7 +148,7 @@ impl ToolStore for PgStore {
             .iter()
             .map(|row| rows::tool_record(row, include_code).map(Arc::new))
             .collect::<Result<_, _>>()?;
-        Ok(Catalog {
+        Ok(StoredCatalog {
             tools,
             version: rows::to_u64(version, "version")?,
         })

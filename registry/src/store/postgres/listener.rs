@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
 
 use super::rows::{self, record_columns};
-use crate::feed::ChangeEvent;
+use crate::change::ChangeEvent;
 use dynamic_mcp_common::backoff::Backoff;
 
 /// The safety net for a connection that died silently.

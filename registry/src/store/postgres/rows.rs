@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
-use crate::feed::{ChangeEvent, ChangeKind};
+use crate::change::{ChangeEvent, ChangeKind};
 use crate::history::{Revision, RevisionKind};
 use crate::record::{Dependency, ToolCode, ToolExtensions, ToolRecord};
 
