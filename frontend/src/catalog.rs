@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::clients::Service;
+use crate::links::Service;
 use crate::metrics;
 
 /// How long a writer waits for its own write to show up in the catalog.

@@ -11,7 +11,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, ContentBlock};
 use tonic::{Code, Status};
 
-use crate::clients::{Service, ServiceAddresses};
+use crate::links::{Service, ServiceAddresses};
 use crate::metrics;
 
 /// Why a tool call failed.

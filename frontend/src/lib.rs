@@ -19,6 +19,7 @@ mod error;
 pub mod executors;
 pub mod guard;
 pub mod http;
+pub mod links;
 mod local_services;
 mod metrics;
 pub mod notify;

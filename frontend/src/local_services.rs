@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::admin_token;
-use crate::clients::{HealthOf, Service, ServiceLink, check_health, health_client};
+use crate::links::{HealthOf, Service, ServiceLink, check_health, health_client};
 
 /// How long a starting service may take to answer its health check.
 const READY_WITHIN: Duration = Duration::from_secs(60);

@@ -11,8 +11,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::Service;
 use crate::guard::ToolClass;
+use crate::links::Service;
 
 const TOOL_CALLS: &str = "mcp_tool_calls_total";
 const TOOL_CALL_SECONDS: &str = "mcp_tool_call_duration_seconds";

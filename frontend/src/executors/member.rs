@@ -12,7 +12,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tower::discover::Change;
 
 use super::endpoint::{Endpoint, MemberChannel, endpoint};
-use crate::clients::ServiceLink;
+use crate::links::ServiceLink;
 
 /// What the balancer learns about membership: executors joining and leaving.
 pub type Discovered = UnboundedReceiver<Result<Change<usize, Endpoint>, Infallible>>;

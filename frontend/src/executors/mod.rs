@@ -28,7 +28,7 @@ pub use endpoint::MemberChannel;
 use member::{Member, Rotation};
 pub use run_channel::RunChannel;
 
-use crate::clients::{HealthOf, Service, ServiceLink, check_health, executor_client};
+use crate::links::{HealthOf, Service, ServiceLink, check_health, executor_client};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorsError {

@@ -9,7 +9,7 @@ use dynamic_mcp_proto::v1::DescribeSandboxRequest;
 use tokio_util::sync::CancellationToken;
 
 use super::member::Member;
-use crate::clients::{HealthOf, Service, check_health, executor_client};
+use crate::links::{HealthOf, Service, check_health, executor_client};
 
 /// How often each executor is checked; a failed call takes it out sooner.
 const CHECK_EVERY: Duration = Duration::from_secs(1);

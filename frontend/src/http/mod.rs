@@ -42,8 +42,9 @@ use self::jwt_mode::JwtEndpoint;
 use self::legacy_sessions::LegacySessions;
 use self::serve::ConnectionLimits;
 use self::streams::StreamSlots;
-use crate::clients::{Service, Services};
+use crate::clients::Services;
 use crate::config::{AuthMode, FrontendConfig};
+use crate::links::Service;
 use crate::metrics;
 use crate::server::Frontend;
 
