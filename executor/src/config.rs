@@ -10,12 +10,14 @@ use dynamic_mcp_common::internal_auth::InternalAuthArgs;
 use dynamic_mcp_common::limits;
 use dynamic_mcp_common::telemetry::LogArgs;
 
-use dynamic_mcp_proto::v1::SandboxDescription;
+use dynamic_mcp_proto::v1::{Isolation, SandboxDescription};
 
 use crate::container::hardening::SandboxLimits;
 use crate::container::pool::PoolSettings;
 use crate::deps::InstallSettings;
 use crate::egress::settings::EgressArgs;
+use crate::harness::{PerToolHarness, Realm};
+use crate::per_tool::PerToolSettings;
 use crate::policy::Policy;
 use crate::session::SessionSettings;
 use crate::setting_values::{
@@ -130,6 +132,41 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_EXECUTOR_WARM_POOL_MAX_AGE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub warm_pool_max_age_seconds: u64,
 
+    /// The isolation of tools that set none. container-per-call: every
+    /// call gets a fresh hardened container. container-per-tool: calls of a
+    /// tool revision share a long-lived hardened container, each call in a
+    /// fresh JS realm (see MCP_SANDBOX_PER_TOOL_REALM and docs/SECURITY.md);
+    /// tools with network access stay container-per-call.
+    #[arg(long, env = "MCP_SANDBOX_ISOLATION", value_enum, default_value_t = IsolationMode::ContainerPerCall)]
+    pub isolation: IsolationMode,
+
+    /// Whether tools may use isolation container-per-tool at all; false
+    /// refuses such tools (at creation and at every call) with an error
+    /// naming this setting.
+    #[arg(long, env = "MCP_SANDBOX_ALLOW_PER_TOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_per_tool: bool,
+
+    /// Where a per-tool container runs each call's code. worker: a fresh
+    /// worker thread per call in one process (cheapest; a call can read the
+    /// memory of calls running beside it). process: a fresh, pre-spawned
+    /// process per call (each about a dozen of MCP_SANDBOX_PIDS_LIMIT).
+    #[arg(long, env = "MCP_SANDBOX_PER_TOOL_REALM", value_enum, default_value_t = Realm::Worker)]
+    pub per_tool_realm: Realm,
+
+    /// The heap cap of each call in a per-tool container (worker threads;
+    /// the container's MCP_SANDBOX_MEMORY_LIMIT caps all calls together).
+    #[arg(long, env = "MCP_SANDBOX_PER_TOOL_HEAP", default_value = "128m", value_parser = parse_memory)]
+    pub per_tool_heap: ByteSize,
+
+    /// Calls one per-tool container runs at once; more wait for a place.
+    #[arg(long, env = "MCP_SANDBOX_PER_TOOL_MAX_CALLS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub per_tool_max_calls: u32,
+
+    /// Seconds without a call after which a tool's per-tool container is
+    /// removed (a new revision retires it at its next call).
+    #[arg(long, env = "MCP_SANDBOX_PER_TOOL_IDLE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub per_tool_idle_seconds: u64,
+
     /// The most sandbox sessions open at once, across all callers. Each also
     /// holds one of MCP_EXECUTOR_MAX_CONTAINERS while it lives.
     #[arg(long, env = "MCP_SANDBOX_MAX_SESSIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -194,6 +231,8 @@ impl ExecutorConfig {
             max_timeout_ms: self.max_timeout_ms,
             blocked_packages: self.blocked_packages.0.clone(),
             max_dependencies: self.max_dependencies,
+            default_isolation: self.isolation.into(),
+            per_tool_allowed: self.allow_per_tool,
         }
     }
 
@@ -257,6 +296,32 @@ impl ExecutorConfig {
         }))
     }
 
+    /// An error when the default isolation is one the operator forbids.
+    pub fn per_tool_settings(&self) -> Result<PerToolSettings, String> {
+        if self.isolation == IsolationMode::ContainerPerTool && !self.allow_per_tool {
+            return Err(
+                "MCP_SANDBOX_ISOLATION is container-per-tool, but MCP_SANDBOX_ALLOW_PER_TOOL is false".into(),
+            );
+        }
+        let max_calls = match self.per_tool_realm {
+            Realm::Worker => self.per_tool_max_calls,
+            // Room for every call's process under the container's pids limit.
+            Realm::Process => {
+                let fit = (self.pids_limit - PER_TOOL_BASE_PIDS) / PROCESS_REALM_PIDS;
+                self.per_tool_max_calls.min(u32::try_from(fit.max(1)).unwrap_or(1))
+            }
+        };
+        Ok(PerToolSettings {
+            harness: PerToolHarness {
+                realm: self.per_tool_realm,
+                heap_mb: (self.per_tool_heap.bytes >> 20).max(8),
+                spares: PER_TOOL_SPARES,
+            },
+            max_calls: max_calls as usize,
+            idle_after: Duration::from_secs(self.per_tool_idle_seconds),
+        })
+    }
+
     pub fn session_settings(&self) -> SessionSettings {
         SessionSettings {
             max_sessions: self.max_sessions,
@@ -264,6 +329,30 @@ impl ExecutorConfig {
             network: self.session_network.clone(),
             user: self.user,
             max_output_bytes: self.max_output_bytes as usize,
+        }
+    }
+}
+
+/// Realms a per-tool container keeps started ahead of its calls.
+const PER_TOOL_SPARES: u32 = 2;
+
+/// Threads of a per-tool container besides its calls' (supervisor, Node's
+/// own), and of each call's process in the process realm.
+const PER_TOOL_BASE_PIDS: i64 = 24;
+const PROCESS_REALM_PIDS: i64 = 12;
+
+/// MCP_SANDBOX_ISOLATION's values, as tools spell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationMode {
+    ContainerPerCall,
+    ContainerPerTool,
+}
+
+impl From<IsolationMode> for Isolation {
+    fn from(mode: IsolationMode) -> Self {
+        match mode {
+            IsolationMode::ContainerPerCall => Self::ContainerPerCall,
+            IsolationMode::ContainerPerTool => Self::ContainerPerTool,
         }
     }
 }
@@ -297,6 +386,15 @@ mod tests {
             })),
             "the warm pool is on by default"
         );
+        let policy = config.policy();
+        assert_eq!(
+            (policy.default_isolation, policy.per_tool_allowed),
+            (Isolation::ContainerPerCall, true)
+        );
+        let per_tool = config.per_tool_settings().unwrap();
+        assert_eq!(per_tool.harness.realm, Realm::Worker);
+        assert_eq!((per_tool.harness.heap_mb, per_tool.max_calls), (128, 16));
+        assert_eq!(per_tool.idle_after, Duration::from_secs(300));
         let sessions = config.session_settings();
         assert_eq!(sessions.max_sessions, 20);
         assert_eq!(sessions.idle_timeout, Duration::from_secs(1800));
@@ -402,5 +500,21 @@ mod tests {
             .pool_settings()
             .unwrap_err();
         assert!(err.contains("MIN (5) is above"), "{err}");
+    }
+
+    #[test]
+    fn per_tool_settings_are_checked_and_fit_the_pids_limit() {
+        let forbidden = parse(&["--isolation", "container-per-tool", "--allow-per-tool", "false"]).unwrap();
+        assert!(
+            forbidden
+                .per_tool_settings()
+                .unwrap_err()
+                .contains("MCP_SANDBOX_ALLOW_PER_TOOL")
+        );
+        let default_per_tool = parse(&["--isolation", "container-per-tool"]).unwrap();
+        assert_eq!(default_per_tool.policy().default_isolation, Isolation::ContainerPerTool);
+        let processes = parse(&["--per-tool-realm", "process"]).unwrap();
+        assert_eq!(processes.per_tool_settings().unwrap().max_calls, 8, "(128 - 24) / 12");
+        assert!(parse(&["--isolation", "per-tool"]).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! `dynamic-mcp-executor`: settings (egress included) → Docker → clean up leftovers → warm
 //! the pool (unless turned off) → serve gRPC (with a health status that follows Docker,
-//! and idle sessions expiring) until asked to stop → remove the pool,
-//! sessions and leftovers.
+//! and idle sessions and per-tool containers expiring) until asked to stop → remove the
+//! pool, per-tool containers, sessions and leftovers.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use dynamic_mcp_executor::deps::DepsCache;
 use dynamic_mcp_executor::docker::{self, Engine};
 use dynamic_mcp_executor::egress::Egress;
 use dynamic_mcp_executor::outcome::Judge;
+use dynamic_mcp_executor::per_tool::{self, PerTool};
 use dynamic_mcp_executor::run::{self, Runner};
 use dynamic_mcp_executor::service::ExecutorService;
 use dynamic_mcp_executor::session::{self, Sessions};
@@ -51,6 +52,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     }
 
     let egress = Arc::new(Egress::new(&config.egress, &id)?);
+    let per_tool_settings = config.per_tool_settings().map_err(anyhow::Error::msg)?;
     let limits = config.limits();
     // One source, one cap: runs, sessions and installs all count against it.
     let cold = Arc::new(ColdStart::new(
@@ -66,7 +68,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         .map(|settings| Arc::new(WarmPool::new(Arc::clone(&cold), settings)));
     let source: Arc<dyn ContainerSource> = match &pool {
         Some(pool) => Arc::clone(pool) as Arc<dyn ContainerSource>,
-        None => cold,
+        None => Arc::clone(&cold) as Arc<dyn ContainerSource>,
     };
     let pool_keeper = pool.as_ref().map(|pool| {
         if let Some(default_image) = config.allowed_images.0.first() {
@@ -81,6 +83,8 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         config.install_settings(),
     ));
     let judge = Judge::new(config.max_output_bytes as usize, &limits);
+    let per_tool = Arc::new(PerTool::new(cold, judge.clone(), limits.user, per_tool_settings));
+    let per_tool_sweeper = tokio::spawn(per_tool::retire_idle(Arc::clone(&per_tool)));
     let runner = Arc::new(Runner::new(
         config.policy(),
         Arc::clone(&egress),
@@ -88,6 +92,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         Arc::clone(&deps),
         judge.clone(),
         limits.user,
+        Arc::clone(&per_tool),
     ));
     let sessions = Arc::new(Sessions::new(
         id.clone(),
@@ -115,6 +120,8 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     let stop = async {
         shutdown::requested(config.exit_with_parent).await;
         sweeper.abort();
+        per_tool_sweeper.abort();
+        per_tool.close().await;
         if let Some(keeper) = &pool_keeper {
             keeper.abort();
         }

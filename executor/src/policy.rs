@@ -1,9 +1,10 @@
-//! What a tool may ask for: an allowed image, a timeout within bounds, and
-//! npm dependencies that are plain registry packages. Checked before a tool
+//! What a tool may ask for: an allowed image, a timeout within bounds, npm
+//! dependencies that are plain registry packages, and an isolation mode the
+//! operator allows. Checked before a tool
 //! is stored and again before every run, since the settings may change.
 
 use dynamic_mcp_common::limits::{MIN_TIMEOUT_MS, NPM_NAME_MAX_CHARS as MAX_PACKAGE_NAME_LEN};
-use dynamic_mcp_proto::v1::Dependency;
+use dynamic_mcp_proto::v1::{Dependency, Isolation};
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -13,6 +14,10 @@ pub struct Policy {
     pub max_timeout_ms: u32,
     pub blocked_packages: Vec<String>,
     pub max_dependencies: usize,
+    /// What a tool that sets no isolation gets (never unspecified).
+    pub default_isolation: Isolation,
+    /// Whether tools may run container-per-tool (MCP_SANDBOX_ALLOW_PER_TOOL).
+    pub per_tool_allowed: bool,
 }
 
 /// A tool's settings with defaults filled in.
@@ -34,6 +39,16 @@ pub enum PolicyError {
     BlockedPackage { name: String, blocked: String },
     #[error("dependency name '{name}' is not a valid npm package name: {reason}")]
     BadPackageName { name: String, reason: &'static str },
+    #[error(
+        "isolation \"container-per-tool\" is turned off on this server (MCP_SANDBOX_ALLOW_PER_TOOL=false); \
+         set the tool's isolation to \"container-per-call\" (or leave it out)"
+    )]
+    PerToolForbidden,
+    #[error(
+        "isolation \"container-per-tool\" cannot be combined with network.allow or secrets yet: a per-tool \
+         container has no egress proxy; use \"container-per-call\" for tools that reach the network"
+    )]
+    PerToolWithEgress,
     #[error("dependency '{name}' is listed more than once")]
     DuplicateDependency { name: String },
     #[error("dependency '{name}' has version '{version}': {reason}; use a plain semver range such as ^1.2.3 or ~2.0")]
@@ -56,6 +71,21 @@ impl Policy {
         let timeout_ms = self.timeout(timeout_ms)?;
         self.dependencies(dependencies)?;
         Ok(Resolved { image, timeout_ms })
+    }
+
+    /// The isolation a tool runs with: its own, or the server's default.
+    /// `egress`: whether it reaches the network. A default of per-tool does
+    /// not apply to such a tool (it runs container-per-call); asking for
+    /// per-tool explicitly is refused.
+    pub fn isolation(&self, requested: Isolation, egress: bool) -> Result<Isolation, PolicyError> {
+        let explicit = requested != Isolation::Unspecified;
+        let isolation = if explicit { requested } else { self.default_isolation };
+        match isolation {
+            Isolation::ContainerPerTool if !self.per_tool_allowed => Err(PolicyError::PerToolForbidden),
+            Isolation::ContainerPerTool if egress && explicit => Err(PolicyError::PerToolWithEgress),
+            Isolation::ContainerPerTool if !egress => Ok(Isolation::ContainerPerTool),
+            _ => Ok(Isolation::ContainerPerCall),
+        }
     }
 
     /// An unset or empty image means the default (the first allowed one).
@@ -277,6 +307,8 @@ mod tests {
             max_timeout_ms: 120_000,
             blocked_packages: vec!["child_process".into(), "node-pty".into(), "npm".into(), "PM2".into()],
             max_dependencies: 3,
+            default_isolation: Isolation::ContainerPerCall,
+            per_tool_allowed: true,
         }
     }
 
@@ -448,5 +480,27 @@ mod tests {
             policy().dependencies(&twice).unwrap_err(),
             PolicyError::DuplicateDependency { .. }
         ));
+    }
+
+    #[test]
+    fn isolation_follows_the_tool_then_the_default_within_what_the_operator_allows() {
+        let (call, tool, unset) = (
+            Isolation::ContainerPerCall,
+            Isolation::ContainerPerTool,
+            Isolation::Unspecified,
+        );
+        let mut policy = policy();
+        assert_eq!(policy.isolation(unset, false), Ok(call));
+        assert_eq!(policy.isolation(tool, false), Ok(tool));
+        assert_eq!(policy.isolation(tool, true), Err(PolicyError::PerToolWithEgress));
+        policy.default_isolation = tool;
+        assert_eq!(policy.isolation(unset, false), Ok(tool));
+        assert_eq!(policy.isolation(unset, true), Ok(call), "a network tool keeps its proxy");
+        assert_eq!(policy.isolation(call, false), Ok(call));
+        policy.per_tool_allowed = false;
+        assert_eq!(policy.isolation(tool, false), Err(PolicyError::PerToolForbidden));
+        assert_eq!(policy.isolation(call, false), Ok(call));
+        let message = PolicyError::PerToolForbidden.to_string();
+        assert!(message.contains("MCP_SANDBOX_ALLOW_PER_TOOL") && message.contains("container-per-call"));
     }
 }

@@ -4,14 +4,15 @@
 //! outcome, as soon as its `done` record is in. The container goes away
 //! with the lease (in the background), whatever happens here. A run with
 //! egress gets its own proxy (`egress/`) for its lifetime, and its socket in
-//! the container.
+//! the container. A tool whose isolation is container-per-tool runs in its
+//! revision's long-lived container instead (`per_tool/`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_proto::v1::{
-    Dependency, DependencySetup, PrepareToolRequest, PrepareToolResponse, RunOutcome, RunToolRequest, content_block,
-    embedded_resource,
+    Dependency, DependencySetup, Isolation, PrepareToolRequest, PrepareToolResponse, RunOutcome, RunToolRequest,
+    content_block, embedded_resource,
 };
 use serde_json::value::RawValue;
 
@@ -23,6 +24,7 @@ use crate::egress::{Egress, EgressPlan, EventSink, Grant, Subject};
 use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::{Ended, Judge};
+use crate::per_tool::{PerTool, ToolCall};
 use crate::policy::Policy;
 use crate::progress::ProgressSender;
 use crate::setting_values::SandboxUser;
@@ -39,6 +41,8 @@ pub struct RunPlan {
     code: String,
     args: Box<RawValue>,
     egress: Option<EgressPlan>,
+    /// Container-per-call or container-per-tool, never unspecified.
+    pub isolation: Isolation,
     /// Whether the caller wants the code's progress reports.
     pub report_progress: bool,
 }
@@ -50,6 +54,7 @@ pub struct Runner {
     deps: Arc<DepsCache>,
     judge: Judge,
     user: SandboxUser,
+    per_tool: Arc<PerTool>,
 }
 
 impl Runner {
@@ -60,6 +65,7 @@ impl Runner {
         deps: Arc<DepsCache>,
         judge: Judge,
         user: SandboxUser,
+        per_tool: Arc<PerTool>,
     ) -> Self {
         Self {
             policy,
@@ -68,6 +74,7 @@ impl Runner {
             deps,
             judge,
             user,
+            per_tool,
         }
     }
 
@@ -83,6 +90,7 @@ impl Runner {
             .policy
             .resolve(request.image.as_deref(), request.timeout_ms, &request.dependencies)?;
         let egress = self.egress.check(request.network.as_ref(), &request.secrets)?;
+        self.policy.isolation(request.isolation(), egress.is_some())?;
         let prepared = self.deps.ensure(&resolved.image, &request.dependencies).await?;
         Ok(PrepareToolResponse {
             image: resolved.image,
@@ -101,7 +109,9 @@ impl Runner {
             .policy
             .resolve(request.image.as_deref(), request.timeout_ms, &request.dependencies)?;
         let egress = self.egress.check(request.network.as_ref(), &request.secrets)?;
+        let isolation = self.policy.isolation(request.isolation(), egress.is_some())?;
         Ok(RunPlan {
+            isolation,
             image: resolved.image,
             timeout_ms: resolved.timeout_ms,
             egress,
@@ -127,8 +137,26 @@ impl Runner {
     ) -> Result<RunOutcome, ExecError> {
         // Normally cached by PrepareTool; installed here if not (e.g. the cache was cleared).
         let prepared = self.deps.ensure(&plan.image, &plan.dependencies).await?;
-        let began = Instant::now();
         let deps = prepared.as_ref().map(|p| (self.deps.volume(), &p.key));
+        if plan.isolation == Isolation::ContainerPerTool {
+            let node_modules = prepared.as_ref().map(|p| p.key.node_modules());
+            let call = self.judge.call(
+                &plan.code,
+                &plan.args,
+                node_modules.as_deref(),
+                &[],
+                plan.report_progress,
+                plan.timeout_ms,
+            );
+            let tool = ToolCall {
+                tool_name: &plan.tool_name,
+                revision: plan.revision,
+                image: &plan.image,
+                deps,
+            };
+            return self.per_tool.run(tool, call, on_started, progress).await;
+        }
+        let began = Instant::now();
         let mut spec = container_spec(&plan.image, deps, &self.user).label(labels::TOOL, &plan.tool_name);
         if plan.egress.is_some() {
             spec.egress = EgressMount::Wanted;

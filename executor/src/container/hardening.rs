@@ -6,6 +6,7 @@
 //! | role        | network                     | /deps (cache)  | starts as | capabilities   | PID 1      | env   | egress socket  |
 //! |-------------|-----------------------------|----------------|-----------|----------------|------------|-------|----------------|
 //! | run         | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | read-only, opt |
+//! | per-tool    | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | never          |
 //! | session     | none, or the session network| read-only      | root      | SETUID, SETGID | tini       | none  | read-only, opt |
 //! | install     | the install network         | writable       | sandbox   | none           | tini       | npm's | never          |
 //! | deps-setup  | none                        | writable       | root      | none           | tini       | none  | never          |
@@ -13,7 +14,8 @@
 //! Runs and sessions start as root with SETUID and SETGID only, so that the
 //! harness's supervisor can start the code's process as the sandbox user and
 //! then drop to that user itself (see `harness/`); the code never holds a
-//! capability. In a run the supervisor is PID 1 and no root process is
+//! capability. In a run, and in a per-tool container (one tool revision's
+//! calls, see `per_tool/`), the supervisor is PID 1 and no root process is
 //! left once it has dropped. A session keeps tini as root (it reaps what
 //! commands leave behind, for the session's whole life) and its idle loop;
 //! its commands and JavaScript run as the sandbox user. Docker gives a
@@ -92,7 +94,7 @@ pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id:
         ipc_mode: Some("none".into()),
         // tini as PID 1 reaps zombies and passes signals on; a run's PID 1 is
         // the supervisor, so that no root process is left.
-        init: Some(spec.role != Role::Run),
+        init: Some(!matches!(spec.role, Role::Run | Role::PerTool)),
         tmpfs: Some(HashMap::from([
             ("/tmp".to_owned(), scratch(&limits.tmpfs, sandbox_user, "1777")),
             (WORKDIR.to_owned(), scratch(&limits.workdir, sandbox_user, "0755")),
@@ -149,7 +151,7 @@ pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id:
 fn network_of(spec: &ContainerSpec) -> Option<String> {
     match spec.role {
         Role::Session | Role::Install => spec.network.clone().filter(|n| !n.is_empty() && n != "none"),
-        Role::Run | Role::DepsSetup => None,
+        Role::Run | Role::PerTool | Role::DepsSetup => None,
     }
 }
 
@@ -160,14 +162,14 @@ fn network_of(spec: &ContainerSpec) -> Option<String> {
 /// so installs can write to it. Installs run as the sandbox user.
 fn user_of(role: Role, limits: &SandboxLimits) -> String {
     match role {
-        Role::Run | Role::Session | Role::DepsSetup => "0:0".into(),
+        Role::Run | Role::PerTool | Role::Session | Role::DepsSetup => "0:0".into(),
         Role::Install => limits.user.to_string(),
     }
 }
 
 /// The roles whose JavaScript goes through the harness's supervisor.
 fn supervised(role: Role) -> bool {
-    matches!(role, Role::Run | Role::Session)
+    matches!(role, Role::Run | Role::PerTool | Role::Session)
 }
 
 /// The dependency cache (read-only except for the two roles that fill it),
@@ -241,7 +243,7 @@ mod tests {
 
     #[test]
     fn runs_and_sessions_with_egress_get_their_socket_read_only_and_still_no_network() {
-        for role in [Role::Run, Role::Session, Role::Install, Role::DepsSetup] {
+        for role in [Role::Run, Role::PerTool, Role::Session, Role::Install, Role::DepsSetup] {
             let mut spec = spec(role);
             spec.network = None;
             spec.egress = EgressMount::At("/tmp/dynamic-mcp-egress/x/run1".into());
@@ -259,7 +261,7 @@ mod tests {
                     assert_eq!(body.network_disabled, Some(true), "{role:?}");
                     assert_eq!(body.host_config.unwrap().network_mode.as_deref(), Some("none"));
                 }
-                Role::Install | Role::DepsSetup => assert!(egress.is_none(), "{role:?}"),
+                Role::PerTool | Role::Install | Role::DepsSetup => assert!(egress.is_none(), "{role:?}"),
             }
         }
     }
@@ -403,7 +405,7 @@ mod tests {
 
     #[test]
     fn only_supervised_roles_keep_setuid_and_setgid_and_installs_never_start_as_root() {
-        for role in [Role::Run, Role::Session, Role::Install, Role::DepsSetup] {
+        for role in [Role::Run, Role::PerTool, Role::Session, Role::Install, Role::DepsSetup] {
             let body = container_body(&spec(role), &limits(), "x");
             let host = body.host_config.unwrap();
             assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]), "{role:?}");
@@ -414,7 +416,7 @@ mod tests {
             );
             assert_eq!(
                 host.cap_add.is_some(),
-                matches!(role, Role::Run | Role::Session),
+                matches!(role, Role::Run | Role::PerTool | Role::Session),
                 "{role:?}"
             );
         }

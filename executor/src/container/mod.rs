@@ -22,6 +22,8 @@ pub mod labels {
     pub const OWNER: &str = "dynamic-mcp.owner";
     /// Which dependency set an install container fills.
     pub const DEPS_KEY: &str = "dynamic-mcp.deps-key";
+    /// The tool revision a per-tool container serves.
+    pub const REVISION: &str = "dynamic-mcp.revision";
 }
 
 /// What a container is for, shown on its `dynamic-mcp.role` label. The role
@@ -32,6 +34,9 @@ pub mod labels {
 pub enum Role {
     /// One tool run, then removed.
     Run,
+    /// One tool revision's calls, many at once, each in a fresh JS realm
+    /// (`per_tool/`); removed when idle or when the tool changes.
+    PerTool,
     /// A long-lived sandbox session that calls exec into.
     Session,
     /// One `npm install` into the dependency cache.
@@ -44,6 +49,7 @@ impl Role {
     pub fn label(self) -> &'static str {
         match self {
             Self::Run => "run",
+            Self::PerTool => "per-tool",
             Self::Session => "session",
             Self::Install => "install",
             Self::DepsSetup => "deps-setup",

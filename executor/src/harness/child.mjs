@@ -1,8 +1,9 @@
-// The process that runs a tool's code, started by supervisor.mjs as the
-// sandbox user before any code exists. It holds nothing the code may not
-// see: no marker, no progress token. Until the code arrives it runs only
-// this file.
+// The process — or, in a per-tool container, the worker thread — that runs
+// a tool's code, started by the harness before any code exists. It holds
+// nothing the code may not see: no marker, no progress token. Until the
+// code arrives it runs only this file.
 //
+// As a process (started by supervisor.mjs as the sandbox user):
 // fd 3 (from the supervisor): one line {"moduleDir", "problem"} at once, then (when the
 //   call comes) the envelope to the end of the stream:
 //   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
@@ -11,28 +12,95 @@
 //   {"kind":"result","format":"json"|"content","bytes"} + that many bytes
 //   {"kind":"threw","name","message","stack"} | {"kind":"syntax","message"}
 //   | {"kind":"bad_result","message"}
-// The code can write to fd 4 too; whatever it says there it could also say
-// by returning or throwing, and the supervisor checks every report.
+// As a worker thread (started by threads.mjs): workerData is
+// {moduleDir, problem}; the envelope is the first message on the parent
+// port; output and the same report bytes go back as messages on it, in order.
+// The code can write to the report channel too; whatever it says there it
+// could also say by returning or throwing, and the supervisor checks every report.
 import { symlinkSync, writeFileSync } from "node:fs";
 import { Socket } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { isMainThread, parentPort, workerData } from "node:worker_threads";
 
 // Bound before the code runs, so patching them cannot reshape the reports.
 const stringify = JSON.stringify;
-const writeStdout = process.stdout.write.bind(process.stdout);
-const writeStderr = process.stderr.write.bind(process.stderr);
 const fromBytes = Buffer.from;
+const concat = Buffer.concat;
 const byteLength = Buffer.byteLength;
+const Bytes = Uint8Array;
 
-const reports = new Socket({ fd: 4, readable: false, writable: true });
-// An unsettled promise with nothing else pending must still end the run
-// (exit code 13), as it would without the harness.
-reports.unref();
+// One channel per kind of run: fds in a process, the parent port in a worker.
+const channel = isMainThread ? processChannel() : workerChannel();
+const { writeStdout, writeStderr, report } = channel;
 
-function report(message, payload) {
-  reports.write(stringify(message) + "\n");
-  if (payload !== undefined) reports.write(payload);
+function processChannel() {
+  const reports = new Socket({ fd: 4, readable: false, writable: true });
+  // An unsettled promise with nothing else pending must still end the run
+  // (exit code 13), as it would without the harness.
+  reports.unref();
+  const input = new Socket({ fd: 3, readable: true, writable: false });
+  const received = [];
+  const firstLine = new Promise((resolve) => {
+    input.on("data", (chunk) => {
+      received.push(chunk);
+      const all = concat(received);
+      if (all.includes(10)) resolve(all);
+    });
+  });
+  const everything = new Promise((resolve) => input.on("end", () => resolve(concat(received))));
+  return {
+    writeStdout: process.stdout.write.bind(process.stdout),
+    writeStderr: process.stderr.write.bind(process.stderr),
+    report(message, payload) {
+      reports.write(stringify(message) + "\n");
+      if (payload !== undefined) reports.write(payload);
+    },
+    // The supervisor's line, at once.
+    async start() {
+      const head = await firstLine;
+      return JSON.parse(head.subarray(0, head.indexOf(10)).toString("utf8"));
+    },
+    // The envelope, when the call comes.
+    async envelope() {
+      const all = await everything;
+      return JSON.parse(all.subarray(all.indexOf(10) + 1).toString("utf8"));
+    },
+  };
+}
+
+function workerChannel() {
+  const post = parentPort.postMessage.bind(parentPort);
+  const writer = (stream) => (chunk, encoding, done) => {
+    const callback = typeof encoding === "function" ? encoding : done;
+    const data = typeof chunk === "string" ? fromBytes(chunk, typeof encoding === "string" ? encoding : "utf8") : fromBytes(chunk);
+    if (data.length > 0) post({ stream, data: new Bytes(data) });
+    if (typeof callback === "function") queueMicrotask(callback);
+    return true;
+  };
+  const writeStdout = writer("stdout");
+  const writeStderr = writer("stderr");
+  // console and process.stdout write through the same port as the reports,
+  // so the supervisor sees output and outcome in the order they happened.
+  process.stdout.write = writeStdout;
+  process.stderr.write = writeStderr;
+  const envelope = new Promise((resolve) =>
+    parentPort.once("message", (message) => {
+      // As in a process: an unsettled promise with nothing pending ends the run (13).
+      parentPort.unref();
+      resolve(JSON.parse(fromBytes(message).toString("utf8")));
+    }),
+  );
+  return {
+    writeStdout,
+    writeStderr,
+    report(message, payload) {
+      const line = fromBytes(stringify(message) + "\n");
+      post({ stream: "report", data: new Bytes(payload === undefined ? line : concat([line, payload])) });
+    },
+    start: async () => workerData,
+    envelope: () => envelope,
+  };
 }
 
 let settled = false;
@@ -288,19 +356,7 @@ for (const [name, value] of Object.entries({ mcp, progress })) {
 
 // ---- the run ---------------------------------------------------------------
 
-// The supervisor's line, at once; the envelope, when the call comes.
-const input = new Socket({ fd: 3, readable: true, writable: false });
-const received = [];
-const firstLine = new Promise((resolve) => {
-  input.on("data", (chunk) => {
-    received.push(chunk);
-    const all = Buffer.concat(received);
-    if (all.includes(10)) resolve(all);
-  });
-});
-const everything = new Promise((resolve) => input.on("end", () => resolve(Buffer.concat(received))));
-const head = await firstLine;
-const { moduleDir, problem } = JSON.parse(head.subarray(0, head.indexOf(10)).toString("utf8"));
+const { moduleDir, problem } = await channel.start();
 
 // Node's module loader starts slowly the first time; warm it up while no
 // call is waiting (an import of a file like the tool's own module).
@@ -312,8 +368,7 @@ if (moduleDir) {
   } catch {}
 }
 
-const all = await everything;
-const envelope = JSON.parse(all.subarray(all.indexOf(10) + 1).toString("utf8"));
+const envelope = await channel.envelope();
 progressWanted = envelope.progress === true;
 
 // Modules the executor adds to prepare the environment before the code runs

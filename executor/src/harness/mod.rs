@@ -15,7 +15,13 @@
 //!   and can load `preload` modules before the code: in a run with egress,
 //!   the egress shim (`egress.mjs`, placed by `egress/grant.rs`).
 //!
-//! Both need only a stock `node` (>= 18) from the image.
+//! - In a per-tool container (`per_tool/`) the supervisor serves many
+//!   calls over one stdin and stdout, framed per call (`frames.mjs`, read by
+//!   `per_tool/frames.rs`), each call still with its own marker and records.
+//!   The code runs either in a fresh worker thread per call inside one
+//!   process (`threads.mjs`), or in a fresh `child.mjs` process per call.
+//!
+//! All need only a stock `node` (>= 18) from the image.
 
 pub mod records;
 
@@ -24,9 +30,40 @@ use serde_json::value::RawValue;
 
 use crate::setting_values::SandboxUser;
 
-/// The harness sources (they hold no user data).
-const SUPERVISOR: &str = include_str!("supervisor.mjs");
+/// The harness sources (they hold no user data). The framing comes first
+/// in the files that use it.
+const SUPERVISOR: &str = concat!(include_str!("frames.mjs"), include_str!("supervisor.mjs"));
 const CHILD: &str = include_str!("child.mjs");
+const THREADS: &str = concat!(include_str!("frames.mjs"), include_str!("threads.mjs"));
+
+/// Where a per-tool container runs each call's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Realm {
+    /// A fresh worker thread per call, all in one process: cheap, but a
+    /// call's code can read the memory of the calls running beside it.
+    Worker,
+    /// A fresh process per call, pre-spawned.
+    Process,
+}
+
+impl Realm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Process => "process",
+        }
+    }
+}
+
+/// What a per-tool container's supervisor needs beyond a run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PerToolHarness {
+    pub realm: Realm,
+    /// Each call's heap cap (worker threads only), in MiB.
+    pub heap_mb: u64,
+    /// Realms started ahead of the calls.
+    pub spares: u32,
+}
 
 /// What a run container executes, or a session's exec: the supervisor,
 /// told which user runs the code and what the child runs. `tag` (an exec's
@@ -38,6 +75,22 @@ pub fn command(user: &SandboxUser, tag: Option<&str>) -> Vec<String> {
     command.push(user.to_string());
     command.push(CHILD.to_owned());
     command.extend(tag.map(str::to_owned));
+    command
+}
+
+/// What a per-tool container executes: the supervisor in its many-calls
+/// mode, with the worker host's source for the worker realm.
+pub fn per_tool_command(user: &SandboxUser, harness: PerToolHarness) -> Vec<String> {
+    let mut command = command(user, None);
+    let options = serde_json::json!({
+        "realm": harness.realm.as_str(),
+        "heapMb": harness.heap_mb,
+        "spares": harness.spares,
+    });
+    command.push(options.to_string());
+    if harness.realm == Realm::Worker {
+        command.push(THREADS.to_owned());
+    }
     command
 }
 
@@ -177,5 +230,23 @@ mod tests {
         assert!(argv[5].contains("export async function run(args)"));
         assert_eq!(argv.len(), 6);
         assert_eq!(command(&user, Some("TAG=1")).last().map(String::as_str), Some("TAG=1"));
+    }
+
+    #[test]
+    fn a_per_tool_command_names_its_realm_and_brings_the_worker_host_only_for_workers() {
+        let user: SandboxUser = "65534:65534".parse().unwrap();
+        let harness = PerToolHarness {
+            realm: Realm::Worker,
+            heap_mb: 64,
+            spares: 2,
+        };
+        let argv = per_tool_command(&user, harness);
+        assert_eq!(argv.len(), 8);
+        let options: serde_json::Value = serde_json::from_str(&argv[6]).unwrap();
+        assert_eq!(options, serde_json::json!({"realm": "worker", "heapMb": 64, "spares": 2}));
+        assert!(argv[7].contains("new Worker(") && argv[7].contains("function frameReader"));
+        assert!(argv[3].contains("function frameReader"), "the supervisor brings the framing");
+        let processes = per_tool_command(&user, PerToolHarness { realm: Realm::Process, ..harness });
+        assert_eq!(processes.len(), 7);
     }
 }

@@ -34,16 +34,26 @@
 // The marker is fresh per call and never reaches the child. We stop the
 // child at its timeout; the executor enforces it too.
 //
-// A long-lived container serving many calls would run the same steps per
-// call with a fresh child each time (spawned without uid/gid once we run as
-// that user); `serve` handles exactly one call today.
+// In a per-tool container (a third argument, the options JSON, and a
+// fourth, the source of threads.mjs) we serve many calls, concurrently, over
+// the same stdin and stdout, each frame (frames.mjs) naming its call:
+//   in:  {"call":id,"bytes"} + that call's envelope, as above
+//        {"cancel":id}                     the executor gave up on the call
+//   out: {"call":id,"bytes"} + records of that call, as above
+// Each call still gets its own fresh marker and its own code's "process":
+//  - realm "worker": a fresh worker thread in ONE process (threads.mjs),
+//    spawned as <uid>:<gid> before we drop; calls are told apart by id.
+//  - realm "process": a fresh child.mjs process per call, pre-spawned (we
+//    already run as <uid>:<gid> then, so without a change of user).
+// Either way a call's code reaches only its own records through us.
 // Written for any stock Node >= 18.
 import { spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
 import { mkdtempSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
 import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [idsArgument, childSource] = process.argv.slice(1);
+const [idsArgument, childSource, optionsArgument, threadsSource] = process.argv.slice(1);
 
 // Exit code for "the harness itself failed"; the executor reports it as
 // its own failure, never as the code's.
@@ -59,7 +69,6 @@ const PROGRESS_MESSAGE_CHARS = 1000;
 // The child's report lines (progress, errors) are small; results come as
 // a payload of their own, capped by the envelope's resultCap.
 const REPORT_LINE_BYTES = 1 << 20;
-const ENVELOPE_HEADER_BYTES = 1 << 16;
 
 const CATCHABLE_SIGNALS = [
   "SIGHUP", "SIGINT", "SIGQUIT", "SIGTRAP", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
@@ -78,38 +87,70 @@ for (const signal of CATCHABLE_SIGNALS) {
 }
 
 const ids = /^(\d+):(\d+)$/.exec(idsArgument ?? "");
+// A session's exec may name itself with a `VAR=value` tag instead of options.
+const perTool = optionsArgument?.startsWith("{") ? perToolOptions(optionsArgument) : null;
 if (!ids || typeof childSource !== "string") {
-  fail("usage: <uid>:<gid> <child source>");
+  fail("usage: <uid>:<gid> <child source> [<per-tool options> <threads source>]");
 } else if (Number(ids[1]) === 0 || Number(ids[2]) === 0) {
   fail("the code must not run as root");
+} else if (perTool === false) {
+  fail("unreadable per-tool options");
+} else if (perTool) {
+  startPerTool(Number(ids[1]), Number(ids[2]), perTool);
 } else {
   start(Number(ids[1]), Number(ids[2]));
 }
 
-function start(uid, gid) {
-  if (process.getuid() !== 0) {
-    fail("must start as root with CAP_SETUID and CAP_SETGID, to run the code as another user");
-    return;
+function perToolOptions(text) {
+  try {
+    const options = JSON.parse(text);
+    if (!["worker", "process"].includes(options.realm)) return false;
+    if (options.realm === "worker" && typeof threadsSource !== "string") return false;
+    return options;
+  } catch {
+    return false;
   }
+}
+
+function start(uid, gid) {
   const child = spawnChild(uid, gid);
+  if (!dropTo(uid, gid, child)) return;
+  const io = {
+    onEnvelope: readEnvelope,
+    write: (bytes) => process.stdout.write(bytes),
+    // Exit only once the records are flushed.
+    ended: () => process.stdout.write("", () => process.exit(0)),
+    broken: fail,
+  };
+  serve(child, prepareChild(child), io);
+}
+
+// Drops to <uid>:<gid> (after `child`, if any, was spawned as that user)
+// and checks that the code's processes cannot reach us.
+function dropTo(uid, gid, child) {
+  const refuse = (message) => {
+    child?.kill("SIGKILL");
+    fail(message);
+    return false;
+  };
+  if (process.getuid() !== 0) {
+    return refuse("must start as root with CAP_SETUID and CAP_SETGID, to run the code as another user");
+  }
   try {
     process.setgroups([]);
     process.setgid(gid);
     process.setuid(uid);
   } catch (error) {
-    child.kill("SIGKILL");
-    fail(`cannot drop to ${uid}:${gid}: ${error.message}`);
-    return;
+    return refuse(`cannot drop to ${uid}:${gid}: ${error.message}`);
   }
   const exposed = reachable(uid, gid);
-  if (exposed) {
-    child.kill("SIGKILL");
-    fail(exposed);
-    return;
-  }
-  // Made now, as the code's user: the child writes the tool's module there,
-  // and warms up Node's module loader in it before the envelope arrives. A
-  // full /tmp (in a session) becomes the call's error, through the child.
+  return exposed ? refuse(exposed) : true;
+}
+
+// Made now, as the code's user: the child writes the tool's module there,
+// and warms up Node's module loader in it before the envelope arrives. A
+// full /tmp (in a session) becomes the call's error, through the child.
+function prepareChild(child) {
   let moduleDir = null;
   let problem = null;
   try {
@@ -118,15 +159,19 @@ function start(uid, gid) {
     problem = `cannot create the run's directory in ${tmpdir()}: ${error.message}`;
   }
   child.stdio[3].write(JSON.stringify({ moduleDir, problem }) + "\n");
-  serve(child, moduleDir);
+  return moduleDir;
 }
 
+// Without uid and gid: as ourselves (after the drop, the code's user).
 function spawnChild(uid, gid) {
-  const env = { ...process.env, HOME: homeOf(uid) };
-  return spawn(process.execPath, ["--input-type=module", "-e", childSource], {
-    uid,
-    gid,
-    env,
+  return spawnCode(["--input-type=module", "-e", childSource], uid, gid);
+}
+
+function spawnCode(args, uid, gid) {
+  const user = uid === undefined ? {} : { uid, gid };
+  return spawn(process.execPath, args, {
+    ...user,
+    env: { ...process.env, HOME: homeOf(uid ?? process.getuid()) },
     // 0: nothing to read; 1, 2: output; 3: the envelope in; 4: reports out.
     stdio: ["ignore", "pipe", "pipe", "pipe", "pipe"],
   });
@@ -160,7 +205,10 @@ function reachable(uid, gid) {
   return null;
 }
 
-function serve(child, moduleDir) {
+// Serves one call by `child` (a process, or a worker thread in the host);
+// `io` says where its envelope comes from and its records go. Returns what
+// ends the call early.
+function serve(child, moduleDir, io) {
   let call = null;
   let finished = false;
   let childExited = null;
@@ -172,7 +220,7 @@ function serve(child, moduleDir) {
 
   function record(header, payload) {
     const head = Buffer.from(call.marker + JSON.stringify(header) + "\n", "utf8");
-    process.stdout.write(payload ? Buffer.concat([head, payload]) : head);
+    io.write(payload ? Buffer.concat([head, payload]) : head);
   }
 
   function output(kind, chunk) {
@@ -334,21 +382,20 @@ function serve(child, moduleDir) {
     try {
       if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
     } catch {}
-    // Exit only once the records are flushed.
-    process.stdout.write("", () => process.exit(0));
+    io.ended();
   }
 
   child.stdout.on("data", (chunk) => output("stdout", chunk));
   child.stderr.on("data", (chunk) => output("stderr", chunk));
   child.stdio[4].on("data", onReports);
   child.on("error", (error) => {
-    if (!call) fail(`cannot start the code's process: ${error.message}`);
+    if (!call) io.broken(`cannot start the code's process: ${error.message}`);
   });
   child.on("exit", (code, signal) => {
     childExited = { code, signal };
     if (!call) {
       // Nothing ran yet: this container cannot serve a call.
-      fail(`the code's process ended before any call (${signal ?? code})`);
+      io.broken(`the code's process ended before any call (${signal ?? code})`);
       return;
     }
     // Its last reports may still be in the pipe: read them first.
@@ -357,7 +404,7 @@ function serve(child, moduleDir) {
     finish(exited(code, signal));
   });
 
-  readEnvelope((header, body) => {
+  io.onEnvelope((header, body) => {
     call = header;
     for (const kind of ["stdout", "stderr"]) for (const chunk of early[kind].splice(0)) output(kind, chunk);
     // After our line with its module directory, the child reads the executor's bytes for it.
@@ -368,6 +415,139 @@ function serve(child, moduleDir) {
       if (!finished) finish(exited(childExited.code, childExited.signal));
     }
   });
+  return { cancel: () => finish({ status: "timed_out" }) };
+}
+
+// ---- per-tool containers: many calls over one channel ----------------------
+
+function startPerTool(uid, gid, options) {
+  const hostOptions = JSON.stringify({ heapMb: options.heapMb, spares: options.spares });
+  if (options.realm === "worker") {
+    const host = spawnCode(["--input-type=module", "-e", threadsSource, childSource, hostOptions], uid, gid);
+    if (dropTo(uid, gid, host)) serveMany(workerRealm(host));
+  } else if (dropTo(uid, gid, null)) {
+    serveMany(processRealm(Number.isSafeInteger(options.spares) && options.spares > 0 ? options.spares : 1));
+  }
+}
+
+// Frames from the executor, each call served as in a run, each record
+// framed with its call's id.
+function serveMany(realm) {
+  const calls = new Map();
+  const onData = frameReader(
+    (header, bytes) => {
+      const id = header.call ?? header.cancel;
+      if (!Number.isSafeInteger(id) || id < 0) {
+        fail("the executor sent a frame without a call id");
+        return false;
+      }
+      if (header.cancel !== undefined) {
+        calls.get(id)?.cancel();
+        return true;
+      }
+      let envelope;
+      try {
+        if (calls.has(id)) throw new Error(`call ${id} is already running`);
+        envelope = envelopeOf(bytes);
+      } catch (error) {
+        fail(`unreadable call from the executor: ${error.message}`);
+        return false;
+      }
+      const { child, moduleDir } = realm.take(id);
+      const io = {
+        onEnvelope: (onEnvelope) => onEnvelope(envelope.header, envelope.body),
+        write: (record) => process.stdout.write(frameBytes({ call: id }, record)),
+        ended: () => calls.delete(id),
+        broken: fail,
+      };
+      calls.set(id, serve(child, moduleDir, io));
+      return true;
+    },
+    (message) => fail(`unreadable frame from the executor: ${message}`),
+  );
+  process.stdin.on("data", onData);
+  // The executor retired this container.
+  process.stdin.on("end", () => process.exit(0));
+}
+
+// A call's bytes: the envelope of a run (header line, then the child's part).
+function envelopeOf(bytes) {
+  const end = bytes.indexOf(10);
+  if (end < 0) throw new Error("no header line");
+  const header = checkedHeader(JSON.parse(bytes.subarray(0, end).toString("utf8")));
+  const body = bytes.subarray(end + 1);
+  if (body.length !== header.bytes) throw new Error("the child's part is not `bytes` long");
+  return { header, body };
+}
+
+// A fresh child.mjs process per call, a few spawned ahead of the calls.
+function processRealm(spares) {
+  const ready = [];
+  const spawnReady = () => {
+    const child = spawnChild();
+    // Until a call serves it, an error is only this spare's end.
+    child.on("error", () => {});
+    return { child, moduleDir: prepareChild(child) };
+  };
+  const refill = () => {
+    while (ready.length < spares) ready.push(spawnReady());
+  };
+  refill();
+  return {
+    take() {
+      let spare = ready.shift();
+      while (spare && (spare.child.exitCode !== null || spare.child.signalCode !== null)) spare = ready.shift();
+      setImmediate(refill);
+      return spare ?? spawnReady();
+    },
+  };
+}
+
+// Worker threads in one host process (threads.mjs); each call's "child" is
+// a stand-in for its worker, fed by the host's frames for its id.
+function workerRealm(host) {
+  const calls = new Map();
+  const toHost = host.stdio[3];
+  host.stdio[4].on(
+    "data",
+    frameReader(
+      (header, payload) => {
+        const child = calls.get(header.call);
+        if (!child) return true;
+        if (header.exit !== undefined) {
+          calls.delete(header.call);
+          child.emit("exit", Number.isSafeInteger(header.exit) ? header.exit : 1, null);
+        } else if (header.stream === "stdout" || header.stream === "stderr") {
+          child[header.stream].emit("data", payload);
+        } else if (header.stream === "report") {
+          child.stdio[4].emit("data", payload);
+        }
+        return true;
+      },
+      (message) => fail(`the worker host sent ${message}`),
+    ),
+  );
+  // The host's own output is no call's: its failures reach the executor's log.
+  host.stdout.resume();
+  host.stderr.on("data", (chunk) => process.stderr.write(chunk));
+  host.on("error", (error) => fail(`cannot start the worker host: ${error.message}`));
+  host.on("exit", (code, signal) => {
+    for (const child of calls.values()) child.emit("exit", code, signal);
+    calls.clear();
+    process.stdout.write("", () => fail(`the worker host ended (${signal ?? code})`));
+  });
+  return {
+    take(id) {
+      const child = new EventEmitter();
+      child.stdout = new EventEmitter();
+      child.stderr = new EventEmitter();
+      const envelopeIn = { write() {}, end: (body) => toHost.write(frameBytes({ op: "call", call: id }, body)) };
+      child.stdio = [null, child.stdout, child.stderr, envelopeIn, new EventEmitter()];
+      child.kill = () => toHost.write(frameBytes({ op: "stop", call: id }));
+      calls.set(id, child);
+      return { child, moduleDir: null };
+    },
+  };
 }
 
 // A shell's exit code: 128 + the signal's number for a killed process.
@@ -378,33 +558,27 @@ function exited(code, signal) {
 
 // One envelope from stdin: a header line, then `bytes` bytes for the child.
 function readEnvelope(onEnvelope) {
-  let buffered = Buffer.alloc(0);
-  let header = null;
-  const onData = (chunk) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    if (!header) {
-      const end = buffered.indexOf(10);
-      if (end < 0) {
-        if (buffered.length > ENVELOPE_HEADER_BYTES) fail("the envelope header is too long");
-        return;
-      }
+  let received = false;
+  const onData = frameReader(
+    (header, body) => {
+      received = true;
+      process.stdin.off("data", onData);
+      process.stdin.pause();
       try {
-        header = checkedHeader(JSON.parse(buffered.subarray(0, end).toString("utf8")));
+        header = checkedHeader(header);
       } catch (error) {
         fail(`unreadable envelope header: ${error.message}`);
-        return;
+        return false;
       }
-      buffered = buffered.subarray(end + 1);
-    }
-    if (buffered.length < header.bytes) return;
-    process.stdin.off("data", onData);
-    process.stdin.pause();
-    onEnvelope(header, buffered.subarray(0, header.bytes));
-  };
+      onEnvelope(header, body);
+      return false;
+    },
+    (message) => fail(`unreadable envelope: ${message}`),
+  );
   process.stdin.on("data", onData);
   // Stdin closed without a call (a warm container being removed): nothing to do.
   process.stdin.on("end", () => {
-    if (!header || buffered.length < header.bytes) process.exit(0);
+    if (!received) process.exit(0);
   });
 }
 

@@ -333,6 +333,7 @@ impl NewTool {
             dependencies: to_proto(self.dependencies.clone()),
             network: self.network.clone().map(network_to_proto),
             secrets: self.secrets.clone(),
+            isolation: isolation_to_proto(self.isolation),
         }
     }
 }
@@ -344,6 +345,7 @@ pub(super) struct PolicyFields {
     pub(super) dependencies: Vec<Dependency>,
     pub(super) network: Option<NetworkPolicy>,
     pub(super) secrets: Vec<String>,
+    pub(super) isolation: Isolation,
 }
 
 impl PolicyFields {
@@ -355,6 +357,7 @@ impl PolicyFields {
             dependencies: record.dependencies.clone(),
             network: record.network.clone(),
             secrets: record.secrets.clone(),
+            isolation: record.isolation(),
         }
     }
 }
@@ -517,6 +520,10 @@ pub async fn update(state: &ServerState, call: &CallContext, args: JsonObject) -
         let mut expected_revision = input.expected_revision;
         if touches_policy {
             let current = get_record(state, &input.name, None).await?;
+            let isolation = match input.patch.isolation {
+                Some(isolation) => isolation_to_proto(isolation),
+                None => current.isolation(),
+            };
             // Check policy on the tool as it will be, not just on the patch.
             let dependencies = match &input.patch.dependencies {
                 Some(deps) => to_proto(deps.clone()),
@@ -535,6 +542,7 @@ pub async fn update(state: &ServerState, call: &CallContext, args: JsonObject) -
                 dependencies,
                 network,
                 secrets,
+                isolation,
             };
             let prepared = prepare(state, call, policy).await?;
             setup = prepared.dependency_setup;
@@ -817,6 +825,7 @@ pub(super) async fn prepare(
         dependencies: policy.dependencies,
         network: policy.network,
         secrets: policy.secrets,
+        isolation: policy.isolation.into(),
     };
     let executors = &state.services.executors;
     let preparing = executors.balanced(request, |mut executor, request| async move {

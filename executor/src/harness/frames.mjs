@@ -1,0 +1,56 @@
+// Frames: a JSON header line, then `header.bytes` bytes (none without
+// `bytes`). The framing of the single-call envelope, and of every channel
+// of a per-tool container: the executor's stdin and stdout, and the pipes
+// between the supervisor and threads.mjs. Prepended to the harness files
+// that use it (import declarations may stand anywhere at a module's top).
+
+const FRAME_HEADER_BYTES = 1 << 16;
+
+// Calls onFrame(header, payload) for each whole frame pushed in; onBad(message)
+// once, for a header that is too long or not JSON, after which nothing is read.
+function frameReader(onFrame, onBad) {
+  let buffered = Buffer.alloc(0);
+  let header = null;
+  let broken = false;
+  return (chunk) => {
+    if (broken) return;
+    buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+    for (;;) {
+      if (!header) {
+        const end = buffered.indexOf(10);
+        if (end < 0) {
+          if (buffered.length > FRAME_HEADER_BYTES) {
+            broken = true;
+            onBad("a frame header is too long");
+          }
+          return;
+        }
+        try {
+          header = JSON.parse(buffered.subarray(0, end).toString("utf8"));
+          if (header === null || typeof header !== "object") throw new Error("not an object");
+        } catch (error) {
+          broken = true;
+          onBad(`unreadable frame header: ${error.message}`);
+          return;
+        }
+        buffered = buffered.subarray(end + 1);
+      }
+      const bytes = Number.isSafeInteger(header.bytes) && header.bytes > 0 ? header.bytes : 0;
+      if (buffered.length < bytes) return;
+      const payload = buffered.subarray(0, bytes);
+      buffered = buffered.subarray(bytes);
+      const whole = header;
+      header = null;
+      if (onFrame(whole, payload) === false) {
+        broken = true;
+        return;
+      }
+    }
+  };
+}
+
+// One frame's bytes, ready for a single write.
+function frameBytes(header, payload) {
+  const head = Buffer.from(JSON.stringify(payload ? { ...header, bytes: payload.length } : header) + "\n", "utf8");
+  return payload ? Buffer.concat([head, payload]) : head;
+}

@@ -1,0 +1,118 @@
+// The process that runs a per-tool container's calls, each in a fresh
+// worker thread used once: its own V8 isolate and JS realm, module graph and
+// globals, with its heap capped (resourceLimits). Started by supervisor.mjs
+// as the sandbox user, like child.mjs in a run; child.mjs is each worker's
+// module. Nothing here is secret: the code of every call runs in this
+// process and can read all of it (/proc/self/mem), other calls' arguments
+// and results included — the supervisor and the container are the
+// boundaries (docs/SECURITY.md).
+//
+//   node --input-type=module -e <frames.mjs + this> <child source> <options JSON>
+//     options: {"heapMb": n, "spares": n}
+//
+// fd 3 (from the supervisor), frames:
+//   {"op":"call","call":id} + the child's envelope    run a call in a spare worker
+//   {"op":"stop","call":id}                           end it (timeout, outcome in)
+// fd 4 (to the supervisor), frames:
+//   {"call":id,"stream":"stdout"|"stderr"|"report"} + bytes
+//   {"call":id,"exit":code}                           the call's worker has ended
+// Written for any stock Node >= 18.
+import { mkdtempSync, rmSync } from "node:fs";
+import { Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+
+const [childSource, optionsArgument] = process.argv.slice(1);
+const options = JSON.parse(optionsArgument ?? "{}");
+const heapMb = Number.isSafeInteger(options.heapMb) && options.heapMb >= 8 ? options.heapMb : 64;
+const spareCount = Number.isSafeInteger(options.spares) && options.spares >= 1 ? options.spares : 1;
+const childUrl = new URL("data:text/javascript," + encodeURIComponent(childSource));
+
+// What Node's own out-of-heap abort exits with; the executor reads it as
+// the run's resource limit.
+const OUT_OF_HEAP_EXIT_CODE = 134;
+
+const toSupervisor = new Socket({ fd: 4, readable: false, writable: true });
+const fromSupervisor = new Socket({ fd: 3, readable: true, writable: false });
+const send = (header, payload) => toSupervisor.write(frameBytes(header, payload));
+
+const spares = [];
+const running = new Map();
+
+function startWorker() {
+  let moduleDir = null;
+  let problem = null;
+  try {
+    moduleDir = mkdtempSync(join(tmpdir(), "dynamic-mcp-"));
+  } catch (error) {
+    problem = `cannot create the run's directory in ${tmpdir()}: ${error.message}`;
+  }
+  const worker = new Worker(childUrl, {
+    workerData: { moduleDir, problem },
+    // Output goes through the parent port (child.mjs); these catch the rest.
+    stdout: true,
+    stderr: true,
+    env: { ...process.env },
+    resourceLimits: {
+      maxOldGenerationSizeMb: heapMb,
+      maxYoungGenerationSizeMb: Math.max(1, Math.min(16, Math.floor(heapMb / 8))),
+    },
+  });
+  const slot = { worker, moduleDir, call: null, outOfHeap: false };
+  worker.on("message", (message) => {
+    if (slot.call === null) return;
+    const stream = message?.stream;
+    if (!["stdout", "stderr", "report"].includes(stream)) return;
+    const data = message.data;
+    if (!(data instanceof Uint8Array) || data.length === 0) return;
+    send({ call: slot.call, stream }, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  });
+  for (const stream of ["stdout", "stderr"]) {
+    worker[stream].on("data", (chunk) => {
+      if (slot.call !== null) send({ call: slot.call, stream }, chunk);
+    });
+  }
+  worker.on("error", (error) => {
+    if (error?.code === "ERR_WORKER_OUT_OF_MEMORY") slot.outOfHeap = true;
+  });
+  worker.on("exit", (code) => {
+    const index = spares.indexOf(slot);
+    if (index >= 0) spares.splice(index, 1);
+    if (slot.call !== null) {
+      running.delete(slot.call);
+      send({ call: slot.call, exit: slot.outOfHeap ? OUT_OF_HEAP_EXIT_CODE : code });
+    }
+    try {
+      if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
+    } catch {}
+    refill();
+  });
+  return slot;
+}
+
+function refill() {
+  while (spares.length < spareCount) spares.push(startWorker());
+}
+
+function onFrame(header, payload) {
+  const call = header.call;
+  if (!Number.isSafeInteger(call)) return;
+  if (header.op === "call") {
+    const slot = spares.shift() ?? startWorker();
+    slot.call = call;
+    running.set(call, slot);
+    // A copy of its own: the frame's buffer may hold other calls' bytes.
+    slot.worker.postMessage(new Uint8Array(payload));
+    setImmediate(refill);
+  } else if (header.op === "stop") {
+    running.get(call)?.worker.terminate();
+  }
+}
+
+fromSupervisor.on("data", frameReader(onFrame, (message) => {
+  process.stderr.write(`dynamic-mcp threads: ${message}\n`, () => process.exit(70));
+}));
+// The supervisor is gone: so is every call.
+fromSupervisor.on("end", () => process.exit(0));
+refill();

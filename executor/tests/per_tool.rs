@@ -1,0 +1,242 @@
+//! Container-per-tool mode: calls of one tool revision run in one
+//! long-lived hardened container, over its attached stdin and stdout, each
+//! in a fresh JS realm — worker threads (the default) and processes. Calls
+//! share no JS state, a hanging call is killed at its timeout while others
+//! go on, a new revision retires the old container, an idle one is removed
+//! (`stop` checks that nothing is left), and an operator can forbid the mode.
+
+mod support;
+
+use std::time::Duration;
+
+use dynamic_mcp_proto::v1::{Isolation, PrepareToolRequest, RunStatus, RunToolRequest};
+use support::{Ran, TestExecutor, removed_within, request, role_of};
+use tonic::Code;
+
+/// No warm pool: every container a test sees is a per-tool one. Idle ones
+/// go quickly, so that `stop` sees them removed.
+const NO_POOL: (&str, &str) = ("MCP_EXECUTOR_WARM_POOL_SIZE", "0");
+const QUICK_IDLE: (&str, &str) = ("MCP_SANDBOX_PER_TOOL_IDLE_SECONDS", "2");
+const PROCESSES: (&str, &str) = ("MCP_SANDBOX_PER_TOOL_REALM", "process");
+
+/// Counts its calls in JS state that a shared realm would keep.
+const COUNTER: &str = r#"
+globalThis.calls = (globalThis.calls ?? 0) + 1;
+console.log("call", globalThis.calls);
+return { calls: globalThis.calls, upper: String(args.text).toUpperCase() };"#;
+
+fn per_tool(code: &str, args_json: &str, timeout_ms: Option<u32>) -> RunToolRequest {
+    RunToolRequest {
+        isolation: Isolation::ContainerPerTool.into(),
+        ..request(code, args_json, timeout_ms)
+    }
+}
+
+async fn start(extra: &[(&str, &str)]) -> Option<TestExecutor> {
+    let mut env = vec![NO_POOL, QUICK_IDLE];
+    env.extend_from_slice(extra);
+    TestExecutor::start(&env).await
+}
+
+async fn calls_share_a_container_but_no_state(extra: &[(&str, &str)]) {
+    let Some(mut executor) = start(extra).await else {
+        return;
+    };
+    let mut containers = Vec::new();
+    for text in ["a", "b", "c"] {
+        let ran = executor
+            .run_request(per_tool(COUNTER, &format!(r#"{{"text":"{text}"}}"#), None))
+            .await;
+        assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+        let upper = text.to_uppercase();
+        assert_eq!(ran.outcome.result_json, format!(r#"{{"calls":1,"upper":"{upper}"}}"#));
+        assert_eq!(ran.outcome.stdout, "call 1\n");
+        containers.push(ran.container_id);
+    }
+    containers.dedup();
+    assert_eq!(containers.len(), 1, "one container serves the tool");
+    let running = executor.containers().await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(role_of(&running[0]), Some("per-tool"));
+
+    // The outcomes of a run, in the same container.
+    let threw = executor
+        .run_request(per_tool(r#"throw new TypeError("bad " + args.n);"#, r#"{"n":7}"#, None))
+        .await;
+    assert_eq!(threw.outcome.status(), RunStatus::Threw, "{:?}", threw.outcome);
+    assert_eq!(
+        (threw.outcome.error_name.as_str(), threw.outcome.error_message.as_str()),
+        ("TypeError", "bad 7")
+    );
+    let syntax = executor.run_request(per_tool("return {", "{}", None)).await;
+    assert_eq!(syntax.outcome.status(), RunStatus::SyntaxError, "{:?}", syntax.outcome);
+    let exited = executor.run_request(per_tool("process.exit(3);", "{}", None)).await;
+    assert_eq!(exited.outcome.status(), RunStatus::Exited, "{:?}", exited.outcome);
+    assert_eq!(exited.outcome.exit_code, Some(3));
+    let unsettled = executor
+        .run_request(per_tool("await new Promise(() => {});", "{}", None))
+        .await;
+    assert_eq!(unsettled.outcome.status(), RunStatus::Exited, "{:?}", unsettled.outcome);
+    assert!(unsettled.outcome.error_message.contains("can never settle"), "{:?}", unsettled.outcome);
+    let content = executor
+        .run_request(per_tool(r#"return mcp.content(["one", mcp.text("two")]);"#, "{}", None))
+        .await;
+    assert_eq!(content.outcome.status(), RunStatus::Ok, "{:?}", content.outcome);
+    assert_eq!(content.outcome.content.as_ref().map(|c| c.blocks.len()), Some(2));
+    for ran in [&threw, &syntax, &exited, &unsettled, &content] {
+        assert_eq!(ran.container_id, containers[0], "a failed call does not cost the container");
+    }
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn worker_calls_share_a_container_but_no_state() {
+    calls_share_a_container_but_no_state(&[]).await;
+}
+
+#[tokio::test]
+async fn process_calls_share_a_container_but_no_state() {
+    calls_share_a_container_but_no_state(&[PROCESSES]).await;
+}
+
+async fn a_hanging_call_is_killed_at_its_timeout_while_another_succeeds(extra: &[(&str, &str)]) {
+    let Some(mut executor) = start(extra).await else {
+        return;
+    };
+    // The container is up before the race starts.
+    let first = executor.run_request(per_tool(COUNTER, r#"{"text":"x"}"#, None)).await;
+    assert_eq!(first.outcome.status(), RunStatus::Ok, "{:?}", first.outcome);
+    let mut client = executor.client.clone();
+    let hanging = tokio::spawn(async move {
+        let began = std::time::Instant::now();
+        let stream = client
+            .run_tool(per_tool("for (;;) {}", "{}", Some(2000)))
+            .await
+            .unwrap()
+            .into_inner();
+        (support::follow(stream).await, began.elapsed())
+    });
+    // While it spins: other calls get their outcomes at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let ran = executor.run_request(per_tool(COUNTER, r#"{"text":"y"}"#, None)).await;
+        assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+        assert_eq!(ran.outcome.result_json, r#"{"calls":1,"upper":"Y"}"#);
+        assert!(ran.wall < Duration::from_millis(1500), "a call waited for the hanging one: {:?}", ran.wall);
+    }
+    let (hung, took) = hanging.await.unwrap();
+    assert_eq!(hung.outcome.status(), RunStatus::TimedOut, "{:?}", hung.outcome);
+    assert!(hung.outcome.error_message.contains("2000 ms"), "{:?}", hung.outcome);
+    assert!(took < Duration::from_secs(5), "killed at its timeout, not later: {took:?}");
+    // The container survived the kill.
+    let after = executor.run_request(per_tool(COUNTER, r#"{"text":"z"}"#, None)).await;
+    assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
+    assert_eq!(after.container_id, first.container_id);
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_worker_call_is_killed_at_its_timeout_while_another_succeeds() {
+    a_hanging_call_is_killed_at_its_timeout_while_another_succeeds(&[]).await;
+}
+
+#[tokio::test]
+async fn a_hanging_process_call_is_killed_at_its_timeout_while_another_succeeds() {
+    a_hanging_call_is_killed_at_its_timeout_while_another_succeeds(&[PROCESSES]).await;
+}
+
+#[tokio::test]
+async fn a_call_past_its_heap_cap_ends_alone_with_a_resource_limit() {
+    let Some(mut executor) = start(&[("MCP_SANDBOX_PER_TOOL_HEAP", "32m")]).await else {
+        return;
+    };
+    let hog = "const keep = []; for (;;) keep.push(new Array(100000).fill(Math.random()));";
+    let ran = executor.run_request(per_tool(hog, "{}", Some(20_000))).await;
+    assert_eq!(ran.outcome.status(), RunStatus::ResourceLimit, "{:?}", ran.outcome);
+    let after = executor.run_request(per_tool(COUNTER, r#"{"text":"ok"}"#, None)).await;
+    assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
+    assert_eq!(after.container_id, ran.container_id, "the container outlived the call");
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_revision_retires_the_old_container() {
+    let Some(mut executor) = start(&[]).await else {
+        return;
+    };
+    let old = executor.run_request(per_tool(COUNTER, r#"{"text":"v1"}"#, None)).await;
+    assert_eq!(old.outcome.status(), RunStatus::Ok, "{:?}", old.outcome);
+    let again = executor.run_request(per_tool(COUNTER, r#"{"text":"v1"}"#, None)).await;
+    assert_eq!(again.container_id, old.container_id);
+    let new = executor
+        .run_request(RunToolRequest {
+            revision: 2,
+            ..per_tool(COUNTER, r#"{"text":"v2"}"#, None)
+        })
+        .await;
+    assert_eq!(new.outcome.status(), RunStatus::Ok, "{:?}", new.outcome);
+    assert_ne!(new.container_id, old.container_id, "revision 2 gets a container of its own");
+    assert!(
+        removed_within(&executor.docker, &old.container_id, Duration::from_secs(10)).await,
+        "revision 1's container was not retired"
+    );
+    let other_tool = executor
+        .run_request(RunToolRequest {
+            tool_name: "test.other".into(),
+            ..per_tool(COUNTER, r#"{"text":"o"}"#, None)
+        })
+        .await;
+    assert_ne!(other_tool.container_id, new.container_id, "tools never share a container");
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_can_forbid_per_tool_mode() {
+    let Some(executor) = start(&[("MCP_SANDBOX_ALLOW_PER_TOOL", "false")]).await else {
+        return;
+    };
+    let mut client = executor.client.clone();
+    let refused = client.run_tool(per_tool(COUNTER, "{}", None)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("MCP_SANDBOX_ALLOW_PER_TOOL") && refused.message().contains("container-per-call"),
+        "{}",
+        refused.message()
+    );
+    let prepared = client
+        .prepare_tool(PrepareToolRequest {
+            isolation: Isolation::ContainerPerTool.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(prepared.code(), Code::InvalidArgument, "refused before it is stored");
+    let per_call = client
+        .prepare_tool(PrepareToolRequest {
+            isolation: Isolation::ContainerPerCall.into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(per_call.is_ok(), "{per_call:?}");
+    assert!(executor.containers().await.is_empty());
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_default_can_be_per_tool() {
+    let Some(mut executor) = start(&[("MCP_SANDBOX_ISOLATION", "container-per-tool")]).await else {
+        return;
+    };
+    let ran: Ran = executor.run(COUNTER, r#"{"text":"d"}"#, None).await;
+    assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+    let containers = executor.containers().await;
+    assert_eq!(containers.iter().filter_map(role_of).collect::<Vec<_>>(), ["per-tool"]);
+    let per_call = executor
+        .run_request(RunToolRequest {
+            isolation: Isolation::ContainerPerCall.into(),
+            ..request(COUNTER, r#"{"text":"c"}"#, None)
+        })
+        .await;
+    assert_ne!(per_call.container_id, ran.container_id, "a tool may still ask for its own container");
+    executor.stop().await;
+}
