@@ -163,7 +163,8 @@ pub struct ExecutorConfig {
     pub per_tool_max_calls: u32,
 
     /// Seconds without a call after which a tool's per-tool container is
-    /// removed (a new revision retires it at its next call).
+    /// removed (a new revision retires it at its next call). Each holds one
+    /// of MCP_EXECUTOR_MAX_CONTAINERS while it lives.
     #[arg(long, env = "MCP_SANDBOX_PER_TOOL_IDLE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub per_tool_idle_seconds: u64,
 

@@ -16,7 +16,7 @@
 //!   the egress shim (`egress.mjs`, placed by `egress/grant.rs`).
 //!
 //! - In a per-tool container (`per_tool/`) the supervisor serves many
-//!   calls over one stdin and stdout, framed per call (`frames.mjs`, read by
+//!   calls over one stdin and stdout, framed per call (`shared.mjs`, read by
 //!   `per_tool/frames.rs`), each call still with its own marker and records.
 //!   The code runs either in a fresh worker thread per call inside one
 //!   process (`threads.mjs`), or in a fresh `child.mjs` process per call.
@@ -30,11 +30,11 @@ use serde_json::value::RawValue;
 
 use crate::setting_values::SandboxUser;
 
-/// The harness sources (they hold no user data). The framing comes first
-/// in the files that use it.
-const SUPERVISOR: &str = concat!(include_str!("frames.mjs"), include_str!("supervisor.mjs"));
+/// The harness sources (they hold no user data). What two of them share
+/// comes first in each.
+const SUPERVISOR: &str = concat!(include_str!("shared.mjs"), include_str!("supervisor.mjs"));
 const CHILD: &str = include_str!("child.mjs");
-const THREADS: &str = concat!(include_str!("frames.mjs"), include_str!("threads.mjs"));
+const THREADS: &str = concat!(include_str!("shared.mjs"), include_str!("threads.mjs"));
 
 /// Where a per-tool container runs each call's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]

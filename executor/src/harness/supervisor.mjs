@@ -36,7 +36,7 @@
 //
 // In a per-tool container (a third argument, the options JSON, and a
 // fourth, the source of threads.mjs) we serve many calls, concurrently, over
-// the same stdin and stdout, each frame (frames.mjs) naming its call:
+// the same stdin and stdout, each frame (shared.mjs) naming its call:
 //   in:  {"call":id,"bytes"} + that call's envelope, as above
 //        {"cancel":id}                     the executor gave up on the call
 //   out: {"call":id,"bytes"} + records of that call, as above
@@ -49,9 +49,8 @@
 // Written for any stock Node >= 18.
 import { spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { mkdtempSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
-import { constants, tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync, readSync, rmSync, statSync } from "node:fs";
+import { constants } from "node:os";
 
 const [idsArgument, childSource, optionsArgument, threadsSource] = process.argv.slice(1);
 
@@ -148,16 +147,9 @@ function dropTo(uid, gid, child) {
 }
 
 // Made now, as the code's user: the child writes the tool's module there,
-// and warms up Node's module loader in it before the envelope arrives. A
-// full /tmp (in a session) becomes the call's error, through the child.
+// and warms up Node's module loader in it before the envelope arrives.
 function prepareChild(child) {
-  let moduleDir = null;
-  let problem = null;
-  try {
-    moduleDir = mkdtempSync(join(tmpdir(), "dynamic-mcp-"));
-  } catch (error) {
-    problem = `cannot create the run's directory in ${tmpdir()}: ${error.message}`;
-  }
+  const { moduleDir, problem } = runDirectory();
   child.stdio[3].write(JSON.stringify({ moduleDir, problem }) + "\n");
   return moduleDir;
 }
@@ -508,6 +500,8 @@ function processRealm(spares) {
 function workerRealm(host) {
   const calls = new Map();
   const toHost = host.stdio[3];
+  // A host that died is reported by its "exit", below.
+  toHost.on("error", () => {});
   host.stdio[4].on(
     "data",
     frameReader(

@@ -7,7 +7,7 @@
 // and results included — the supervisor and the container are the
 // boundaries (docs/SECURITY.md).
 //
-//   node --input-type=module -e <frames.mjs + this> <child source> <options JSON>
+//   node --input-type=module -e <shared.mjs + this> <child source> <options JSON>
 //     options: {"heapMb": n, "spares": n}
 //
 // fd 3 (from the supervisor), frames:
@@ -17,10 +17,8 @@
 //   {"call":id,"stream":"stdout"|"stderr"|"report"} + bytes
 //   {"call":id,"exit":code}                           the call's worker has ended
 // Written for any stock Node >= 18.
-import { mkdtempSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 
 const [childSource, optionsArgument] = process.argv.slice(1);
@@ -32,22 +30,19 @@ const childUrl = new URL("data:text/javascript," + encodeURIComponent(childSourc
 // What Node's own out-of-heap abort exits with; the executor reads it as
 // the run's resource limit.
 const OUT_OF_HEAP_EXIT_CODE = 134;
+const SPARE_RETRY_MS = 1000;
 
 const toSupervisor = new Socket({ fd: 4, readable: false, writable: true });
 const fromSupervisor = new Socket({ fd: 3, readable: true, writable: false });
 const send = (header, payload) => toSupervisor.write(frameBytes(header, payload));
+// The supervisor gone: "end" below ends us.
+toSupervisor.on("error", () => {});
 
 const spares = [];
 const running = new Map();
 
 function startWorker() {
-  let moduleDir = null;
-  let problem = null;
-  try {
-    moduleDir = mkdtempSync(join(tmpdir(), "dynamic-mcp-"));
-  } catch (error) {
-    problem = `cannot create the run's directory in ${tmpdir()}: ${error.message}`;
-  }
+  const { moduleDir, problem } = runDirectory();
   const worker = new Worker(childUrl, {
     workerData: { moduleDir, problem },
     // Output goes through the parent port (child.mjs); these catch the rest.
@@ -86,7 +81,9 @@ function startWorker() {
     try {
       if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
     } catch {}
-    refill();
+    // A spare that could not even start must not become a busy loop.
+    if (slot.call === null) setTimeout(refill, SPARE_RETRY_MS);
+    else refill();
   });
   return slot;
 }

@@ -1,5 +1,5 @@
 //! The framing of a per-tool container's stdin and stdout, as in
-//! `harness/frames.mjs`: a JSON header line naming the call, then `bytes`
+//! `harness/shared.mjs`: a JSON header line naming the call, then `bytes`
 //! bytes. In: a call's envelope, or a cancel. Out: that call's records,
 //! which its own `RecordReader` (with its own marker) reads.
 

@@ -1,8 +1,13 @@
+// What supervisor.mjs and threads.mjs share, prepended to each (import
+// declarations may stand anywhere at a module's top level).
+//
 // Frames: a JSON header line, then `header.bytes` bytes (none without
 // `bytes`). The framing of the single-call envelope, and of every channel
 // of a per-tool container: the executor's stdin and stdout, and the pipes
-// between the supervisor and threads.mjs. Prepended to the harness files
-// that use it (import declarations may stand anywhere at a module's top).
+// between the supervisor and threads.mjs.
+import { mkdtempSync as makeTempDir } from "node:fs";
+import { tmpdir as tempRoot } from "node:os";
+import { join as joinPath } from "node:path";
 
 const FRAME_HEADER_BYTES = 1 << 16;
 
@@ -53,4 +58,15 @@ function frameReader(onFrame, onBad) {
 function frameBytes(header, payload) {
   const head = Buffer.from(JSON.stringify(payload ? { ...header, bytes: payload.length } : header) + "\n", "utf8");
   return payload ? Buffer.concat([head, payload]) : head;
+}
+
+// A call's own directory, made as the code's user: the code's module is
+// written there. A full /tmp becomes the call's error (`problem`), through
+// the code's process, rather than the harness's failure.
+function runDirectory() {
+  try {
+    return { moduleDir: makeTempDir(joinPath(tempRoot(), "dynamic-mcp-")), problem: null };
+  } catch (error) {
+    return { moduleDir: null, problem: `cannot create the run's directory in ${tempRoot()}: ${error.message}` };
+  }
 }
