@@ -300,9 +300,7 @@ impl ExecutorConfig {
     /// An error when the default isolation is one the operator forbids.
     pub fn per_tool_settings(&self) -> Result<PerToolSettings, String> {
         if self.isolation == IsolationMode::ContainerPerTool && !self.allow_per_tool {
-            return Err(
-                "MCP_SANDBOX_ISOLATION is container-per-tool, but MCP_SANDBOX_ALLOW_PER_TOOL is false".into(),
-            );
+            return Err("MCP_SANDBOX_ISOLATION is container-per-tool, but MCP_SANDBOX_ALLOW_PER_TOOL is false".into());
         }
         let max_calls = match self.per_tool_realm {
             Realm::Worker => self.per_tool_max_calls,

@@ -495,7 +495,11 @@ mod tests {
         assert_eq!(policy.isolation(tool, true), Err(PolicyError::PerToolWithEgress));
         policy.default_isolation = tool;
         assert_eq!(policy.isolation(unset, false), Ok(tool));
-        assert_eq!(policy.isolation(unset, true), Ok(call), "a network tool keeps its proxy");
+        assert_eq!(
+            policy.isolation(unset, true),
+            Ok(call),
+            "a network tool keeps its proxy"
+        );
         assert_eq!(policy.isolation(call, false), Ok(call));
         policy.per_tool_allowed = false;
         assert_eq!(policy.isolation(tool, false), Err(PolicyError::PerToolForbidden));

@@ -77,14 +77,21 @@ async fn calls_share_a_container_but_no_state(extra: &[(&str, &str)]) {
         .run_request(per_tool("await new Promise(() => {});", "{}", None))
         .await;
     assert_eq!(unsettled.outcome.status(), RunStatus::Exited, "{:?}", unsettled.outcome);
-    assert!(unsettled.outcome.error_message.contains("can never settle"), "{:?}", unsettled.outcome);
+    assert!(
+        unsettled.outcome.error_message.contains("can never settle"),
+        "{:?}",
+        unsettled.outcome
+    );
     let content = executor
         .run_request(per_tool(r#"return mcp.content(["one", mcp.text("two")]);"#, "{}", None))
         .await;
     assert_eq!(content.outcome.status(), RunStatus::Ok, "{:?}", content.outcome);
     assert_eq!(content.outcome.content.as_ref().map(|c| c.blocks.len()), Some(2));
     for ran in [&threw, &syntax, &exited, &unsettled, &content] {
-        assert_eq!(ran.container_id, containers[0], "a failed call does not cost the container");
+        assert_eq!(
+            ran.container_id, containers[0],
+            "a failed call does not cost the container"
+        );
     }
     executor.stop().await;
 }
@@ -122,12 +129,19 @@ async fn a_hanging_call_is_killed_at_its_timeout_while_another_succeeds(extra: &
         let ran = executor.run_request(per_tool(COUNTER, r#"{"text":"y"}"#, None)).await;
         assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
         assert_eq!(ran.outcome.result_json, r#"{"calls":1,"upper":"Y"}"#);
-        assert!(ran.wall < Duration::from_millis(1500), "a call waited for the hanging one: {:?}", ran.wall);
+        assert!(
+            ran.wall < Duration::from_millis(1500),
+            "a call waited for the hanging one: {:?}",
+            ran.wall
+        );
     }
     let (hung, took) = hanging.await.unwrap();
     assert_eq!(hung.outcome.status(), RunStatus::TimedOut, "{:?}", hung.outcome);
     assert!(hung.outcome.error_message.contains("2000 ms"), "{:?}", hung.outcome);
-    assert!(took < Duration::from_secs(5), "killed at its timeout, not later: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "killed at its timeout, not later: {took:?}"
+    );
     // The container survived the kill.
     let after = executor.run_request(per_tool(COUNTER, r#"{"text":"z"}"#, None)).await;
     assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
@@ -175,7 +189,10 @@ async fn a_new_revision_retires_the_old_container() {
         })
         .await;
     assert_eq!(new.outcome.status(), RunStatus::Ok, "{:?}", new.outcome);
-    assert_ne!(new.container_id, old.container_id, "revision 2 gets a container of its own");
+    assert_ne!(
+        new.container_id, old.container_id,
+        "revision 2 gets a container of its own"
+    );
     assert!(
         removed_within(&executor.docker, &old.container_id, Duration::from_secs(10)).await,
         "revision 1's container was not retired"
@@ -186,7 +203,10 @@ async fn a_new_revision_retires_the_old_container() {
             ..per_tool(COUNTER, r#"{"text":"o"}"#, None)
         })
         .await;
-    assert_ne!(other_tool.container_id, new.container_id, "tools never share a container");
+    assert_ne!(
+        other_tool.container_id, new.container_id,
+        "tools never share a container"
+    );
     executor.stop().await;
 }
 
@@ -237,6 +257,9 @@ async fn the_server_default_can_be_per_tool() {
             ..request(COUNTER, r#"{"text":"c"}"#, None)
         })
         .await;
-    assert_ne!(per_call.container_id, ran.container_id, "a tool may still ask for its own container");
+    assert_ne!(
+        per_call.container_id, ran.container_id,
+        "a tool may still ask for its own container"
+    );
     executor.stop().await;
 }

@@ -243,10 +243,22 @@ mod tests {
         let argv = per_tool_command(&user, harness);
         assert_eq!(argv.len(), 8);
         let options: serde_json::Value = serde_json::from_str(&argv[6]).unwrap();
-        assert_eq!(options, serde_json::json!({"realm": "worker", "heapMb": 64, "spares": 2}));
+        assert_eq!(
+            options,
+            serde_json::json!({"realm": "worker", "heapMb": 64, "spares": 2})
+        );
         assert!(argv[7].contains("new Worker(") && argv[7].contains("function frameReader"));
-        assert!(argv[3].contains("function frameReader"), "the supervisor brings the framing");
-        let processes = per_tool_command(&user, PerToolHarness { realm: Realm::Process, ..harness });
+        assert!(
+            argv[3].contains("function frameReader"),
+            "the supervisor brings the framing"
+        );
+        let processes = per_tool_command(
+            &user,
+            PerToolHarness {
+                realm: Realm::Process,
+                ..harness
+            },
+        );
         assert_eq!(processes.len(), 7);
     }
 }

@@ -87,8 +87,8 @@ impl FrameReader {
                     }
                     Some(end) => {
                         self.buffered.extend_from_slice(&chunk[..end]);
-                        let header: RecordsHeader = serde_json::from_slice(&self.buffered)
-                            .map_err(|e| FrameError::BadHeader(e.to_string()))?;
+                        let header: RecordsHeader =
+                            serde_json::from_slice(&self.buffered).map_err(|e| FrameError::BadHeader(e.to_string()))?;
                         self.buffered.clear();
                         if header.bytes > 0 {
                             self.current = Some((header.call, header.bytes));
@@ -118,7 +118,9 @@ mod tests {
         let mut reader = FrameReader::default();
         let mut calls = BTreeMap::<u64, Vec<u8>>::new();
         for chunk in chunks {
-            reader.push(chunk, &mut |call, bytes| calls.entry(call).or_default().extend_from_slice(bytes))?;
+            reader.push(chunk, &mut |call, bytes| {
+                calls.entry(call).or_default().extend_from_slice(bytes)
+            })?;
         }
         Ok(calls)
     }

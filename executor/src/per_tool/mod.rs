@@ -116,7 +116,11 @@ impl PerTool {
                         container: OnceCell::new(),
                     });
                     if let Some(old) = tools.insert(tool.tool_name.to_owned(), Arc::clone(&entry)) {
-                        tracing::info!(tool = tool.tool_name, revision = old.revision, "per-tool container retired");
+                        tracing::info!(
+                            tool = tool.tool_name,
+                            revision = old.revision,
+                            "per-tool container retired"
+                        );
                     }
                     entry
                 }
@@ -126,10 +130,14 @@ impl PerTool {
             .container
             .get_or_try_init(|| async {
                 let began = Instant::now();
-                let container =
-                    ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls).await?;
-                tracing::info!(tool = tool.tool_name, revision = entry.revision, container = container.id(),
-                    took_ms = began.elapsed().as_millis() as u64, "per-tool container started");
+                let container = ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls).await?;
+                tracing::info!(
+                    tool = tool.tool_name,
+                    revision = entry.revision,
+                    container = container.id(),
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "per-tool container started"
+                );
                 Ok::<_, ExecError>(Arc::new(container))
             })
             .await?;
