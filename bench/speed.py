@@ -14,7 +14,9 @@ Rows:
                  between calls, and back to back
   cold           the pool off: a fresh container per call
   pool-4         a fixed pool of 4 (MCP_EXECUTOR_WARM_POOL_SIZE=4)
-  per-tool       a tool with isolation "container-per-tool"
+  per-tool       a tool with isolation "container-per-tool" (a fresh worker thread per call),
+                 with an agent's pause and back to back
+  per-tool-process  the same with MCP_SANDBOX_PER_TOOL_REALM=process (a fresh process per call)
   control-plane  dynamic.tool.get and tools/list with 1,000 stored tools
 Columns: p50/p95/p99 at concurrency 1, calls/s at concurrency 1, 4 and 16, what limited
 the rate (CPU, container creation, or the client), and the resident memory of the three
@@ -304,7 +306,7 @@ def main() -> None:
     parser.add_argument("--docker-calls", type=int, default=20, help="latency samples of the docker run baseline")
     parser.add_argument("--pause-ms", type=int, default=300, help="an agent's pause between calls")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each rate measurement")
-    parser.add_argument("--rows", default="docker-run,defaults,cold,pool-4,per-tool,control-plane")
+    parser.add_argument("--rows", default="docker-run,defaults,cold,pool-4,per-tool,per-tool-process,control-plane")
     args = parser.parse_args()
     if not Path(args.binary).is_file():
         sys.exit(f"{args.binary} is missing: cargo build --release --bins")
@@ -321,6 +323,15 @@ def main() -> None:
         "per-tool": lambda: [
             product_row(args, "per-tool mode", {}, pause, {"isolation": "container-per-tool"}),
             product_row(args, "per-tool mode, back to back", {}, None, {"isolation": "container-per-tool"}),
+        ],
+        "per-tool-process": lambda: [
+            product_row(
+                args,
+                "per-tool mode, process realm, back to back",
+                {"MCP_SANDBOX_PER_TOOL_REALM": "process"},
+                None,
+                {"isolation": "container-per-tool"},
+            ),
         ],
         "control-plane": lambda: [control_plane_row(args)],
     }

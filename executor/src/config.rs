@@ -162,6 +162,12 @@ pub struct ExecutorConfig {
     #[arg(long, env = "MCP_SANDBOX_PER_TOOL_MAX_CALLS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub per_tool_max_calls: u32,
 
+    /// Per-tool containers one tool revision may have at once: another
+    /// starts when each runs half of MCP_SANDBOX_PER_TOOL_MAX_CALLS (each
+    /// gets MCP_SANDBOX_CPU_LIMIT), the extra ones go when idle.
+    #[arg(long, env = "MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub per_tool_max_containers: u32,
+
     /// Seconds without a call after which a tool's per-tool container is
     /// removed (a new revision retires it at its next call). Each holds one
     /// of MCP_EXECUTOR_MAX_CONTAINERS while it lives.
@@ -317,6 +323,7 @@ impl ExecutorConfig {
                 spares: PER_TOOL_SPARES,
             },
             max_calls: max_calls as usize,
+            max_containers: self.per_tool_max_containers as usize,
             idle_after: Duration::from_secs(self.per_tool_idle_seconds),
         })
     }
@@ -393,6 +400,7 @@ mod tests {
         let per_tool = config.per_tool_settings().unwrap();
         assert_eq!(per_tool.harness.realm, Realm::Worker);
         assert_eq!((per_tool.harness.heap_mb, per_tool.max_calls), (128, 16));
+        assert_eq!(per_tool.max_containers, 2);
         assert_eq!(per_tool.idle_after, Duration::from_secs(300));
         let sessions = config.session_settings();
         assert_eq!(sessions.max_sessions, 20);

@@ -263,3 +263,37 @@ async fn the_server_default_can_be_per_tool() {
     );
     executor.stop().await;
 }
+
+#[tokio::test]
+async fn under_load_a_tool_gets_another_container_and_loses_it_when_idle() {
+    // Room for two calls each: the second call at once finds the first half busy.
+    let Some(mut executor) = start(&[("MCP_SANDBOX_PER_TOOL_MAX_CALLS", "2")]).await else {
+        return;
+    };
+    let first = executor.run_request(per_tool(COUNTER, r#"{"text":"a"}"#, None)).await;
+    assert_eq!(first.outcome.status(), RunStatus::Ok, "{:?}", first.outcome);
+    let slow = "await new Promise((r) => setTimeout(r, 1500)); return 1;";
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = executor.client.clone();
+            tokio::spawn(async move {
+                let stream = client.run_tool(per_tool(slow, "{}", None)).await.unwrap().into_inner();
+                support::follow(stream).await
+            })
+        })
+        .collect();
+    let mut ran_in = Vec::new();
+    for call in calls {
+        let followed = call.await.unwrap();
+        assert_eq!(followed.outcome.status(), RunStatus::Ok, "{:?}", followed.outcome);
+        ran_in.push(followed.started.unwrap().container_id);
+    }
+    ran_in.sort();
+    ran_in.dedup();
+    assert_eq!(ran_in.len(), 2, "two calls at once got two containers");
+    assert!(ran_in.contains(&first.container_id), "the first container kept serving");
+    executor.ran.extend(ran_in);
+    assert_eq!(executor.containers_of("per-tool").await.len(), 2);
+    // `stop` checks that both go once idle.
+    executor.stop().await;
+}

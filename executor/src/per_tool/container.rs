@@ -50,6 +50,7 @@ pub struct ToolContainer {
     calls: Arc<Calls>,
     next_call: AtomicU64,
     places: Arc<Semaphore>,
+    max_calls: usize,
     last_used: Mutex<Instant>,
     tasks: [JoinHandle<()>; 2],
 }
@@ -74,6 +75,7 @@ impl ToolContainer {
             calls,
             next_call: AtomicU64::new(1),
             places: Arc::new(Semaphore::new(max_calls)),
+            max_calls,
             last_used: Mutex::new(Instant::now()),
             tasks: [writer, reader],
         })
@@ -96,6 +98,11 @@ impl ToolContainer {
     pub fn idle_for(&self, idle: std::time::Duration) -> bool {
         let last = *self.last_used.lock().unwrap_or_else(PoisonError::into_inner);
         self.calls.lock().is_empty() && last.elapsed() >= idle
+    }
+
+    /// The calls running in it (places taken).
+    pub fn busy(&self) -> usize {
+        self.max_calls.saturating_sub(self.places.available_permits())
     }
 
     /// A place among the calls it runs at once (waits while all are taken).

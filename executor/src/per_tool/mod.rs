@@ -4,10 +4,14 @@
 //! gets a fresh JS realm used once (a worker thread or a process, see
 //! `harness/`), its own marker and records, and the same judge as a run.
 //!
-//! A tool's container is started by its first call and retired when a
-//! call brings a newer revision or another image or dependency set, and
-//! when idle (which also covers a disabled or deleted tool). Calls of the
-//! retired container finish in it; it is removed when the last one ends.
+//! A tool's container is started by its first call. Under load it gets
+//! more: when each of its containers runs half of MCP_SANDBOX_PER_TOOL_MAX_CALLS,
+//! another starts (up to MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS); calls go to
+//! the oldest container with room, so the extra ones fall idle first when
+//! the load drops. Containers are retired when a call brings a newer
+//! revision or another image or dependency set, and when idle (which also
+//! covers a disabled or deleted tool). Calls of a retired container finish
+//! in it; it is removed when the last one ends.
 
 pub mod container;
 pub mod frames;
@@ -17,7 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_proto::v1::RunOutcome;
-use tokio::sync::OnceCell;
 
 use crate::setting_values::SandboxUser;
 use crate::container::source::ColdStart;
@@ -38,6 +41,8 @@ pub struct PerToolSettings {
     pub harness: PerToolHarness,
     /// Calls one container runs at once.
     pub max_calls: usize,
+    /// Containers one tool revision may have at once.
+    pub max_containers: usize,
     /// Without calls for this long, a tool's container is removed.
     pub idle_after: Duration,
 }
@@ -51,11 +56,30 @@ pub struct ToolCall<'a> {
     pub deps: Option<(&'a str, &'a DepsKey)>,
 }
 
-/// A tool's current container, started by the first call that needs it.
+/// A tool's current containers, oldest first.
 struct Entry {
     revision: u64,
     spec: ContainerSpec,
-    container: OnceCell<Arc<ToolContainer>>,
+    containers: Mutex<Vec<Arc<ToolContainer>>>,
+    /// Held while one more container starts, so that a burst starts one.
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn containers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ToolContainer>>> {
+        self.containers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The oldest open container with fewer than `busy` calls, or, with
+    /// `None`, the least busy one; dead ones are dropped on the way.
+    fn pick(&self, busy: Option<usize>) -> Option<Arc<ToolContainer>> {
+        let mut containers = self.containers();
+        containers.retain(|c| !c.is_closed());
+        match busy {
+            Some(below) => containers.iter().find(|c| c.busy() < below).cloned(),
+            None => containers.iter().min_by_key(|c| c.busy()).cloned(),
+        }
+    }
 }
 
 pub struct PerTool {
@@ -94,54 +118,62 @@ impl PerTool {
         spec
     }
 
-    /// The tool's container for this call, started if there is none or the
-    /// current one is for an older revision, another image or set, or dead.
-    async fn container(&self, tool: &ToolCall<'_>) -> Result<Arc<ToolContainer>, ExecError> {
+    /// The tool's current entry, a fresh one if there is none or it is for
+    /// an older revision, or another image or dependency set.
+    fn entry(&self, tool: &ToolCall<'_>) -> Arc<Entry> {
         let spec = self.spec(tool);
-        let entry = {
-            let mut tools = self.tools();
-            match tools.get(tool.tool_name) {
-                // A call of an older revision still in flight runs beside the new ones.
-                Some(entry)
-                    if entry.revision >= tool.revision
-                        && same_container(&entry.spec, &spec)
-                        && !entry.container.get().is_some_and(|c| c.is_closed()) =>
-                {
-                    Arc::clone(entry)
+        let mut tools = self.tools();
+        match tools.get(tool.tool_name) {
+            // A call of an older revision still in flight runs beside the new ones.
+            Some(entry) if entry.revision >= tool.revision && same_container(&entry.spec, &spec) => Arc::clone(entry),
+            _ => {
+                let entry = Arc::new(Entry {
+                    revision: tool.revision,
+                    spec,
+                    containers: Mutex::new(Vec::new()),
+                    starting: tokio::sync::Mutex::new(()),
+                });
+                if let Some(old) = tools.insert(tool.tool_name.to_owned(), Arc::clone(&entry)) {
+                    tracing::info!(
+                        tool = tool.tool_name,
+                        revision = old.revision,
+                        "per-tool containers retired"
+                    );
                 }
-                _ => {
-                    let entry = Arc::new(Entry {
-                        revision: tool.revision,
-                        spec,
-                        container: OnceCell::new(),
-                    });
-                    if let Some(old) = tools.insert(tool.tool_name.to_owned(), Arc::clone(&entry)) {
-                        tracing::info!(
-                            tool = tool.tool_name,
-                            revision = old.revision,
-                            "per-tool container retired"
-                        );
-                    }
-                    entry
-                }
+                entry
             }
-        };
-        let started = entry
-            .container
-            .get_or_try_init(|| async {
-                let began = Instant::now();
-                let container = ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls).await?;
-                tracing::info!(
-                    tool = tool.tool_name,
-                    revision = entry.revision,
-                    container = container.id(),
-                    took_ms = began.elapsed().as_millis() as u64,
-                    "per-tool container started"
-                );
-                Ok::<_, ExecError>(Arc::new(container))
-            })
-            .await?;
-        Ok(Arc::clone(started))
+        }
+    }
+
+    /// The container for this call: the oldest with room, else a new one
+    /// while the tool has fewer than the most, else the least busy.
+    async fn container(&self, tool: &ToolCall<'_>) -> Result<Arc<ToolContainer>, ExecError> {
+        let entry = self.entry(tool);
+        let room = self.settings.max_calls.div_ceil(2);
+        if let Some(container) = entry.pick(Some(room)) {
+            return Ok(container);
+        }
+        let _starting = entry.starting.lock().await;
+        // Another call may have started one meanwhile.
+        if let Some(container) = entry.pick(Some(room)) {
+            return Ok(container);
+        }
+        if entry.containers().len() >= self.settings.max_containers
+            && let Some(container) = entry.pick(None)
+        {
+            return Ok(container);
+        }
+        let began = Instant::now();
+        let container = Arc::new(ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls).await?);
+        tracing::info!(
+            tool = tool.tool_name,
+            revision = entry.revision,
+            container = container.id(),
+            took_ms = began.elapsed().as_millis() as u64,
+            "per-tool container started"
+        );
+        entry.containers().push(Arc::clone(&container));
+        Ok(container)
     }
 
     /// Runs one call in the tool's container. `on_started` gets the
@@ -191,28 +223,32 @@ impl PerTool {
         self.judge.outcome(captured, ended, call.timeout_ms, began.elapsed())
     }
 
-    /// Removes the containers without a call for the idle time; returns how many.
+    /// Removes the containers without a call for the idle time, and dead
+    /// ones; returns how many.
     pub fn retire_idle(&self) -> usize {
         let idle = self.settings.idle_after;
-        let mut tools = self.tools();
-        let before = tools.len();
-        tools.retain(|tool, entry| {
-            let retire = entry.container.get().is_some_and(|c| c.is_closed() || c.idle_for(idle));
-            if retire {
-                tracing::info!(tool = %tool, revision = entry.revision, "idle per-tool container removed");
+        let mut retired = 0;
+        self.tools().retain(|tool, entry| {
+            let mut containers = entry.containers();
+            let before = containers.len();
+            containers.retain(|c| !(c.is_closed() || c.idle_for(idle)));
+            if containers.len() < before {
+                tracing::info!(tool = %tool, revision = entry.revision, removed = before - containers.len(),
+                    "idle per-tool containers removed");
             }
-            !retire
+            retired += before - containers.len();
+            // An entry whose first container is still starting has none yet.
+            !containers.is_empty() || entry.starting.try_lock().is_err()
         });
-        before - tools.len()
+        retired
     }
 
     /// Removes every per-tool container now (at shutdown).
     pub async fn close(&self) {
         let entries: Vec<_> = self.tools().drain().map(|(_, entry)| entry).collect();
-        for entry in entries {
-            if let Some(container) = entry.container.get() {
-                container.container().remove_now().await;
-            }
+        let containers: Vec<_> = entries.iter().flat_map(|entry| entry.containers().clone()).collect();
+        for container in containers {
+            container.container().remove_now().await;
         }
     }
 }
