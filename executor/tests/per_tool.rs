@@ -5,6 +5,8 @@
 //! go on, a new revision retires the old container, an idle one is removed
 //! (`stop` checks that nothing is left), and an operator can forbid the mode.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod support;
 
 use std::time::Duration;
@@ -32,16 +34,14 @@ fn per_tool(code: &str, args_json: &str, timeout_ms: Option<u32>) -> RunToolRequ
     }
 }
 
-async fn start(extra: &[(&str, &str)]) -> Option<TestExecutor> {
+async fn start(extra: &[(&str, &str)]) -> TestExecutor {
     let mut env = vec![NO_POOL, QUICK_IDLE];
     env.extend_from_slice(extra);
     TestExecutor::start(&env).await
 }
 
 async fn calls_share_a_container_but_no_state(extra: &[(&str, &str)]) {
-    let Some(mut executor) = start(extra).await else {
-        return;
-    };
+    let mut executor = start(extra).await;
     let mut containers = Vec::new();
     for text in ["a", "b", "c"] {
         let ran = executor
@@ -107,9 +107,7 @@ async fn process_calls_share_a_container_but_no_state() {
 }
 
 async fn a_hanging_call_is_killed_at_its_timeout_while_another_succeeds(extra: &[(&str, &str)]) {
-    let Some(mut executor) = start(extra).await else {
-        return;
-    };
+    let mut executor = start(extra).await;
     // The container is up before the race starts.
     let first = executor.run_request(per_tool(COUNTER, r#"{"text":"x"}"#, None)).await;
     assert_eq!(first.outcome.status(), RunStatus::Ok, "{:?}", first.outcome);
@@ -161,9 +159,7 @@ async fn a_hanging_process_call_is_killed_at_its_timeout_while_another_succeeds(
 
 #[tokio::test]
 async fn a_call_past_its_heap_cap_ends_alone_with_a_resource_limit() {
-    let Some(mut executor) = start(&[("MCP_SANDBOX_PER_TOOL_HEAP", "32m")]).await else {
-        return;
-    };
+    let mut executor = start(&[("MCP_SANDBOX_PER_TOOL_HEAP", "32m")]).await;
     let hog = "const keep = []; for (;;) keep.push(new Array(100000).fill(Math.random()));";
     let ran = executor.run_request(per_tool(hog, "{}", Some(20_000))).await;
     assert_eq!(ran.outcome.status(), RunStatus::ResourceLimit, "{:?}", ran.outcome);
@@ -175,9 +171,7 @@ async fn a_call_past_its_heap_cap_ends_alone_with_a_resource_limit() {
 
 #[tokio::test]
 async fn a_new_revision_retires_the_old_container() {
-    let Some(mut executor) = start(&[]).await else {
-        return;
-    };
+    let mut executor = start(&[]).await;
     let old = executor.run_request(per_tool(COUNTER, r#"{"text":"v1"}"#, None)).await;
     assert_eq!(old.outcome.status(), RunStatus::Ok, "{:?}", old.outcome);
     let again = executor.run_request(per_tool(COUNTER, r#"{"text":"v1"}"#, None)).await;
@@ -212,9 +206,7 @@ async fn a_new_revision_retires_the_old_container() {
 
 #[tokio::test]
 async fn an_operator_can_forbid_per_tool_mode() {
-    let Some(executor) = start(&[("MCP_SANDBOX_ALLOW_PER_TOOL", "false")]).await else {
-        return;
-    };
+    let executor = start(&[("MCP_SANDBOX_ALLOW_PER_TOOL", "false")]).await;
     let mut client = executor.client.clone();
     let refused = client.run_tool(per_tool(COUNTER, "{}", None)).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
@@ -244,9 +236,7 @@ async fn an_operator_can_forbid_per_tool_mode() {
 
 #[tokio::test]
 async fn the_server_default_can_be_per_tool() {
-    let Some(mut executor) = start(&[("MCP_SANDBOX_ISOLATION", "container-per-tool")]).await else {
-        return;
-    };
+    let mut executor = start(&[("MCP_SANDBOX_ISOLATION", "container-per-tool")]).await;
     let ran: Ran = executor.run(COUNTER, r#"{"text":"d"}"#, None).await;
     assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
     let containers = executor.containers().await;
@@ -267,9 +257,7 @@ async fn the_server_default_can_be_per_tool() {
 #[tokio::test]
 async fn under_load_a_tool_gets_another_container_and_loses_it_when_idle() {
     // Room for two calls each: the second call at once finds the first half busy.
-    let Some(mut executor) = start(&[("MCP_SANDBOX_PER_TOOL_MAX_CALLS", "2")]).await else {
-        return;
-    };
+    let mut executor = start(&[("MCP_SANDBOX_PER_TOOL_MAX_CALLS", "2")]).await;
     let first = executor.run_request(per_tool(COUNTER, r#"{"text":"a"}"#, None)).await;
     assert_eq!(first.outcome.status(), RunStatus::Ok, "{:?}", first.outcome);
     let slow = "await new Promise((r) => setTimeout(r, 1500)); return 1;";

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use dynamic_mcp_proto::v1::RunOutcome;
 
-use crate::setting_values::SandboxUser;
 use crate::container::source::ColdStart;
 use crate::container::{ContainerSpec, Role, labels};
 use crate::deps::DepsKey;
@@ -30,6 +29,7 @@ use crate::error::ExecError;
 use crate::harness::{self, Call, PerToolHarness};
 use crate::outcome::{Ended, Judge};
 use crate::progress::ProgressSender;
+use crate::setting_values::SandboxUser;
 use crate::streams::Sink;
 use container::ToolContainer;
 
