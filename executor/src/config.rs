@@ -310,9 +310,10 @@ impl ExecutorConfig {
         }
         let max_calls = match self.per_tool_realm {
             Realm::Worker => self.per_tool_max_calls,
-            // Room for every call's process under the container's pids limit.
+            // Room for every call's process, and the spares, under the container's pids limit.
             Realm::Process => {
-                let fit = (self.pids_limit - PER_TOOL_BASE_PIDS) / PROCESS_REALM_PIDS;
+                let spares = i64::from(PER_TOOL_SPARES) * PROCESS_REALM_PIDS;
+                let fit = (self.pids_limit - PER_TOOL_BASE_PIDS - spares) / PROCESS_REALM_PIDS;
                 self.per_tool_max_calls.min(u32::try_from(fit.max(1)).unwrap_or(1))
             }
         };
@@ -521,7 +522,11 @@ mod tests {
         let default_per_tool = parse(&["--isolation", "container-per-tool"]).unwrap();
         assert_eq!(default_per_tool.policy().default_isolation, Isolation::ContainerPerTool);
         let processes = parse(&["--per-tool-realm", "process"]).unwrap();
-        assert_eq!(processes.per_tool_settings().unwrap().max_calls, 8, "(128 - 24) / 12");
+        assert_eq!(
+            processes.per_tool_settings().unwrap().max_calls,
+            6,
+            "(128 - 24 - 2 spares * 12) / 12"
+        );
         assert!(parse(&["--isolation", "per-tool"]).is_err());
     }
 }
