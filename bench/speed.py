@@ -235,7 +235,8 @@ def docker_run_row(args) -> Row:
 
 def control_plane_row(args) -> Row:
     row = Row(f"control plane, {CONTROL_PLANE_TOOLS} tools")
-    product = Product(Path(args.binary), {}).start()
+    # Above the default MCP_DYNAMIC_MAX_TOOLS (256), so the catalog can hold them.
+    product = Product(Path(args.binary), {"MCP_DYNAMIC_MAX_TOOLS": str(2 * CONTROL_PLANE_TOOLS)}).start()
     try:
         row.rss_idle = product.rss_mib()
         clients = [product.client() for _ in range(8)]
