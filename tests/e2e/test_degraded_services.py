@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 import urllib.error
 import urllib.request
 
 import anyio
 import pytest
 
-from docker_probe import run_labels, wait_for_container
+from docker_probe import marker_code, wait_for_call_container
 from mcp_calls import (
     SEED_CODE,
     admin,
@@ -99,14 +100,16 @@ async def test_an_executor_crash_mid_call_says_the_call_can_be_retried(launcher)
     name = unique_name("slow")
     answers = []
     async with frontend.connect(ERA_MODERN) as client:
-        await create_tool(client, name, "await new Promise((r) => setTimeout(r, 30000)); return 1;")
+        marker = uuid.uuid4().hex
+        await create_tool(client, name, marker_code(marker, "await new Promise((r) => setTimeout(r, 30000)); return 1;"))
 
         async def call() -> None:
             answers.append(await client.call_tool(name, {"args": {}}))
 
         async with anyio.create_task_group() as calls:
             calls.start_soon(call)
-            await wait_for_container(run_labels(services.executor_id), 30)
+            # The call's own container, not a warm one that has run nothing yet.
+            await wait_for_call_container(services.executor_id, marker, 30)
             services.executor.kill_hard()
     [result] = answers
     assert result.is_error
