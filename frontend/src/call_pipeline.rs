@@ -1,5 +1,6 @@
 //! What happens to every `tools/call`, in order: find the tool; check
-//! access (admin rights, read-only); ask the guard for a slot and rate
+//! access (admin rights, read-only), after which an admin tool's
+//! `adminToken` argument is dropped; ask the guard for a slot and rate
 //! budget; run it (until done, or until the client cancels); then count it
 //! (guard, Prometheus), log it and audit it.
 //!
@@ -14,6 +15,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject};
 use serde_json::{Map, Value, json};
 
+use crate::access::{self, ADMIN_TOKEN_ARGUMENT};
 use crate::audit::{AuditEvent, AuditResult};
 use crate::call_context::CallContext;
 use crate::error::unknown_tool;
@@ -43,7 +45,7 @@ pub async fn call_tool(
         )
     };
     let scope = ToolClass::of_tool(&name, listed.is_some());
-    let args = request.arguments.unwrap_or_default();
+    let mut args = request.arguments.unwrap_or_default();
     let audit = AuditTemplate::new(&name, scope, &args, &call);
     let started = Instant::now();
 
@@ -54,6 +56,10 @@ pub async fn call_tool(
             .record(audit.event(AuditResult::Denied, json!({"reason": denial.reason()})));
         tracing::info!(tool = %name, caller = %call.caller, reason = denial.reason(), "tool call denied");
         return Ok(denial.into_result());
+    }
+    // The admin token is checked: the admin tools never see it in their arguments.
+    if listed.is_none() && access::needs_admin(&name) {
+        args.remove(ADMIN_TOKEN_ARGUMENT);
     }
 
     let pass = match state.guard.admit(scope, &call.caller) {

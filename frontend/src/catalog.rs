@@ -240,7 +240,13 @@ impl Catalog {
         }
     }
 
-    /// Fires once per catalog change.
+    /// Tells clients that tools/list changed for a reason outside the
+    /// catalog (the built-in tools' schemas state the executor's limits).
+    pub fn announce_list_changed(&self) {
+        let _ = self.inner.changed.send(());
+    }
+
+    /// Fires once per change of tools/list: a catalog change, or an announced one.
     pub fn changed(&self) -> broadcast::Receiver<()> {
         self.inner.changed.subscribe()
     }

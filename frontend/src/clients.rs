@@ -1,13 +1,17 @@
 //! The bundle of gRPC clients every request handler shares: the registry
-//! and the executors.
+//! and the executors, with calls whose failures come back as the
+//! [`ToolError`] a caller reads.
 
 use std::time::Duration;
 
 use dynamic_mcp_common::internal_auth::InternalChannel;
+use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
+use tonic::{Response, Status};
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::executors::{Executors, ExecutorsError};
+use crate::error::ToolError;
+use crate::executors::{Executors, ExecutorsError, MemberChannel, RunChannel};
 use crate::links::{HealthOf, MAX_MESSAGE_BYTES, Service, ServiceAddresses, ServiceLink, check_health};
 
 /// Connections to both services. Cheap to clone; channels reconnect by themselves.
@@ -49,4 +53,37 @@ impl Services {
             Service::Executor => self.executors.check(within).await,
         }
     }
+
+    /// One registry call.
+    pub async fn registry_call<T, F, Fut>(&self, call: F) -> Result<T, ToolError>
+    where
+        F: FnOnce(RegistryClient<InternalChannel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        answer(call(self.registry.clone()).await, ToolError::registry)
+    }
+
+    /// One executor call, on the executor in rotation with the least load
+    /// ([`Executors::balanced`]).
+    pub async fn executor_call<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, ToolError>
+    where
+        R: Clone,
+        F: FnMut(ExecutorClient<RunChannel>, R) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        answer(self.executors.balanced(request, call).await, ToolError::executor)
+    }
+
+    /// One call on the executor that owns `session_id` ([`Executors::in_session`]).
+    pub async fn session_call<T, F, Fut>(&self, session_id: &str, call: F) -> Result<T, ToolError>
+    where
+        F: FnOnce(ExecutorClient<MemberChannel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        answer(self.executors.in_session(session_id, call).await, ToolError::executor)
+    }
+}
+
+fn answer<T>(answer: Result<Response<T>, Status>, failed: fn(Status) -> ToolError) -> Result<T, ToolError> {
+    answer.map(Response::into_inner).map_err(failed)
 }

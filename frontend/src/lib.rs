@@ -20,6 +20,7 @@ pub mod executors;
 pub mod guard;
 pub mod http;
 pub mod links;
+mod live_limits;
 mod local_services;
 mod metrics;
 pub mod notify;
@@ -48,6 +49,7 @@ use crate::config::{AuthMode, FrontendConfig, Transport};
 use crate::guard::{Guard, GuardLimits};
 use crate::local_services::LocalServices;
 use crate::notify::LegacyPeers;
+use crate::sandbox_facts::SandboxFacts;
 use crate::server::Frontend;
 use crate::state::ServerState;
 
@@ -76,9 +78,16 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
     )?;
     let catalog = Catalog::new(services.registry.clone());
     let follower = catalog.spawn_follower(stop.clone());
-    if !catalog.wait_until_synced(FIRST_SNAPSHOT_WITHIN).await {
+    // The built-in schemas state the executor's limits: learn them before serving.
+    let sandbox = SandboxFacts::default();
+    let (synced, ()) = tokio::join!(
+        catalog.wait_until_synced(FIRST_SNAPSHOT_WITHIN),
+        sandbox.refresh(&services.executors, &catalog)
+    );
+    if !synced {
         tracing::warn!(registry = %links.registry.url, "no tool catalog from the registry yet; dynamic tools appear once it answers");
     }
+    let sandbox_watch = sandbox.spawn_watch(services.executors.clone(), catalog.clone(), stop.clone());
     let legacy_peers = LegacyPeers::default();
     let fan_out = legacy_peers.spawn_fan_out(&catalog, stop.clone());
     let frontend = Frontend::new(ServerState {
@@ -90,7 +99,7 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
         audit: audit.clone(),
         started: Instant::now(),
         contracts: Default::default(),
-        sandbox: Default::default(),
+        sandbox,
     });
 
     let served = match config.transport {
@@ -105,7 +114,7 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
         }
     };
     stop.cancel();
-    let _ = tokio::join!(follower, fan_out);
+    let _ = tokio::join!(follower, fan_out, sandbox_watch);
     local_services.shutdown().await;
     audit.close().await;
     served

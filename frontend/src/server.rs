@@ -79,7 +79,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut tools = tools::builtin_definitions().to_vec();
+        let mut tools = tools::builtin_definitions(self.state.sandbox.limits()).to_vec();
         self.state
             .catalog
             .read(|c| tools.extend(c.enabled_definitions(run_dynamic::definition).cloned()));
@@ -89,7 +89,7 @@ impl ServerHandler for Frontend {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools::builtin_definitions()
+        tools::builtin_definitions(self.state.sandbox.limits())
             .iter()
             .find(|t| t.name == name)
             .cloned()

@@ -3,18 +3,21 @@
 //! long), and an earlier one can become the next revision again, or a deleted
 //! tool come back, after its examples pass with today's policy.
 
+use dynamic_mcp_common::limits::DEFAULT_HISTORY_PAGE;
 use dynamic_mcp_proto::v1::{
     RestoreToolRequest, RollbackToolRequest, ToolHistoryRequest, ToolRecord, ToolWriteResponse,
 };
 use rmcp::model::{CallToolResult, JsonObject, Tool};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dynamic_tool::{
-    PolicyFields, admin_token_field, candidate, commit, fresh_key, idempotency_key_field, name_field, prepare, settle,
-    view_json, write_options, written_result,
+    PolicyFields, candidate, commit, key_or_fresh, prepare, settle, view_json, write_options, written_result,
 };
-use super::{parse_args, schema, self_test};
+use super::fields::{ExpectedRevision, IdempotencyKey};
+use super::input_schema::input_schema;
+use super::{parse_args, self_test};
 use crate::call_context::CallContext;
 use crate::error::ToolError;
 use crate::state::ServerState;
@@ -23,53 +26,53 @@ pub const HISTORY: &str = "dynamic.tool.history";
 pub const ROLLBACK: &str = "dynamic.tool.rollback";
 pub const RESTORE: &str = "dynamic.tool.restore";
 
-#[derive(Debug, Deserialize)]
+/// The arguments of dynamic.tool.history.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct HistoryInput {
+    /// Name of the dynamic tool whose revisions to list (also a deleted one).
     name: String,
+    #[schemars(range(min = 1), description = format!(
+        "How many revisions to return, newest first. Default: {DEFAULT_HISTORY_PAGE}."))]
     limit: Option<u32>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The arguments of dynamic.tool.rollback.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RollbackInput {
+    /// Name of the dynamic tool to roll back.
     name: String,
+    /// The kept revision to return to (dynamic.tool.history lists them).
+    #[schemars(range(min = 1))]
     revision: u64,
-    expected_revision: Option<u64>,
-    idempotency_key: Option<String>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
+    expected_revision: Option<ExpectedRevision>,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The arguments of dynamic.tool.restore.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RestoreInput {
+    /// Name of the dynamic tool to bring back after a delete.
     name: String,
+    /// The kept revision to restore. Default: the one it had when it was deleted.
+    #[schemars(range(min = 1))]
     revision: Option<u64>,
-    idempotency_key: Option<String>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 pub async fn history(state: &ServerState, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let input: HistoryInput = parse_args(HISTORY, args)?;
-    let limit = input
-        .limit
-        .unwrap_or(dynamic_mcp_common::limits::DEFAULT_HISTORY_PAGE as u32);
+    let limit = input.limit.unwrap_or(DEFAULT_HISTORY_PAGE as u32);
     let request = ToolHistoryRequest {
         name: input.name.clone(),
         limit: Some(limit),
     };
     let kept = state
         .services
-        .registry
-        .clone()
-        .history(request)
-        .await
-        .map_err(ToolError::registry)?
-        .into_inner();
+        .registry_call(|mut r| async move { r.history(request).await })
+        .await?;
     let revisions: Vec<Value> = kept
         .revisions
         .into_iter()
@@ -110,11 +113,15 @@ pub async fn rollback(state: &ServerState, call: &CallContext, args: JsonObject)
     let request = |validate_only: bool, key: Option<&str>| RollbackToolRequest {
         name: input.name.clone(),
         revision: input.revision,
-        expected_revision: input.expected_revision,
+        expected_revision: input.expected_revision.map(|r| r.0),
         write: Some(write_options(call, key, validate_only)),
     };
-    let check = state.services.registry.clone().rollback(request(true, None)).await;
-    let base = check.as_ref().map(|a| a.get_ref().base_revision).unwrap_or_default();
+    let check = request(true, None);
+    let check = state
+        .services
+        .registry_call(|mut r| async move { r.rollback(check).await })
+        .await?;
+    let base = check.base_revision;
     let next = candidate(check)?;
     if next.revision == base {
         return Ok(CallToolResult::structured(json!({
@@ -122,7 +129,7 @@ pub async fn rollback(state: &ServerState, call: &CallContext, args: JsonObject)
             "changed": false,
         })));
     }
-    let key = input.idempotency_key.clone().unwrap_or_else(fresh_key);
+    let key = key_or_fresh(input.idempotency_key.clone());
     let write = request(false, Some(&key));
     go_live(state, call, ROLLBACK, &next, || {
         let (mut registry, sent) = (state.services.registry.clone(), write.clone());
@@ -138,8 +145,14 @@ pub async fn restore(state: &ServerState, call: &CallContext, args: JsonObject) 
         revision: input.revision,
         write: Some(write_options(call, key, validate_only)),
     };
-    let next = candidate(state.services.registry.clone().restore(request(true, None)).await)?;
-    let key = input.idempotency_key.clone().unwrap_or_else(fresh_key);
+    let check = request(true, None);
+    let next = candidate(
+        state
+            .services
+            .registry_call(|mut r| async move { r.restore(check).await })
+            .await?,
+    )?;
+    let key = key_or_fresh(input.idempotency_key.clone());
     let write = request(false, Some(&key));
     go_live(state, call, RESTORE, &next, || {
         let (mut registry, sent) = (state.services.registry.clone(), write.clone());
@@ -187,51 +200,13 @@ async fn prove(state: &ServerState, call: &CallContext, action: &str, next: &Too
 }
 
 pub fn definitions() -> Vec<Tool> {
-    let history = schema(json!({
-        "type": "object",
-        "properties": {
-            "name": name_field("whose revisions to list (also a deleted one)"),
-            "limit": {"type": "integer", "minimum": 1, "description": format!(
-                "How many revisions to return, newest first. Default: {}.",
-                dynamic_mcp_common::limits::DEFAULT_HISTORY_PAGE)},
-            "adminToken": admin_token_field()
-        },
-        "required": ["name"],
-        "additionalProperties": false
-    }));
-    let rollback = schema(json!({
-        "type": "object",
-        "properties": {
-            "name": name_field("to roll back"),
-            "revision": {"type": "integer", "minimum": 1,
-                "description": "The kept revision to return to (dynamic.tool.history lists them)."},
-            "expectedRevision": {"type": "integer", "minimum": 1,
-                "description": "Only roll back if the tool is still at this revision; protects against overwriting someone else's change."},
-            "idempotencyKey": idempotency_key_field(),
-            "adminToken": admin_token_field()
-        },
-        "required": ["name", "revision"],
-        "additionalProperties": false
-    }));
-    let restore = schema(json!({
-        "type": "object",
-        "properties": {
-            "name": name_field("to bring back after a delete"),
-            "revision": {"type": "integer", "minimum": 1,
-                "description": "The kept revision to restore. Default: the one it had when it was deleted."},
-            "idempotencyKey": idempotency_key_field(),
-            "adminToken": admin_token_field()
-        },
-        "required": ["name"],
-        "additionalProperties": false
-    }));
     let annotations = super::hints;
     vec![
         Tool::new(
             HISTORY,
             "List the kept revisions of a dynamic tool, newest first: `{name, revisions: [{revision, kind, actor, \
              changedFields, at}], more, historyLimit, deleted?}`. Works for a deleted tool while its history is kept.",
-            history,
+            input_schema::<HistoryInput>(),
         )
         .with_title("Dynamic tool history")
         .with_annotations(annotations(true, false, true)),
@@ -239,7 +214,7 @@ pub fn definitions() -> Vec<Tool> {
             ROLLBACK,
             "Make an earlier revision of a dynamic tool current again, as a new revision equal to it. Its examples run \
              first; a failure refuses the rollback. Clients get one notifications/tools/list_changed. Returns `{tool}`.",
-            rollback,
+            input_schema::<RollbackInput>(),
         )
         .with_title("Roll back dynamic tool")
         .with_annotations(annotations(false, true, true)),
@@ -247,7 +222,7 @@ pub fn definitions() -> Vec<Tool> {
             RESTORE,
             "Bring back a deleted dynamic tool from its kept history (at its last revision, or `revision`). Its \
              examples run first. Returns `{tool}`.",
-            restore,
+            input_schema::<RestoreInput>(),
         )
         .with_title("Restore deleted dynamic tool")
         .with_annotations(annotations(false, false, true)),

@@ -76,7 +76,7 @@ pub async fn run(
         Err(Refusal::Error(error)) => return Err(error),
         Err(Refusal::Result(result)) => return Ok(result),
     };
-    let tool = state.catalog.with_code(listed).await.map_err(ToolError::registry)?;
+    let tool = super::with_code(state, listed).await?;
     if !tool.enabled {
         return Err(ToolError::input(format!("Tool '{}' has just been disabled", tool.name)));
     }
@@ -158,13 +158,10 @@ pub async fn execute_with(
     let tool_name = request.tool_name.clone();
     let events = state
         .services
-        .executors
-        .balanced(request, |mut executor, request| async move {
+        .executor_call(request, |mut executor, request| async move {
             executor.run_tool(request).await
         })
-        .await
-        .map_err(ToolError::executor)?
-        .into_inner();
+        .await?;
     run_stream::follow(
         events,
         &format!("'{tool_name}'"),

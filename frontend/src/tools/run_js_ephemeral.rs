@@ -4,17 +4,20 @@
 //! call, and answers as a dynamic tool does: same run in a fresh hardened
 //! container, same outcomes.
 
+use dynamic_mcp_common::limits::{
+    CODE_CHARS, MAX_DEPENDENCIES, MAX_SECRETS, MAX_TIMEOUT_MS_CEILING, MIN_TIMEOUT_MS, SECRET_NAME_PATTERN,
+};
 use dynamic_mcp_proto::v1::RunToolRequest;
-use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use rmcp::model::{CallToolResult, JsonObject, Tool};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
-use super::network::{NetworkInput, network_field, network_to_proto, secrets_field};
+use super::dynamic_tool::{DependencyInput, installing_message, to_proto};
+use super::input_schema::input_schema;
+use super::network::{NetworkInput, SECRETS_DESCRIPTION, network_description, network_to_proto};
+use super::parse_args;
 use super::run_dynamic::{Ran, code_args_json, execute_with, outcome_result};
-use dynamic_mcp_common::limits::CODE_CHARS;
-
-use super::{parse_args, schema, timeout_field};
 use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
@@ -22,20 +25,34 @@ use crate::state::ServerState;
 
 pub const NAME: &str = "run_js_ephemeral";
 
-#[derive(Debug, Deserialize)]
+/// The arguments of run_js_ephemeral.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Input {
+    /// JavaScript: the body of `export async function run(args) { ... }`. Read
+    /// the input from `args` and return any JSON-serialisable value; `await` works.
+    #[schemars(length(min = CODE_CHARS.min, max = CODE_CHARS.max))]
     code: String,
+    /// Docker image to run the code in; must be on the server's allow-list.
+    /// Default: the first allowed image.
     image: Option<String>,
+    /// Time limit of the run in milliseconds; a run over it is stopped.
+    /// Default: the server's default.
+    #[schemars(range(min = MIN_TIMEOUT_MS, max = MAX_TIMEOUT_MS_CEILING))]
     timeout_ms: Option<u32>,
+    /// npm packages the code imports; installed once per set, then reused.
     #[serde(default)]
+    #[schemars(length(max = MAX_DEPENDENCIES))]
     dependencies: Vec<DependencyInput>,
+    #[schemars(description = network_description("the code"))]
     network: Option<NetworkInput>,
     #[serde(default)]
+    #[schemars(length(max = MAX_SECRETS), inner(pattern(SECRET_NAME_PATTERN)), extend("uniqueItems" = true),
+        description = SECRETS_DESCRIPTION)]
     secrets: Vec<String>,
+    /// The object the code receives as `args`. Default: {}.
+    #[schemars(extend("type" = "object"))]
     args: Option<Value>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
 pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
@@ -65,37 +82,13 @@ pub async fn run(state: &ServerState, call: &CallContext, args: JsonObject) -> R
 }
 
 pub fn definition() -> Tool {
-    let input = schema(json!({
-        "type": "object",
-        "properties": {
-            "code": {"type": "string", "minLength": CODE_CHARS.min, "maxLength": CODE_CHARS.max,
-                "description": "JavaScript: the body of `export async function run(args) { ... }`. Read the input from \
-                    `args` and return any JSON-serialisable value; `await` works."},
-            "args": {"type": "object", "description": "The object the code receives as `args`. Default: {}."},
-            "image": {"type": "string",
-                "description": "Docker image to run the code in; must be on the server's allow-list. Default: the first allowed image."},
-            "timeoutMs": timeout_field("Time limit of the run in milliseconds; a run over it is stopped. Default: the server's default."),
-            "dependencies": dependencies_field("; installed once per set, then reused"),
-            "network": network_field("the code"),
-            "secrets": secrets_field(),
-            "adminToken": admin_token_field()
-        },
-        "required": ["code"],
-        "additionalProperties": false
-    }));
     Tool::new(
         NAME,
         "Run JavaScript once in an isolated container, without creating a tool: the body of `export async function \
          run(args)`, and the `args` it receives. Returns what a dynamic tool returns: `{ok: true, result, durationMs}`, \
          or an error saying what went wrong.",
-        input,
+        input_schema::<Input>(),
     )
     .with_title("Run JavaScript once")
-    .with_annotations(
-        ToolAnnotations::new()
-            .read_only(false)
-            .destructive(false)
-            .idempotent(false)
-            .open_world(false),
-    )
+    .with_annotations(super::hints(false, false, false))
 }

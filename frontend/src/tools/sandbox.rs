@@ -10,15 +10,17 @@ use dynamic_mcp_proto::v1::{
     StopSessionRequest,
 };
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dynamic_tool::{DependencyInput, admin_token_field, dependencies_field, installing_message, to_proto};
-use super::network::{NetworkInput, network_field, network_to_proto};
-use super::run_dynamic::{Ran, code_args_json, outcome_result};
-use dynamic_mcp_common::limits::SESSION_COMMANDS;
+use dynamic_mcp_common::limits::{MAX_DEPENDENCIES, MAX_TIMEOUT_MS_CEILING, MIN_TIMEOUT_MS, SESSION_COMMANDS};
 
-use super::{parse_args, run_stream, schema, timeout_field};
+use super::dynamic_tool::{DependencyInput, installing_message, to_proto};
+use super::input_schema::input_schema;
+use super::network::{NetworkInput, network_description, network_to_proto};
+use super::run_dynamic::{Ran, code_args_json, outcome_result};
+use super::{parse_args, run_stream};
 use crate::auth::Caller;
 use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
@@ -33,53 +35,73 @@ pub const SESSION_LIST: &str = "sandbox.session.list";
 
 // ---- inputs -----------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+const SESSION_ID: &str = "The session's id, from sandbox.initialize or sandbox.session.list.";
+
+/// The arguments of sandbox.initialize.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct InitializeInput {
+    /// Docker image of the session; must be on the server's allow-list. Default: the first allowed image.
     image: Option<String>,
+    /// Default time limit of each exec or run_js call in this session, in
+    /// milliseconds. Default: the server's default.
+    #[schemars(range(min = MIN_TIMEOUT_MS, max = MAX_TIMEOUT_MS_CEILING))]
     timeout_ms: Option<u32>,
+    #[schemars(description = network_description("code in the session (sandbox.run_js, and node in sandbox.exec)"))]
     network: Option<NetworkInput>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The arguments of sandbox.exec.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ExecInput {
+    #[schemars(description = SESSION_ID)]
     session_id: String,
+    #[schemars(length(min = SESSION_COMMANDS.min, max = SESSION_COMMANDS.max), inner(length(min = 1)),
+        description = format!("{}-{} shell commands (each run with `sh -c` in /work as an unprivileged user), one \
+            after another; a failing command does not stop the next.", SESSION_COMMANDS.min, SESSION_COMMANDS.max))]
     commands: Vec<String>,
+    /// Time limit of the whole call in milliseconds; the command running when
+    /// it is reached is killed and the rest are skipped. Default: the session's.
+    #[schemars(range(min = MIN_TIMEOUT_MS, max = MAX_TIMEOUT_MS_CEILING))]
     timeout_ms: Option<u32>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The arguments of sandbox.run_js.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RunJsInput {
+    #[schemars(description = SESSION_ID)]
     session_id: String,
+    /// JavaScript: the body of `export async function run(args) { ... }`;
+    /// return any JSON-serialisable value. It runs in /work, where files from
+    /// sandbox.exec are.
+    #[schemars(length(min = 1))]
     code: String,
+    /// The object the code receives as `args`. Default: {}.
+    #[schemars(extend("type" = "object"))]
     args: Option<Value>,
+    /// npm packages the code imports; installed once per set, then reused.
     #[serde(default)]
+    #[schemars(length(max = MAX_DEPENDENCIES))]
     dependencies: Vec<DependencyInput>,
+    /// Time limit of the run in milliseconds. Default: the session's.
+    #[schemars(range(min = MIN_TIMEOUT_MS, max = MAX_TIMEOUT_MS_CEILING))]
     timeout_ms: Option<u32>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The arguments of sandbox.stop.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StopInput {
+    #[schemars(description = SESSION_ID)]
     session_id: String,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// sandbox.session.list takes no arguments (but the admin token).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListInput {
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
-}
+struct ListInput {}
 
 /// The session owner: who is calling, as the caller cannot choose it.
 fn owner(caller: &Caller) -> String {
@@ -102,13 +124,10 @@ pub async fn initialize(
     };
     let started = state
         .services
-        .executors
-        .balanced(request, |mut executor, request| async move {
+        .executor_call(request, |mut executor, request| async move {
             executor.start_session(request).await
         })
-        .await
-        .map_err(ToolError::executor)?
-        .into_inner();
+        .await?;
     let session = started.session.ok_or_else(|| {
         ToolError::executor(tonic::Status::internal(
             "the executor started a session but did not describe it",
@@ -127,13 +146,10 @@ pub async fn exec(state: &ServerState, call: &CallContext, args: JsonObject) -> 
     };
     let response = state
         .services
-        .executors
-        .in_session(&input.session_id, move |mut executor| async move {
+        .session_call(&input.session_id, move |mut executor| async move {
             executor.exec_in_session(request).await
         })
-        .await
-        .map_err(ToolError::executor)?
-        .into_inner();
+        .await?;
     EgressWitness::in_session(call, EXEC, &input.session_id).record_all(state, &response.egress);
     let results: Vec<Value> = response.results.iter().map(command_json).collect();
     let body = json!({"sessionId": input.session_id, "results": results, "skipped": response.skipped});
@@ -173,13 +189,10 @@ pub async fn run_js(state: &ServerState, call: &CallContext, args: JsonObject) -
     };
     let events = state
         .services
-        .executors
-        .in_session(&session_id, move |mut executor| async move {
+        .session_call(&session_id, move |mut executor| async move {
             executor.run_js_in_session(request).await
         })
-        .await
-        .map_err(ToolError::executor)?
-        .into_inner();
+        .await?;
     let outcome = run_stream::follow(
         events,
         RUN_JS,
@@ -200,19 +213,17 @@ pub async fn stop(state: &ServerState, call: &CallContext, args: JsonObject) -> 
     };
     state
         .services
-        .executors
-        .in_session(&input.session_id, move |mut executor| async move {
+        .session_call(&input.session_id, move |mut executor| async move {
             executor.stop_session(request).await
         })
-        .await
-        .map_err(ToolError::executor)?;
+        .await?;
     Ok(CallToolResult::structured(
         json!({"stopped": true, "sessionId": input.session_id}),
     ))
 }
 
 pub async fn list(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let ListInput { .. } = parse_args(SESSION_LIST, args)?;
+    let ListInput {} = parse_args(SESSION_LIST, args)?;
     let request = ListSessionsRequest {
         owner: owner(&call.caller),
     };
@@ -230,12 +241,11 @@ async fn gather_sessions(state: &ServerState, request: ListSessionsRequest) -> R
         // None in rotation: ask as for a run, so the caller learns why it fails.
         let listed = state
             .services
-            .executors
-            .balanced(request, |mut executor, request| async move {
+            .executor_call(request, |mut executor, request| async move {
                 executor.list_sessions(request).await
             })
-            .await;
-        return Ok(listed.map_err(ToolError::executor)?.into_inner().sessions);
+            .await?;
+        return Ok(listed.sessions);
     }
     let asks = executors.into_iter().map(|mut executor| {
         let request = request.clone();
@@ -300,65 +310,7 @@ fn command_json(result: &CommandResult) -> Value {
 
 // ---- definitions ------------------------------------------------------------
 
-fn session_id_field() -> Value {
-    json!({"type": "string", "description": "The session's id, from sandbox.initialize or sandbox.session.list."})
-}
-
 pub fn definitions() -> Vec<Tool> {
-    let initialize = schema(json!({
-        "type": "object",
-        "properties": {
-            "image": {"type": "string",
-                "description": "Docker image of the session; must be on the server's allow-list. Default: the first allowed image."},
-            "timeoutMs": timeout_field("Default time limit of each exec or run_js call in this session, in milliseconds. Default: the server's default."),
-            "network": network_field("code in the session (sandbox.run_js, and node in sandbox.exec)"),
-            "adminToken": admin_token_field()
-        },
-        "additionalProperties": false
-    }));
-    let exec = schema(json!({
-        "type": "object",
-        "properties": {
-            "sessionId": session_id_field(),
-            "commands": {
-                "type": "array", "minItems": SESSION_COMMANDS.min, "maxItems": SESSION_COMMANDS.max,
-                "description": format!("{}-{} shell commands (each run with `sh -c` in /work as an unprivileged user), one after \
-                    another; a failing command does not stop the next.", SESSION_COMMANDS.min, SESSION_COMMANDS.max),
-                "items": {"type": "string", "minLength": 1}
-            },
-            "timeoutMs": timeout_field("Time limit of the whole call in milliseconds; the command running when it is reached is \
-                    killed and the rest are skipped. Default: the session's."),
-            "adminToken": admin_token_field()
-        },
-        "required": ["sessionId", "commands"],
-        "additionalProperties": false
-    }));
-    let run_js = schema(json!({
-        "type": "object",
-        "properties": {
-            "sessionId": session_id_field(),
-            "code": {"type": "string", "minLength": 1,
-                "description": "JavaScript: the body of `export async function run(args) { ... }`; return any \
-                    JSON-serialisable value. It runs in /work, where files from sandbox.exec are."},
-            "args": {"type": "object", "description": "The object the code receives as `args`. Default: {}."},
-            "dependencies": dependencies_field("; installed once per set, then reused"),
-            "timeoutMs": timeout_field("Time limit of the run in milliseconds. Default: the session's."),
-            "adminToken": admin_token_field()
-        },
-        "required": ["sessionId", "code"],
-        "additionalProperties": false
-    }));
-    let stop = schema(json!({
-        "type": "object",
-        "properties": {"sessionId": session_id_field(), "adminToken": admin_token_field()},
-        "required": ["sessionId"],
-        "additionalProperties": false
-    }));
-    let list = schema(json!({
-        "type": "object",
-        "properties": {"adminToken": admin_token_field()},
-        "additionalProperties": false
-    }));
     let annotations = |read_only: bool, destructive: bool| {
         ToolAnnotations::new()
             .read_only(read_only)
@@ -373,7 +325,7 @@ pub fn definitions() -> Vec<Tool> {
              hosts, read-only system, a writable /work kept between calls) for sandbox.exec and sandbox.run_js. Only \
              you can see and use it; it is removed by sandbox.stop or after being idle for a while. Returns \
              `{sessionId, image, createdAt, lastUsedAt, expiresAt, timeoutMs, network?}`.",
-            initialize,
+            input_schema::<InitializeInput>(),
         )
         .with_title("Start sandbox session")
         .with_annotations(annotations(false, false)),
@@ -382,7 +334,7 @@ pub fn definitions() -> Vec<Tool> {
             "Run shell commands in a sandbox session, one after another. Returns `{sessionId, results: [{command, \
              stdout, stderr, exitCode, durationMs, timedOut, stdoutTruncated, stderrTruncated}], skipped}`; a \
              non-zero exitCode is a normal result.",
-            exec,
+            input_schema::<ExecInput>(),
         )
         .with_title("Run commands in sandbox session")
         .with_annotations(annotations(false, true)),
@@ -390,14 +342,14 @@ pub fn definitions() -> Vec<Tool> {
             RUN_JS,
             "Run JavaScript in a sandbox session (the body of `export async function run(args)`). Returns what a \
              dynamic tool returns: `{ok: true, result, durationMs}`, or an error saying what went wrong.",
-            run_js,
+            input_schema::<RunJsInput>(),
         )
         .with_title("Run JavaScript in sandbox session")
         .with_annotations(annotations(false, true)),
         Tool::new(
             STOP,
             "Stop one of your sandbox sessions and remove its container and files. Returns `{stopped: true, sessionId}`.",
-            stop,
+            input_schema::<StopInput>(),
         )
         .with_title("Stop sandbox session")
         .with_annotations(annotations(false, true)),
@@ -405,7 +357,7 @@ pub fn definitions() -> Vec<Tool> {
             SESSION_LIST,
             "List your sandbox sessions, oldest first: `{sessions: [{id, image, createdAt, lastUsedAt, expiresAt, \
              timeoutMs, network?}]}`.",
-            list,
+            input_schema::<ListInput>(),
         )
         .with_title("List sandbox sessions")
         .with_annotations(annotations(true, false)),
@@ -427,7 +379,10 @@ mod tests {
         assert_ne!(owner(&Caller::Anonymous), owner(&alice));
         let err = parse_args::<ExecInput>(
             EXEC,
-            schema(json!({"sessionId": "s", "commands": ["id"], "owner": "bob"})),
+            json!({"sessionId": "s", "commands": ["id"], "owner": "bob"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         )
         .unwrap_err()
         .to_string();

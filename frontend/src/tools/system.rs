@@ -1,17 +1,20 @@
 //! `system.*`: facts about this server.
 
-use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use rmcp::model::{CallToolResult, JsonObject, Tool};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{parse_args, schema};
+use super::input_schema::input_schema;
+use super::parse_args;
 use crate::error::ToolError;
 use crate::state::ServerState;
 
 pub const HEALTH: &str = "system.health";
 pub const GUARD_METRICS: &str = "system.guard_metrics";
 
-#[derive(Debug, Deserialize)]
+/// system.health takes no arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct HealthInput {}
 
@@ -25,7 +28,8 @@ pub fn health(state: &ServerState, args: JsonObject) -> Result<CallToolResult, T
     })))
 }
 
-#[derive(Debug, Deserialize)]
+/// system.guard_metrics takes no arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct GuardMetricsInput {}
 
@@ -36,28 +40,21 @@ pub fn guard_metrics(state: &ServerState, args: JsonObject) -> Result<CallToolRe
 }
 
 pub fn definitions() -> Vec<Tool> {
-    let input = schema(json!({"type": "object", "properties": {}, "additionalProperties": false}));
-    let read_only = || {
-        ToolAnnotations::new()
-            .read_only(true)
-            .destructive(false)
-            .idempotent(true)
-            .open_world(false)
-    };
+    let read_only = || super::hints(true, false, true);
     vec![
         Tool::new(
             GUARD_METRICS,
             "Report the execution guard: `{activeExecutions, limits: {maxConcurrency, maxCallsPerWindow, windowMs}, \
              scopes: [{scope, total, allowed, rejectedRate, rejectedConcurrency, failed}]}`. Scopes: dynamic (dynamic \
              tool runs), admin (dynamic.tool.*), sandbox (sandbox.*), system (system.*).",
-            input.clone(),
+            input_schema::<GuardMetricsInput>(),
         )
         .with_title("Guard metrics")
         .with_annotations(read_only()),
         Tool::new(
             HEALTH,
             "Report that this MCP server is up: `{status: \"ok\", service, version, uptimeSeconds}`.",
-            input,
+            input_schema::<HealthInput>(),
         )
         .with_title("Server health")
         .with_annotations(read_only()),

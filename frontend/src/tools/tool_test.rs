@@ -4,14 +4,16 @@
 //! nothing is announced.
 
 use dynamic_mcp_common::tool_schema::ToolSchema;
-use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use rmcp::model::{CallToolResult, JsonObject, Tool};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dynamic_tool::{NewTool, admin_token_field, get_record, name_field, prepare};
+use super::dynamic_tool::{NewTool, get_record, prepare};
+use super::input_schema::input_schema;
 use super::run_dynamic::{Ran, execute, outcome_result, request_for};
 use super::typed::{self, Contract, Refusal};
-use super::{parse_args, schema, self_test};
+use super::{parse_args, self_test};
 use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
@@ -19,14 +21,18 @@ use crate::state::ServerState;
 
 pub const NAME: &str = "dynamic.tool.test";
 
-#[derive(Debug, Deserialize)]
+/// The arguments of dynamic.tool.test: `name` or `tool`, not both.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TestInput {
+    /// Name of the dynamic tool to run as it is stored.
     name: Option<String>,
+    /// A tool as dynamic.tool.create takes it, run without being stored.
     tool: Option<NewTool>,
+    /// The `args` of one run, checked against the tool's inputSchema. Leave it
+    /// out to run the tool's examples instead.
+    #[schemars(extend("type" = "object"))]
     args: Option<Value>,
-    #[serde(rename = "adminToken")]
-    _admin_token: Option<String>,
 }
 
 pub async fn test(state: &ServerState, call: &CallContext, args: JsonObject) -> Result<CallToolResult, ToolError> {
@@ -89,31 +95,13 @@ pub async fn test(state: &ServerState, call: &CallContext, args: JsonObject) -> 
 }
 
 pub fn definition() -> Tool {
-    let input = schema(json!({
-        "type": "object",
-        "properties": {
-            "name": name_field("to run as it is stored"),
-            "tool": {"type": "object",
-                "description": "A tool as dynamic.tool.create takes it (`{name, description, code, ...}`), run without being stored."},
-            "args": {"type": "object",
-                "description": "The `args` of one run, checked against the tool's inputSchema. Leave it out to run the tool's examples instead."},
-            "adminToken": admin_token_field()
-        },
-        "additionalProperties": false
-    }));
     Tool::new(
         NAME,
         "Run a dynamic tool without storing anything: a stored one (`name`) or a draft (`tool`, as dynamic.tool.create \
          takes it). With `args`, one run answered as a call would be; without, its examples run and each one's \
          outcome is returned.",
-        input,
+        input_schema::<TestInput>(),
     )
     .with_title("Test dynamic tool")
-    .with_annotations(
-        ToolAnnotations::new()
-            .read_only(false)
-            .destructive(false)
-            .idempotent(false)
-            .open_world(false),
-    )
+    .with_annotations(super::hints(false, false, false))
 }
