@@ -245,3 +245,39 @@ async def test_the_authoring_prompt_is_listed_and_rendered_with_live_values(laun
         assert "convert celsius to fahrenheit" in text
         assert "1000-45000 ms" in text and "default 7000 ms" in text, text[:2000]
         assert "dynamic-mcp-sandbox:latest" in text and '"examples": [' in text
+
+
+async def test_the_built_in_schemas_state_the_executors_limits(launcher, mode):
+    """The built-ins' input schemas are derived from their Rust types and carry the executor's
+    configured limits, not common's ceilings; the refusal of a longer timeout names the same value."""
+    transport, era = mode
+    settings = {"MCP_SANDBOX_MAX_TIMEOUT_MS": "45000", "MCP_SANDBOX_MAX_DEPENDENCIES": "5"}
+    if transport == "http":
+        frontend = launcher.http_frontend(settings=settings)
+    else:
+        frontend = launcher.stdio_frontend()
+        frontend.env.update(settings)
+    async with frontend.connect(era) as client:
+        tools = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+        ephemeral = tools["run_js_ephemeral"]["properties"]
+        assert ephemeral["timeoutMs"]["maximum"] == 45000, ephemeral["timeoutMs"]
+        assert "1000-45000 ms on this server" in ephemeral["timeoutMs"]["description"]
+        assert ephemeral["dependencies"]["maxItems"] == 5
+        created = tools["dynamic.tool.create"]["properties"]["tool"]
+        assert created["properties"]["timeoutMs"]["maximum"] == 45000
+        assert created["required"] == ["name", "description", "code"] and created["additionalProperties"] is False
+        assert tools["sandbox.exec"]["properties"]["timeoutMs"]["maximum"] == 45000
+        for name, schema in tools.items():
+            if name.startswith(("dynamic.tool.", "sandbox.", "system.")) or name == "run_js_ephemeral":
+                assert schema["additionalProperties"] is False, name
+                assert "120000" not in str(schema), f"{name} still states common's ceiling"
+                assert ("adminToken" in schema["properties"]) == (not name.startswith("system.")), name
+        refusal = await failure_message(client, "run_js_ephemeral", {"code": "return 1;", "timeoutMs": 60000})
+        assert "45000" in refusal, refusal
+        # The admin token argument is taken by the call pipeline, never refused as unknown.
+        assert await run_js(client, {"code": "return 2;", "adminToken": "unused"}) == 2
+
+
+async def run_js(client, arguments: dict) -> object:
+    result = await admin(client, "run_js_ephemeral", arguments)
+    return result["result"]
