@@ -228,15 +228,19 @@ async def test_dynamic_tool_test_runs_without_storing(http_frontend):
         assert name not in await listed_tool_names(client)
 
 
+def frontend_with(launcher, transport: str, settings: dict[str, str]):
+    """A frontend of its own whose local services run with `settings`."""
+    if transport == "http":
+        return launcher.http_frontend(settings=settings)
+    frontend = launcher.stdio_frontend()
+    frontend.env.update(settings)
+    return frontend
+
+
 async def test_the_authoring_prompt_is_listed_and_rendered_with_live_values(launcher, mode):
     transport, era = mode
     settings = {"MCP_SANDBOX_MAX_TIMEOUT_MS": "45000", "MCP_SANDBOX_DEFAULT_TIMEOUT_MS": "7000"}
-    if transport == "http":
-        frontend = launcher.http_frontend(settings=settings)
-    else:
-        frontend = launcher.stdio_frontend()
-        frontend.env.update(settings)
-    async with frontend.connect(era) as client:
+    async with frontend_with(launcher, transport, settings).connect(era) as client:
         prompts = (await client.list_prompts()).prompts
         author = next(p for p in prompts if p.name == "dynamic.tool.author")
         assert [a.name for a in author.arguments] == ["goal"] and author.arguments[0].required
@@ -252,12 +256,7 @@ async def test_the_built_in_schemas_state_the_executors_limits(launcher, mode):
     configured limits, not common's ceilings; the refusal of a longer timeout names the same value."""
     transport, era = mode
     settings = {"MCP_SANDBOX_MAX_TIMEOUT_MS": "45000", "MCP_SANDBOX_MAX_DEPENDENCIES": "5"}
-    if transport == "http":
-        frontend = launcher.http_frontend(settings=settings)
-    else:
-        frontend = launcher.stdio_frontend()
-        frontend.env.update(settings)
-    async with frontend.connect(era) as client:
+    async with frontend_with(launcher, transport, settings).connect(era) as client:
         tools = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
         ephemeral = tools["run_js_ephemeral"]["properties"]
         assert ephemeral["timeoutMs"]["maximum"] == 45000, ephemeral["timeoutMs"]

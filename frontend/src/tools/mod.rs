@@ -310,8 +310,11 @@ mod tests {
             create["properties"]["tool"]["properties"]["timeoutMs"]["maximum"],
             45_000
         );
-        let test = schema_of(tool_test::NAME, limits);
-        assert_eq!(test["properties"]["tool"]["properties"]["dependencies"]["maxItems"], 5);
+        let update = schema_of(dynamic_tool::UPDATE, limits);
+        assert_eq!(
+            update["properties"]["patch"]["properties"]["dependencies"]["maxItems"],
+            5
+        );
         let exec = schema_of(sandbox::EXEC, limits);
         assert_eq!(exec["properties"]["timeoutMs"]["maximum"], 45_000);
     }

@@ -27,7 +27,10 @@ pub const NAME: &str = "dynamic.tool.test";
 struct TestInput {
     /// Name of the dynamic tool to run as it is stored.
     name: Option<String>,
-    /// A tool as dynamic.tool.create takes it, run without being stored.
+    /// A tool as dynamic.tool.create takes it (`{name, description, code, ...}`),
+    /// run without being stored.
+    // Listed as an object: dynamic.tool.create lists its schema once already.
+    #[schemars(with = "Option<JsonObject>")]
     tool: Option<NewTool>,
     /// The `args` of one run, checked against the tool's inputSchema. Leave it
     /// out to run the tool's examples instead.
