@@ -1,15 +1,16 @@
 //! What the executor says about its run policy and limits (allowed images,
 //! timeouts, output and dependency caps), for the authoring prompt and the
 //! built-in tools' schemas. Asked for at startup and then every
-//! [`FRESH_FOR`], so an executor restarted with other settings is described
+//! [`ASK_EVERY`], so an executor restarted with other settings is described
 //! truly; until it answers, the common defaults stand.
 //!
 //! The built-in schemas state the executor's limits, so a change of them is
 //! a change of tools/list: the watch announces it as one (list_changed).
-//! tools/list itself never waits for the executor: it reads what is known.
+//! Neither tools/list nor the prompt waits for the executor once it has
+//! answered: they read what is known.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dynamic_mcp_common::limits;
 use dynamic_mcp_proto::v1::{DescribeSandboxRequest, SandboxDescription};
@@ -19,43 +20,33 @@ use crate::catalog::Catalog;
 use crate::executors::Executors;
 use crate::live_limits::ToolLimits;
 
-const FRESH_FOR: Duration = Duration::from_secs(30);
+const ASK_EVERY: Duration = Duration::from_secs(30);
 const ASK_WITHIN: Duration = Duration::from_secs(2);
-
-/// The last description an executor gave, and when.
-type Known = Option<(Instant, Arc<SandboxDescription>)>;
 
 /// Cheap to clone; clones share what is known.
 #[derive(Clone, Default)]
 pub struct SandboxFacts {
-    known: Arc<Mutex<Known>>,
+    /// The last description an executor gave.
+    known: Arc<Mutex<Option<Arc<SandboxDescription>>>>,
 }
 
 impl SandboxFacts {
-    /// An executor's description, or the defaults when none can be asked.
+    /// The executor's last description; before any, one asked for now, or
+    /// the defaults when none can be asked.
     pub async fn get(&self, executors: &Executors) -> Arc<SandboxDescription> {
-        let known = self.lock().clone();
-        if let Some((at, facts)) = &known
-            && at.elapsed() < FRESH_FOR
-        {
-            return Arc::clone(facts);
+        if let Some(facts) = self.lock().clone() {
+            return facts;
         }
-        match self.ask(executors).await {
-            Some(facts) => facts,
-            None => known.map_or_else(|| Arc::new(defaults()), |(_, facts)| facts),
-        }
+        self.ask(executors).await.unwrap_or_else(|| Arc::new(defaults()))
     }
 
     /// The limits the built-in schemas state: the executor's last answer,
     /// or common's ceilings while it has given none.
     pub fn limits(&self) -> ToolLimits {
-        self.lock()
-            .as_ref()
-            .map_or(ToolLimits::CEILINGS, |(_, facts)| ToolLimits::of(facts))
+        self.lock().as_deref().map_or(ToolLimits::CEILINGS, ToolLimits::of)
     }
 
-    /// Asks now and then until `stop`; announces on `catalog` each change of
-    /// the limits the built-in schemas state.
+    /// Asks every [`ASK_EVERY`] until `stop`.
     pub fn spawn_watch(
         &self,
         executors: Executors,
@@ -66,7 +57,7 @@ impl SandboxFacts {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(FRESH_FOR) => {}
+                    () = tokio::time::sleep(ASK_EVERY) => {}
                     () = stop.cancelled() => return,
                 }
                 facts.refresh(&executors, &catalog).await;
@@ -74,13 +65,22 @@ impl SandboxFacts {
         })
     }
 
-    /// Asks once (within [`ASK_WITHIN`]); announces a change of the limits.
+    /// Asks once (within [`ASK_WITHIN`]) and keeps the answer; announces on
+    /// `catalog` a change of the limits the built-in schemas state.
     pub async fn refresh(&self, executors: &Executors, catalog: &Catalog) {
-        let before = self.limits();
-        if self.ask(executors).await.is_some() && self.limits() != before {
+        if let Some(facts) = self.ask(executors).await
+            && self.remember(facts)
+        {
             tracing::info!(limits = ?self.limits(), "the executor's limits changed; announcing the new tool list");
             catalog.announce_list_changed();
         }
+    }
+
+    /// Keeps `facts`; whether the limits the built-in schemas state changed.
+    fn remember(&self, facts: Arc<SandboxDescription>) -> bool {
+        let before = self.limits();
+        *self.lock() = Some(facts);
+        self.limits() != before
     }
 
     async fn ask(&self, executors: &Executors) -> Option<Arc<SandboxDescription>> {
@@ -88,11 +88,7 @@ impl SandboxFacts {
             executor.describe_sandbox(request).await
         });
         match tokio::time::timeout(ASK_WITHIN, asking).await {
-            Ok(Ok(answer)) => {
-                let facts = Arc::new(answer.into_inner());
-                *self.lock() = Some((Instant::now(), Arc::clone(&facts)));
-                Some(facts)
-            }
+            Ok(Ok(answer)) => Some(Arc::new(answer.into_inner())),
             _ => {
                 tracing::debug!("the executor did not describe its sandbox; using what is known");
                 None
@@ -100,7 +96,7 @@ impl SandboxFacts {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Known> {
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<SandboxDescription>>> {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -118,5 +114,30 @@ fn defaults() -> SandboxDescription {
         memory_limit: "512m".into(),
         cpu_limit: 1.0,
         executor_id: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_of_the_listed_limits_counts_as_a_change() {
+        let facts = SandboxFacts::default();
+        assert_eq!(facts.limits(), ToolLimits::CEILINGS);
+        // The same numbers, but now the executor's own: the schemas say "on this server".
+        assert!(facts.remember(Arc::new(defaults())));
+        assert!(!facts.remember(Arc::new(defaults())));
+        let more_memory = SandboxDescription {
+            memory_limit: "1g".into(),
+            ..defaults()
+        };
+        assert!(!facts.remember(Arc::new(more_memory)));
+        let shorter = SandboxDescription {
+            max_timeout_ms: 45_000,
+            ..defaults()
+        };
+        assert!(facts.remember(Arc::new(shorter)));
+        assert_eq!(facts.limits().max_timeout_ms, 45_000);
     }
 }
