@@ -4,8 +4,8 @@
 // code arrives it runs only this file.
 //
 // As a process (started by supervisor.mjs as the sandbox user):
-// fd 3 (from the supervisor): one line {"moduleDir", "problem"} at once, then (when the
-//   call comes) the envelope to the end of the stream:
+// fd 3 (from the supervisor): one line {"moduleDir", "problem", "prepared"?} at once,
+//   then (when the call comes) the envelope to the end of the stream:
 //   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
 // fd 4 (to the supervisor): report lines, each one JSON object:
 //   {"kind":"progress","progress","total"?,"message"?}
@@ -13,11 +13,16 @@
 //   {"kind":"threw","name","message","stack"} | {"kind":"syntax","message"}
 //   | {"kind":"bad_result","message"}
 // As a worker thread (started by threads.mjs): workerData is
-// {moduleDir, problem}; the envelope is the first message on the parent
-// port; output and the same report bytes go back as messages on it, in order.
+// {moduleDir, problem, prepared?}; the envelope is the first message on the
+// parent port; output and the same report bytes go back as messages on it,
+// in order.
+// In a per-tool container, `prepared` is {code, nodeModules?}: the tool
+// revision's code (the same for every call of the container), which this
+// realm imports as its module before the call comes; a call with that code
+// and no preload then runs it at once. Only code, never a call's args.
 // The code can write to the report channel too; whatever it says there it
 // could also say by returning or throwing, and the supervisor checks every report.
-import { symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { Socket } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -356,20 +361,48 @@ for (const [name, value] of Object.entries({ mcp, progress })) {
 
 // ---- the run ---------------------------------------------------------------
 
-const { moduleDir, problem } = await channel.start();
+const { moduleDir, problem, prepared } = await channel.start();
 
-// Node's module loader starts slowly the first time; warm it up while no
-// call is waiting (an import of a file like the tool's own module).
-if (moduleDir) {
+// The wrapper shares the first line with the code, so stack line numbers
+// are the code's own.
+function moduleSource(code) {
+  return "export async function run(args) {" + code + "\n}\n//# sourceURL=tool.mjs\n";
+}
+
+// The module is a real file, so bare imports resolve: through `node_modules`
+// next to it, a link to the read-only dependency cache.
+async function importTool(dir, code, nodeModules) {
+  if (nodeModules) symlinkSync(nodeModules, join(dir, "node_modules"));
+  const modulePath = join(dir, "tool.mjs");
+  writeFileSync(modulePath, moduleSource(code));
+  return import(pathToFileURL(modulePath).href);
+}
+
+// Node's module loader starts slowly the first time: while no call is
+// waiting, import the tool's module if it is known, else a file like it.
+let preparedModule = null;
+if (moduleDir && !problem) {
   try {
-    const warm = join(moduleDir, "warm-up.mjs");
-    writeFileSync(warm, "export async function run(args) {\n}\n");
-    await (await import(pathToFileURL(warm).href)).run({});
-  } catch {}
+    if (typeof prepared?.code === "string") {
+      preparedModule = await importTool(moduleDir, prepared.code, prepared.nodeModules);
+    } else {
+      const warm = join(moduleDir, "warm-up.mjs");
+      writeFileSync(warm, "export async function run(args) {\n}\n");
+      await (await import(pathToFileURL(warm).href)).run({});
+    }
+  } catch {
+    // A module that does not load is the call's to report, on its own import.
+    preparedModule = null;
+  }
 }
 
 const envelope = await channel.envelope();
 progressWanted = envelope.progress === true;
+const preparedFits =
+  preparedModule !== null &&
+  envelope.code === prepared.code &&
+  (envelope.nodeModules ?? null) === (prepared.nodeModules ?? null) &&
+  !(envelope.preload?.length > 0);
 
 // Modules the executor adds to prepare the environment before the code runs
 // (e.g. to route network calls): imported in order from the run's module
@@ -384,23 +417,20 @@ async function preload(modules) {
   }
 }
 
-// The module is a real file, so bare imports resolve: through `node_modules`
-// next to it, a link to the read-only dependency cache. The wrapper shares
-// the first line with the code, so stack line numbers are the code's own.
-let toolModule;
-try {
-  if (problem) throw new Error(problem);
-  await preload(envelope.preload);
-} catch (error) {
-  settle({ ...threw(error), message: `the run could not be prepared: ${threw(error).message}` });
-}
-if (!settled) {
-  const source = "export async function run(args) {" + envelope.code + "\n}\n//# sourceURL=tool.mjs\n";
+let toolModule = preparedFits ? preparedModule : undefined;
+if (!toolModule) {
   try {
-    if (envelope.nodeModules) symlinkSync(envelope.nodeModules, join(moduleDir, "node_modules"));
-    const modulePath = join(moduleDir, "tool.mjs");
-    writeFileSync(modulePath, source);
-    toolModule = await import(pathToFileURL(modulePath).href);
+    if (problem) throw new Error(problem);
+    await preload(envelope.preload);
+  } catch (error) {
+    settle({ ...threw(error), message: `the run could not be prepared: ${threw(error).message}` });
+  }
+}
+if (!settled && !toolModule) {
+  try {
+    // A module prepared for other code keeps its files: this one gets a directory of its own.
+    const dir = prepared ? mkdtempSync(join(moduleDir, "call-")) : moduleDir;
+    toolModule = await importTool(dir, envelope.code, envelope.nodeModules);
   } catch (error) {
     settle(error instanceof SyntaxError ? { kind: "syntax", message: describe(error.message) } : threw(error));
   }

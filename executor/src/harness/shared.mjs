@@ -70,3 +70,16 @@ function runDirectory() {
     return { moduleDir: null, problem: `cannot create the run's directory in ${tempRoot()}: ${error.message}` };
   }
 }
+
+// What a spare realm may import ahead from a call's envelope for the child:
+// its code (the tool revision's, the same for each call), never its args.
+// Null when there is none, or the call brings preload modules, which must run first.
+function preparable(childPart) {
+  try {
+    const { code, nodeModules, preload } = JSON.parse(childPart.toString("utf8"));
+    if (typeof code !== "string" || preload?.length > 0) return null;
+    return typeof nodeModules === "string" ? { code, nodeModules } : { code };
+  } catch {
+    return null;
+  }
+}

@@ -148,9 +148,10 @@ function dropTo(uid, gid, child) {
 
 // Made now, as the code's user: the child writes the tool's module there,
 // and warms up Node's module loader in it before the envelope arrives.
-function prepareChild(child) {
+// `prepared`: the tool's code, in a per-tool container (child.mjs).
+function prepareChild(child, prepared = null) {
   const { moduleDir, problem } = runDirectory();
-  child.stdio[3].write(JSON.stringify({ moduleDir, problem }) + "\n");
+  child.stdio[3].write(JSON.stringify({ moduleDir, problem, prepared }) + "\n");
   return moduleDir;
 }
 
@@ -445,7 +446,7 @@ function serveMany(realm) {
         fail(`unreadable call from the executor: ${error.message}`);
         return false;
       }
-      const { child, moduleDir } = realm.take(id);
+      const { child, moduleDir } = realm.take(id, envelope.body);
       const io = {
         onEnvelope: (onEnvelope) => onEnvelope(envelope.header, envelope.body),
         write: (record) => process.stdout.write(frameBytes({ call: id }, record)),
@@ -473,22 +474,25 @@ function envelopeOf(bytes) {
 }
 
 // A fresh child.mjs process per call, a few spawned ahead of the calls.
+// Spares import the tool's code of the last call ahead (child.mjs).
 function processRealm(spares) {
   const ready = [];
+  let prepared = null;
   const spawnReady = () => {
     const child = spawnChild();
     // Until a call serves it, an error is only this spare's end.
     child.on("error", () => {});
-    return { child, moduleDir: prepareChild(child) };
+    return { child, moduleDir: prepareChild(child, prepared) };
   };
   const refill = () => {
     while (ready.length < spares) ready.push(spawnReady());
   };
   refill();
   return {
-    take() {
+    take(id, childPart) {
       let spare = ready.shift();
       while (spare && (spare.child.exitCode !== null || spare.child.signalCode !== null)) spare = ready.shift();
+      prepared = preparable(childPart) ?? prepared;
       setImmediate(refill);
       return spare ?? spawnReady();
     },

@@ -10,6 +10,9 @@
 //   node --input-type=module -e <shared.mjs + this> <child source> <options JSON>
 //     options: {"heapMb": n, "spares": n}
 //
+// Spares are started with the code of the last call (`prepared`, see
+// child.mjs), so that the next call finds its module imported.
+//
 // fd 3 (from the supervisor), frames:
 //   {"op":"call","call":id} + the child's envelope    run a call in a spare worker
 //   {"op":"stop","call":id}                           end it (timeout, outcome in)
@@ -40,11 +43,13 @@ toSupervisor.on("error", () => {});
 
 const spares = [];
 const running = new Map();
+// The tool's code as the last call brought it: spares import it ahead.
+let prepared = null;
 
 function startWorker() {
   const { moduleDir, problem } = runDirectory();
   const worker = new Worker(childUrl, {
-    workerData: { moduleDir, problem },
+    workerData: { moduleDir, problem, prepared },
     // Output goes through the parent port (child.mjs); these catch the rest.
     stdout: true,
     stderr: true,
@@ -101,6 +106,7 @@ function onFrame(header, payload) {
     running.set(call, slot);
     // A copy of its own: the frame's buffer may hold other calls' bytes.
     slot.worker.postMessage(new Uint8Array(payload));
+    prepared = preparable(payload) ?? prepared;
     setImmediate(refill);
   } else if (header.op === "stop") {
     running.get(call)?.worker.terminate();
