@@ -12,7 +12,7 @@ use dynamic_mcp_common::telemetry::LogArgs;
 
 use dynamic_mcp_proto::v1::{Isolation, SandboxDescription};
 
-use crate::container::hardening::SandboxLimits;
+use crate::container::hardening::{SandboxLimits, nano_cpus};
 use crate::container::pool::PoolSettings;
 use crate::deps::InstallSettings;
 use crate::egress::settings::EgressArgs;
@@ -164,9 +164,15 @@ pub struct ExecutorConfig {
 
     /// Per-tool containers one tool revision may have at once: another
     /// starts when each runs half of MCP_SANDBOX_PER_TOOL_MAX_CALLS (each
-    /// gets MCP_SANDBOX_CPU_LIMIT), the extra ones go when idle.
+    /// gets MCP_SANDBOX_PER_TOOL_CPU_LIMIT), the extra ones go when idle.
     #[arg(long, env = "MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub per_tool_max_containers: u32,
+
+    /// CPUs of each per-tool container (fractions allowed); unset, it gets
+    /// MCP_SANDBOX_CPU_LIMIT like a run. Each call starts a fresh realm,
+    /// which costs CPU: more than 1 lets a busy tool start several at once.
+    #[arg(long, env = "MCP_SANDBOX_PER_TOOL_CPU_LIMIT", value_parser = parse_cpus)]
+    pub per_tool_cpu_limit: Option<f64>,
 
     /// Seconds without a call after which a tool's per-tool container is
     /// removed (a new revision retires it at its next call). Each holds one
@@ -325,6 +331,7 @@ impl ExecutorConfig {
             },
             max_calls: max_calls as usize,
             max_containers: self.per_tool_max_containers as usize,
+            nano_cpus: self.per_tool_cpu_limit.map(nano_cpus),
             idle_after: Duration::from_secs(self.per_tool_idle_seconds),
         })
     }

@@ -54,6 +54,14 @@ pub enum ExecError {
     ContainerGone,
     #[error("executor busy: {max} containers already running (MCP_EXECUTOR_MAX_CONTAINERS); retry shortly")]
     Busy { max: u32 },
+    /// Every place in a per-tool tool's containers stayed taken for a
+    /// call's whole timeout.
+    #[error(
+        "tool '{tool}' is busy: all {places} places of its per-tool containers stayed taken for the call's \
+         whole timeout of {timeout_ms} ms, so it never started; retry later, make fewer calls at once, or \
+         raise MCP_SANDBOX_PER_TOOL_MAX_CALLS or MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS"
+    )]
+    PerToolBusy { tool: String, places: usize, timeout_ms: u32 },
     #[error("the executor cannot reach the Docker engine: {0}")]
     DockerUnreachable(bollard::errors::Error),
     #[error(
@@ -97,7 +105,9 @@ impl From<ExecError> for Status {
             | ExecError::InstallFailed { .. }
             | ExecError::RegistryUnreachable { .. } => Status::failed_precondition(message),
             ExecError::InstallTimedOut { .. } => Status::deadline_exceeded(message),
-            ExecError::Busy { .. } | ExecError::TooManySessions { .. } => Status::resource_exhausted(message),
+            ExecError::Busy { .. } | ExecError::PerToolBusy { .. } | ExecError::TooManySessions { .. } => {
+                Status::resource_exhausted(message)
+            }
             // Its cause names the engine's socket or address: for the log only.
             ExecError::DockerUnreachable(_) => {
                 Status::unavailable("the executor cannot reach the Docker engine (the executor's log says why)")

@@ -285,3 +285,86 @@ async fn under_load_a_tool_gets_another_container_and_loses_it_when_idle() {
     // `stop` checks that both go once idle.
     executor.stop().await;
 }
+
+/// Sixteen callers back to back, more than a container has places for:
+/// every call must come back Ok (no realm lost to a race between calls,
+/// spares and the container's pids limit).
+async fn a_burst_of_calls_all_succeed(extra: &[(&str, &str)]) {
+    const CALLERS: usize = 16;
+    const EACH: usize = 5;
+    let executor = start(extra).await;
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let client = executor.client.clone();
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for call in 0..EACH {
+                    let text = format!("c{caller}n{call}");
+                    let request = per_tool(COUNTER, &format!(r#"{{"text":"{text}"}}"#), Some(60_000));
+                    let stream = client.clone().run_tool(request).await.unwrap().into_inner();
+                    let outcome = support::follow(stream).await.outcome;
+                    let expected = format!(r#"{{"calls":1,"upper":"{}"}}"#, text.to_uppercase());
+                    if outcome.status() != RunStatus::Ok || outcome.result_json != expected {
+                        failed.push(format!("{text}: {outcome:?}"));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for caller in callers {
+        failed.extend(caller.await.unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed:\n{}",
+        failed.len(),
+        CALLERS * EACH,
+        failed.join("\n")
+    );
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_worker_calls_all_succeed() {
+    a_burst_of_calls_all_succeed(&[]).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_process_calls_all_succeed() {
+    a_burst_of_calls_all_succeed(&[PROCESSES]).await;
+}
+
+#[tokio::test]
+async fn a_call_that_finds_no_free_place_fails_at_its_timeout_and_says_why() {
+    let executor = start(&[
+        ("MCP_SANDBOX_PER_TOOL_MAX_CALLS", "1"),
+        ("MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS", "1"),
+    ])
+    .await;
+    let slow = "await new Promise((r) => setTimeout(r, 4000)); return 1;";
+    let mut client = executor.client.clone();
+    let first = client.run_tool(per_tool(slow, "{}", Some(20_000))).await.unwrap().into_inner();
+    let first = tokio::spawn(support::follow(first));
+    // Once the first call runs, the only place is taken.
+    let running = support::wait_for(Duration::from_secs(60), || async {
+        !executor.containers_of("per-tool").await.is_empty()
+    })
+    .await;
+    assert!(running, "the first call's container never ran");
+    let asked = std::time::Instant::now();
+    let waiting = client.run_tool(per_tool(slow, "{}", Some(1_000))).await.unwrap().into_inner();
+    let status = support::follow_to_error(waiting).await;
+    let waited = asked.elapsed();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("all 1 places") && status.message().contains("MCP_SANDBOX_PER_TOOL_MAX_CALLS"),
+        "{status:?}"
+    );
+    assert!(waited >= Duration::from_millis(900), "it waited for its timeout ({waited:?})");
+    assert!(waited < Duration::from_millis(3_900), "it did not wait for the place ({waited:?})");
+    let first = first.await.unwrap();
+    assert_eq!(first.outcome.status(), RunStatus::Ok, "the running call is unharmed: {:?}", first.outcome);
+    executor.stop().await;
+}

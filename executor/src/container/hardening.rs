@@ -60,8 +60,13 @@ pub struct SandboxLimits {
 
 impl SandboxLimits {
     pub fn nano_cpus(&self) -> i64 {
-        (self.cpus * 1e9).round() as i64
+        nano_cpus(self.cpus)
     }
+}
+
+/// A CPU count as Docker's NanoCpus.
+pub fn nano_cpus(cpus: f64) -> i64 {
+    (cpus * 1e9).round() as i64
 }
 
 /// The create body for `spec`, hardened per `limits`. The command comes from
@@ -89,7 +94,7 @@ pub fn container_body(spec: &ContainerSpec, limits: &SandboxLimits, executor_id:
         // Equal memory and memory+swap: no swap on top of the limit.
         memory: Some(memory),
         memory_swap: Some(memory),
-        nano_cpus: Some(limits.nano_cpus()),
+        nano_cpus: Some(spec.nano_cpus.unwrap_or_else(|| limits.nano_cpus())),
         network_mode: Some(network.clone().unwrap_or_else(|| "none".into())),
         ipc_mode: Some("none".into()),
         // tini as PID 1 reaps zombies and passes signals on; a run's PID 1 is

@@ -80,6 +80,9 @@ pub struct ContainerSpec {
     /// `Run` and `Session` only: an egress directory of its own (its proxy
     /// socket; see `egress/`), mounted read-only.
     pub egress: EgressMount,
+    /// A CPU limit of its own in billionths of a CPU (per-tool containers),
+    /// instead of MCP_SANDBOX_CPU_LIMIT.
+    pub nano_cpus: Option<i64>,
 }
 
 /// Whether a container gets an egress directory. A spec asks for one
@@ -108,6 +111,7 @@ impl ContainerSpec {
             install_env: Vec::new(),
             extra_ca_file: None,
             egress: EgressMount::None,
+            nano_cpus: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct PerToolSettings {
     pub max_containers: usize,
     /// Without calls for this long, a tool's container is removed.
     pub idle_after: Duration,
+    /// Each container's CPU limit, if not the runs' one.
+    pub nano_cpus: Option<i64>,
 }
 
 /// What a call needs from its tool's container.
@@ -111,6 +113,7 @@ impl PerTool {
         let mut spec = ContainerSpec::new(Role::PerTool, tool.image, command)
             .label(labels::TOOL, tool.tool_name)
             .label(labels::REVISION, tool.revision.to_string());
+        spec.nano_cpus = self.settings.nano_cpus;
         if let Some((volume, key)) = tool.deps {
             spec = spec.label(labels::DEPS_KEY, key.as_str());
             spec.deps_volume = Some(volume.to_owned());
@@ -185,17 +188,32 @@ impl PerTool {
         on_started: impl FnOnce(&str) + Send,
         progress: ProgressSender,
     ) -> Result<RunOutcome, ExecError> {
+        let arrived = Instant::now();
+        // One deadline for the call: waiting for a place counts, running too.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(call.timeout_ms.into());
         let container = self.container(&tool).await?;
-        let _place = container.place().await?;
+        let got_container = arrived.elapsed();
+        let _place = match tokio::time::timeout_at(deadline, container.place()).await {
+            Ok(place) => place?,
+            Err(_elapsed) => {
+                return Err(ExecError::PerToolBusy {
+                    tool: tool.tool_name.to_owned(),
+                    places: self.settings.max_calls * self.settings.max_containers,
+                    timeout_ms: call.timeout_ms,
+                });
+            }
+        };
+        let placed = arrived.elapsed();
         on_started(container.id());
         let marker = harness::new_marker();
         let envelope = harness::envelope(&call, &marker);
         let mut captured = self.judge.output(&marker, Some(progress));
         let began = Instant::now();
         let mut open = container.open(&envelope)?;
-        let timeout = Duration::from_millis(call.timeout_ms.into());
-        let finished = tokio::time::timeout(timeout, async {
+        let mut first_bytes = None;
+        let finished = tokio::time::timeout_at(deadline, async {
             while let Some(bytes) = open.next().await {
+                first_bytes.get_or_insert_with(|| began.elapsed());
                 captured.stdout(&bytes);
                 if captured.complete() {
                     return true;
@@ -204,6 +222,15 @@ impl PerTool {
             false
         })
         .await;
+        tracing::debug!(
+            tool = tool.tool_name,
+            container = container.id(),
+            container_us = micros(got_container),
+            place_wait_us = micros(placed - got_container),
+            first_record_us = first_bytes.map(micros),
+            outcome_us = micros(began.elapsed()),
+            "per-tool call timings"
+        );
         let ended = match finished {
             Ok(true) => {
                 open.settled();
@@ -251,6 +278,10 @@ impl PerTool {
             container.container().remove_now().await;
         }
     }
+}
+
+fn micros(took: Duration) -> u64 {
+    u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Two specs serve the same calls when only the revision label differs.
