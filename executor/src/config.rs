@@ -316,11 +316,20 @@ impl ExecutorConfig {
         }
         let max_calls = match self.per_tool_realm {
             Realm::Worker => self.per_tool_max_calls,
-            // Room for every call's process, and the spares, under the container's pids limit.
+            // Room for every call's process, and the spares, under the container's
+            // pids limit (the supervisor never has more alive at once).
             Realm::Process => {
                 let spares = i64::from(PER_TOOL_SPARES) * PROCESS_REALM_PIDS;
                 let fit = (self.pids_limit - PER_TOOL_BASE_PIDS - spares) / PROCESS_REALM_PIDS;
-                self.per_tool_max_calls.min(u32::try_from(fit.max(1)).unwrap_or(1))
+                if fit < 1 {
+                    return Err(format!(
+                        "MCP_SANDBOX_PIDS_LIMIT={} leaves no room for a call's process in the per-tool process \
+                         realm (MCP_SANDBOX_PER_TOOL_REALM=process needs at least {})",
+                        self.pids_limit,
+                        PER_TOOL_BASE_PIDS + spares + PROCESS_REALM_PIDS
+                    ));
+                }
+                self.per_tool_max_calls.min(u32::try_from(fit).unwrap_or(1))
             }
         };
         Ok(PerToolSettings {
@@ -534,6 +543,11 @@ mod tests {
             6,
             "(128 - 24 - 2 spares * 12) / 12"
         );
+        let cramped = parse(&["--per-tool-realm", "process", "--pids-limit", "59"]).unwrap();
+        assert!(cramped.per_tool_settings().unwrap_err().contains("at least 60"));
+        let per_tool_cpus = parse(&["--per-tool-cpu-limit", "2"]).unwrap();
+        assert_eq!(per_tool_cpus.per_tool_settings().unwrap().nano_cpus, Some(2_000_000_000));
+        assert_eq!(parse(&[]).unwrap().per_tool_settings().unwrap().nano_cpus, None);
         assert!(parse(&["--isolation", "per-tool"]).is_err());
     }
 }

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use dynamic_mcp_proto::v1::{Isolation, PrepareToolRequest, RunStatus, RunToolRequest};
+use dynamic_mcp_proto::v1::{Isolation, PrepareToolRequest, RunStatus, RunToolRequest, run_event};
 use support::{Ran, TestExecutor, removed_within, request, role_of};
 use tonic::Code;
 
@@ -366,5 +366,61 @@ async fn a_call_that_finds_no_free_place_fails_at_its_timeout_and_says_why() {
     assert!(waited < Duration::from_millis(3_900), "it did not wait for the place ({waited:?})");
     let first = first.await.unwrap();
     assert_eq!(first.outcome.status(), RunStatus::Ok, "the running call is unharmed: {:?}", first.outcome);
+    executor.stop().await;
+}
+
+/// Fills the container's pids limit with sleeping processes, reports
+/// progress once it is full, and frees them again after a while.
+const FILL_THE_PIDS_LIMIT: &str = r#"
+const { spawn } = await import("node:child_process");
+const sleepers = [];
+for (let i = 0; i < 400; i++) {
+  const child = spawn("sleep", ["60"], { stdio: "ignore" });
+  const started = await new Promise((r) => { child.once("spawn", () => r(true)); child.once("error", () => r(false)); });
+  if (!started) break;
+  sleepers.push(child);
+}
+await progress(1);
+await new Promise((r) => setTimeout(r, 4000));
+const gone = sleepers.map((c) => new Promise((r) => c.once("exit", r)));
+sleepers.forEach((c) => c.kill("SIGKILL"));
+await Promise.all(gone);
+return sleepers.length;"#;
+
+#[tokio::test]
+async fn a_process_realm_at_its_pids_limit_fails_single_calls_and_keeps_serving() {
+    let mut executor = start(&[PROCESSES]).await;
+    let mut client = executor.client.clone();
+    let filler = RunToolRequest {
+        report_progress: true,
+        ..per_tool(FILL_THE_PIDS_LIMIT, "{}", Some(60_000))
+    };
+    let mut filling = client.run_tool(filler).await.unwrap().into_inner();
+    let mut container = None;
+    loop {
+        match filling.message().await.unwrap().and_then(|e| e.event) {
+            Some(run_event::Event::Started(started)) => container = Some(started.container_id),
+            Some(run_event::Event::Progress(_)) => break,
+            other => panic!("the filler ended before the limit was full: {other:?}"),
+        }
+    }
+    // While nothing can start: the spares serve, then calls fail alone, at once.
+    for text in ["a", "b", "c", "d"] {
+        let ran = executor
+            .run_request(per_tool(COUNTER, &format!(r#"{{"text":"{text}"}}"#), Some(10_000)))
+            .await;
+        assert!(
+            matches!(ran.outcome.status(), RunStatus::Ok | RunStatus::ResourceLimit),
+            "{text}: {:?}",
+            ran.outcome
+        );
+        assert_eq!(Some(&ran.container_id), container.as_ref(), "the container kept serving");
+    }
+    let filled = support::follow(filling).await.outcome;
+    assert_eq!(filled.status(), RunStatus::Ok, "{filled:?}");
+    assert!(filled.result_json.parse::<u32>().unwrap() > 0, "{filled:?}");
+    let after = executor.run_request(per_tool(COUNTER, r#"{"text":"e"}"#, Some(20_000))).await;
+    assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
+    assert_eq!(Some(&after.container_id), container.as_ref());
     executor.stop().await;
 }

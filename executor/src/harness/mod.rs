@@ -79,13 +79,15 @@ pub fn command(user: &SandboxUser, tag: Option<&str>) -> Vec<String> {
 }
 
 /// What a per-tool container executes: the supervisor in its many-calls
-/// mode, with the worker host's source for the worker realm.
-pub fn per_tool_command(user: &SandboxUser, harness: PerToolHarness) -> Vec<String> {
+/// mode for up to `max_calls` at once, with the worker host's source for
+/// the worker realm.
+pub fn per_tool_command(user: &SandboxUser, harness: PerToolHarness, max_calls: usize) -> Vec<String> {
     let mut command = command(user, None);
     let options = serde_json::json!({
         "realm": harness.realm.as_str(),
         "heapMb": harness.heap_mb,
         "spares": harness.spares,
+        "maxCalls": max_calls,
     });
     command.push(options.to_string());
     if harness.realm == Realm::Worker {
@@ -240,12 +242,12 @@ mod tests {
             heap_mb: 64,
             spares: 2,
         };
-        let argv = per_tool_command(&user, harness);
+        let argv = per_tool_command(&user, harness, 6);
         assert_eq!(argv.len(), 8);
         let options: serde_json::Value = serde_json::from_str(&argv[6]).unwrap();
         assert_eq!(
             options,
-            serde_json::json!({"realm": "worker", "heapMb": 64, "spares": 2})
+            serde_json::json!({"realm": "worker", "heapMb": 64, "spares": 2, "maxCalls": 6})
         );
         assert!(argv[7].contains("new Worker(") && argv[7].contains("function frameReader"));
         assert!(
@@ -258,6 +260,7 @@ mod tests {
                 realm: Realm::Process,
                 ..harness
             },
+            6,
         );
         assert_eq!(processes.len(), 7);
     }

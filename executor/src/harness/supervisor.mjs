@@ -69,6 +69,12 @@ const PROGRESS_MESSAGE_CHARS = 1000;
 // a payload of their own, capped by the envelope's resultCap.
 const REPORT_LINE_BYTES = 1 << 20;
 
+// A spare process that died before any call waits this long to be replaced.
+const SPARE_RETRY_MS = 1000;
+
+// What Node prints when it cannot start a thread: the container's pids limit.
+const NO_THREAD = "pthread_create: Resource temporarily unavailable";
+
 const CATCHABLE_SIGNALS = [
   "SIGHUP", "SIGINT", "SIGQUIT", "SIGTRAP", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
   "SIGSTKFLT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM",
@@ -162,12 +168,16 @@ function spawnChild(uid, gid) {
 
 function spawnCode(args, uid, gid) {
   const user = uid === undefined ? {} : { uid, gid };
-  return spawn(process.execPath, args, {
+  const child = spawn(process.execPath, args, {
     ...user,
     env: { ...process.env, HOME: homeOf(uid ?? process.getuid()) },
     // 0: nothing to read; 1, 2: output; 3: the envelope in; 4: reports out.
     stdio: ["ignore", "pipe", "pipe", "pipe", "pipe"],
   });
+  // A pipe to a process that died fails (EPIPE on the envelope): that is
+  // the end of that process's call, which its exit reports, never ours.
+  for (const pipe of child.stdio) pipe?.on("error", () => {});
+  return child;
 }
 
 // The home directory /etc/passwd gives `uid`, as Docker would; else "/".
@@ -205,6 +215,7 @@ function serve(child, moduleDir, io) {
   let call = null;
   let finished = false;
   let childExited = null;
+  let threadRefused = false;
   const early = { stdout: [], stderr: [] };
   const relayed = { stdout: 0, stderr: 0 };
   const dropped = { stdout: 0, stderr: 0 };
@@ -218,6 +229,7 @@ function serve(child, moduleDir, io) {
 
   function output(kind, chunk) {
     if (finished) return;
+    if (kind === "stderr" && chunk.includes(NO_THREAD)) threadRefused = true;
     if (!call) {
       early[kind].push(chunk);
       return;
@@ -378,11 +390,24 @@ function serve(child, moduleDir, io) {
     io.ended();
   }
 
+  // How the child's exit ends the call. A process that could not start its
+  // threads (Node then exits with 1) was stopped by the pids limit.
+  function ending(code, signal) {
+    drain(child.stderr, (chunk) => output("stderr", chunk));
+    return threadRefused && code !== 0 ? exited(null, "SIGKILL") : exited(code, signal);
+  }
+
   child.stdout.on("data", (chunk) => output("stdout", chunk));
   child.stderr.on("data", (chunk) => output("stderr", chunk));
   child.stdio[4].on("data", onReports);
   child.on("error", (error) => {
-    if (!call) io.broken(`cannot start the code's process: ${error.message}`);
+    if (!call) {
+      io.broken(`cannot start the code's process: ${error.message}`);
+    } else if (child.pid === undefined && !finished) {
+      // It never started (EAGAIN: the container's process limit): it ends
+      // as if that limit had killed it.
+      finish(exited(null, "SIGKILL"));
+    }
   });
   child.on("exit", (code, signal) => {
     childExited = { code, signal };
@@ -394,7 +419,7 @@ function serve(child, moduleDir, io) {
     // Its last reports may still be in the pipe: read them first.
     drain(child.stdio[4], onReports);
     if (finished) return;
-    finish(exited(code, signal));
+    finish(ending(code, signal));
   });
 
   io.onEnvelope((header, body) => {
@@ -405,7 +430,7 @@ function serve(child, moduleDir, io) {
     timeout = setTimeout(() => finish({ status: "timed_out" }), call.timeoutMs);
     if (childExited) {
       drain(child.stdio[4], onReports);
-      if (!finished) finish(exited(childExited.code, childExited.signal));
+      if (!finished) finish(ending(childExited.code, childExited.signal));
     }
   });
   return { cancel: () => finish({ status: "timed_out" }) };
@@ -415,11 +440,12 @@ function serve(child, moduleDir, io) {
 
 function startPerTool(uid, gid, options) {
   const hostOptions = JSON.stringify({ heapMb: options.heapMb, spares: options.spares });
+  const count = (value) => (Number.isSafeInteger(value) && value > 0 ? value : 1);
   if (options.realm === "worker") {
     const host = spawnCode(["--input-type=module", "-e", threadsSource, childSource, hostOptions], uid, gid);
     if (dropTo(uid, gid, host)) serveMany(workerRealm(host));
   } else if (dropTo(uid, gid, null)) {
-    serveMany(processRealm(Number.isSafeInteger(options.spares) && options.spares > 0 ? options.spares : 1));
+    serveMany(processRealm(count(options.spares), count(options.maxCalls)));
   }
 }
 
@@ -446,14 +472,18 @@ function serveMany(realm) {
         fail(`unreadable call from the executor: ${error.message}`);
         return false;
       }
-      const { child, moduleDir } = realm.take(id, envelope.body);
       const io = {
         onEnvelope: (onEnvelope) => onEnvelope(envelope.header, envelope.body),
         write: (record) => process.stdout.write(frameBytes({ call: id }, record)),
         ended: () => calls.delete(id),
         broken: fail,
       };
-      calls.set(id, serve(child, moduleDir, io));
+      // Until its realm is there, a cancel only stops the wait: the executor
+      // has given up on the call already.
+      const stopWaiting = realm.take(envelope.body, ({ child, moduleDir }) => {
+        calls.set(id, serve(child, moduleDir, io));
+      });
+      if (!calls.has(id)) calls.set(id, { cancel: () => (stopWaiting(), calls.delete(id)) });
       return true;
     },
     (message) => fail(`unreadable frame from the executor: ${message}`),
@@ -474,27 +504,69 @@ function envelopeOf(bytes) {
 }
 
 // A fresh child.mjs process per call, a few spawned ahead of the calls.
-// Spares import the tool's code of the last call ahead (child.mjs).
-function processRealm(spares) {
+// Spares import the tool's code of the last call ahead (child.mjs). At most
+// `maxCalls` + `spares` processes are alive at once, the container's pids
+// limit being sized for that (config.rs): one killed at its call's end
+// counts until it has exited, so a call may wait for it (the executor's
+// deadline bounds the wait) rather than fail to start a process.
+function processRealm(spares, maxCalls) {
+  const most = maxCalls + spares;
   const ready = [];
+  const waiting = [];
+  let alive = 0;
   let prepared = null;
-  const spawnReady = () => {
+  const spawnCounted = () => {
+    alive += 1;
     const child = spawnChild();
-    // Until a call serves it, an error is only this spare's end.
-    child.on("error", () => {});
-    return { child, moduleDir: prepareChild(child, prepared) };
+    const realm = { child, moduleDir: null, served: false };
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
+      alive -= 1;
+      // A spare that could not even start must not become a busy loop.
+      if (realm.served) pump();
+      else setTimeout(pump, SPARE_RETRY_MS);
+    };
+    child.once("exit", release);
+    // A process that never started never exits. Otherwise, until a call
+    // serves it, an error is only this spare's end.
+    child.on("error", () => {
+      if (child.pid === undefined) release();
+    });
+    realm.moduleDir = prepareChild(child, prepared);
+    return realm;
   };
+  const live = ({ child }) => child.exitCode === null && child.signalCode === null;
+  let refillQueued = false;
   const refill = () => {
-    while (ready.length < spares) ready.push(spawnReady());
+    refillQueued = false;
+    while (waiting.length === 0 && ready.length < spares && alive < most) ready.push(spawnCounted());
   };
-  refill();
-  return {
-    take(id, childPart) {
-      let spare = ready.shift();
-      while (spare && (spare.child.exitCode !== null || spare.child.signalCode !== null)) spare = ready.shift();
-      prepared = preparable(childPart) ?? prepared;
+  // Calls first, then spares, after the call under way has started.
+  function pump() {
+    while (waiting.length > 0) {
+      while (ready.length > 0 && !live(ready[0])) ready.shift();
+      const realm = ready.shift() ?? (alive < most ? spawnCounted() : null);
+      if (!realm) return;
+      realm.served = true;
+      waiting.shift()(realm);
+    }
+    if (!refillQueued) {
+      refillQueued = true;
       setImmediate(refill);
-      return spare ?? spawnReady();
+    }
+  }
+  pump();
+  return {
+    take(childPart, onRealm) {
+      prepared = preparable(childPart) ?? prepared;
+      waiting.push(onRealm);
+      pump();
+      return () => {
+        const at = waiting.indexOf(onRealm);
+        if (at >= 0) waiting.splice(at, 1);
+      };
     },
   };
 }
@@ -534,8 +606,10 @@ function workerRealm(host) {
     calls.clear();
     process.stdout.write("", () => fail(`the worker host ended (${signal ?? code})`));
   });
+  let nextCall = 0;
   return {
-    take(id) {
+    take(_childPart, onRealm) {
+      const id = nextCall++;
       const child = new EventEmitter();
       child.stdout = new EventEmitter();
       child.stderr = new EventEmitter();
@@ -543,7 +617,8 @@ function workerRealm(host) {
       child.stdio = [null, child.stdout, child.stderr, envelopeIn, new EventEmitter()];
       child.kill = () => toHost.write(frameBytes({ op: "stop", call: id }));
       calls.set(id, child);
-      return { child, moduleDir: null };
+      onRealm({ child, moduleDir: null });
+      return () => {};
     },
   };
 }

@@ -109,7 +109,7 @@ impl PerTool {
 
     /// The container spec of a tool revision's calls.
     pub fn spec(&self, tool: &ToolCall<'_>) -> ContainerSpec {
-        let command = harness::per_tool_command(&self.user, self.settings.harness);
+        let command = harness::per_tool_command(&self.user, self.settings.harness, self.settings.max_calls);
         let mut spec = ContainerSpec::new(Role::PerTool, tool.image, command)
             .label(labels::TOOL, tool.tool_name)
             .label(labels::REVISION, tool.revision.to_string());
