@@ -546,7 +546,10 @@ mod tests {
         let cramped = parse(&["--per-tool-realm", "process", "--pids-limit", "59"]).unwrap();
         assert!(cramped.per_tool_settings().unwrap_err().contains("at least 60"));
         let per_tool_cpus = parse(&["--per-tool-cpu-limit", "2"]).unwrap();
-        assert_eq!(per_tool_cpus.per_tool_settings().unwrap().nano_cpus, Some(2_000_000_000));
+        assert_eq!(
+            per_tool_cpus.per_tool_settings().unwrap().nano_cpus,
+            Some(2_000_000_000)
+        );
         assert_eq!(parse(&[]).unwrap().per_tool_settings().unwrap().nano_cpus, None);
         assert!(parse(&["--isolation", "per-tool"]).is_err());
     }

@@ -61,7 +61,11 @@ pub enum ExecError {
          whole timeout of {timeout_ms} ms, so it never started; retry later, make fewer calls at once, or \
          raise MCP_SANDBOX_PER_TOOL_MAX_CALLS or MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS"
     )]
-    PerToolBusy { tool: String, places: usize, timeout_ms: u32 },
+    PerToolBusy {
+        tool: String,
+        places: usize,
+        timeout_ms: u32,
+    },
     #[error("the executor cannot reach the Docker engine: {0}")]
     DockerUnreachable(bollard::errors::Error),
     #[error(

@@ -345,7 +345,11 @@ async fn a_call_that_finds_no_free_place_fails_at_its_timeout_and_says_why() {
     .await;
     let slow = "await new Promise((r) => setTimeout(r, 4000)); return 1;";
     let mut client = executor.client.clone();
-    let first = client.run_tool(per_tool(slow, "{}", Some(20_000))).await.unwrap().into_inner();
+    let first = client
+        .run_tool(per_tool(slow, "{}", Some(20_000)))
+        .await
+        .unwrap()
+        .into_inner();
     let first = tokio::spawn(support::follow(first));
     // Once the first call runs, the only place is taken.
     let running = support::wait_for(Duration::from_secs(60), || async {
@@ -354,7 +358,11 @@ async fn a_call_that_finds_no_free_place_fails_at_its_timeout_and_says_why() {
     .await;
     assert!(running, "the first call's container never ran");
     let asked = std::time::Instant::now();
-    let waiting = client.run_tool(per_tool(slow, "{}", Some(1_000))).await.unwrap().into_inner();
+    let waiting = client
+        .run_tool(per_tool(slow, "{}", Some(1_000)))
+        .await
+        .unwrap()
+        .into_inner();
     let status = support::follow_to_error(waiting).await;
     let waited = asked.elapsed();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -362,10 +370,21 @@ async fn a_call_that_finds_no_free_place_fails_at_its_timeout_and_says_why() {
         status.message().contains("all 1 places") && status.message().contains("MCP_SANDBOX_PER_TOOL_MAX_CALLS"),
         "{status:?}"
     );
-    assert!(waited >= Duration::from_millis(900), "it waited for its timeout ({waited:?})");
-    assert!(waited < Duration::from_millis(3_900), "it did not wait for the place ({waited:?})");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "it waited for its timeout ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_millis(3_900),
+        "it did not wait for the place ({waited:?})"
+    );
     let first = first.await.unwrap();
-    assert_eq!(first.outcome.status(), RunStatus::Ok, "the running call is unharmed: {:?}", first.outcome);
+    assert_eq!(
+        first.outcome.status(),
+        RunStatus::Ok,
+        "the running call is unharmed: {:?}",
+        first.outcome
+    );
     executor.stop().await;
 }
 
@@ -414,12 +433,18 @@ async fn a_process_realm_at_its_pids_limit_fails_single_calls_and_keeps_serving(
             "{text}: {:?}",
             ran.outcome
         );
-        assert_eq!(Some(&ran.container_id), container.as_ref(), "the container kept serving");
+        assert_eq!(
+            Some(&ran.container_id),
+            container.as_ref(),
+            "the container kept serving"
+        );
     }
     let filled = support::follow(filling).await.outcome;
     assert_eq!(filled.status(), RunStatus::Ok, "{filled:?}");
     assert!(filled.result_json.parse::<u32>().unwrap() > 0, "{filled:?}");
-    let after = executor.run_request(per_tool(COUNTER, r#"{"text":"e"}"#, Some(20_000))).await;
+    let after = executor
+        .run_request(per_tool(COUNTER, r#"{"text":"e"}"#, Some(20_000)))
+        .await;
     assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
     assert_eq!(Some(&after.container_id), container.as_ref());
     executor.stop().await;
