@@ -135,15 +135,18 @@ class Product:
     def start(self) -> Product:
         env = {key: value for key, value in os.environ.items() if not key.startswith("MCP_")}
         env.update(
-            MCP_TRANSPORT="http",
-            MCP_HOST="127.0.0.1",
-            MCP_PORT=str(self.port),
-            MCP_DYNAMIC_STORE=str(self.workdir / "tools.json"),
-            MCP_AUDIT_FILE=str(self.workdir / "audit.log"),
-            MCP_EXECUTOR_ID=self.executor_id,
-            MCP_LOG_LEVEL="warn",
-            **UNGUARDED,
-            **self.settings,
+            {
+                "MCP_TRANSPORT": "http",
+                "MCP_HOST": "127.0.0.1",
+                "MCP_PORT": str(self.port),
+                "MCP_DYNAMIC_STORE": str(self.workdir / "tools.json"),
+                "MCP_AUDIT_FILE": str(self.workdir / "audit.log"),
+                "MCP_EXECUTOR_ID": self.executor_id,
+                "MCP_LOG_LEVEL": "warn",
+                **UNGUARDED,
+                # A row's own settings win (e.g. MCP_LOG_LEVEL for timings).
+                **self.settings,
+            }
         )
         log = open(self.workdir / "server.log", "ab")
         self.process = subprocess.Popen([str(self.binary)], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)

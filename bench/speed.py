@@ -16,6 +16,7 @@ Rows:
   pool-4         a fixed pool of 4 (MCP_EXECUTOR_WARM_POOL_SIZE=4)
   per-tool       a tool with isolation "container-per-tool" (a fresh worker thread per call),
                  with an agent's pause and back to back
+  per-tool-2cpu  per-tool mode back to back with MCP_SANDBOX_PER_TOOL_CPU_LIMIT=2
   per-tool-process  the same with MCP_SANDBOX_PER_TOOL_REALM=process (a fresh process per call)
   control-plane  dynamic.tool.get and tools/list with 1,000 stored tools
 Columns: p50/p95/p99 at concurrency 1, calls/s at concurrency 1, 4 and 16, what limited
@@ -324,6 +325,15 @@ def main() -> None:
         "per-tool": lambda: [
             product_row(args, "per-tool mode", {}, pause, {"isolation": "container-per-tool"}),
             product_row(args, "per-tool mode, back to back", {}, None, {"isolation": "container-per-tool"}),
+        ],
+        "per-tool-2cpu": lambda: [
+            product_row(
+                args,
+                "per-tool mode, 2 CPUs per container, back to back",
+                {"MCP_SANDBOX_PER_TOOL_CPU_LIMIT": "2"},
+                None,
+                {"isolation": "container-per-tool"},
+            ),
         ],
         "per-tool-process": lambda: [
             product_row(
