@@ -31,7 +31,9 @@ ensure_docker_engine() {
     return
   fi
   log "starting dockerd (log: $dockerd_log)"
-  as_root sh -c "nohup dockerd >'$dockerd_log' 2>&1 &"
+  # A session of its own: Ctrl-C on run.sh, or the end of the shell that ran
+  # this, must not take the engine (and every container) down with it.
+  as_root setsid -f sh -c "exec dockerd >>'$dockerd_log' 2>&1 </dev/null"
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then
       log "Docker engine is up"
