@@ -9,6 +9,7 @@ DYNAMIC_MCP_SETUP_TESTS=1 "$repo_root/scripts/setup.sh"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 
 echo "== format and lint"
+python3 scripts/module_cycles.py --self-test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 

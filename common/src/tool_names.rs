@@ -1,18 +1,32 @@
 //! Names the frontend's built-in tools use. The registry refuses dynamic
 //! tools that collide with them, so a stored tool can never shadow one.
 
+/// The built-ins that manage dynamic tools, by name.
+pub mod dynamic_tool {
+    pub const CREATE: &str = "dynamic.tool.create";
+    pub const UPDATE: &str = "dynamic.tool.update";
+    pub const DELETE: &str = "dynamic.tool.delete";
+    pub const LIST: &str = "dynamic.tool.list";
+    pub const GET: &str = "dynamic.tool.get";
+    pub const ENABLE: &str = "dynamic.tool.enable";
+    pub const HISTORY: &str = "dynamic.tool.history";
+    pub const ROLLBACK: &str = "dynamic.tool.rollback";
+    pub const RESTORE: &str = "dynamic.tool.restore";
+    pub const TEST: &str = "dynamic.tool.test";
+}
+
 /// Every built-in tool, exactly as it appears in `tools/list`.
 pub const BUILTIN_TOOL_NAMES: &[&str] = &[
-    "dynamic.tool.create",
-    "dynamic.tool.update",
-    "dynamic.tool.delete",
-    "dynamic.tool.list",
-    "dynamic.tool.get",
-    "dynamic.tool.enable",
-    "dynamic.tool.history",
-    "dynamic.tool.rollback",
-    "dynamic.tool.restore",
-    "dynamic.tool.test",
+    dynamic_tool::CREATE,
+    dynamic_tool::UPDATE,
+    dynamic_tool::DELETE,
+    dynamic_tool::LIST,
+    dynamic_tool::GET,
+    dynamic_tool::ENABLE,
+    dynamic_tool::HISTORY,
+    dynamic_tool::ROLLBACK,
+    dynamic_tool::RESTORE,
+    dynamic_tool::TEST,
     "sandbox.initialize",
     "sandbox.exec",
     "sandbox.run_js",

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynamic_mcp_common::tool_names::BuiltinKind;
+use dynamic_mcp_common::tool_names::{BuiltinKind, dynamic_tool};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 
 use crate::auth::Caller;
@@ -24,7 +24,6 @@ use crate::auth::admin_token::AdminToken;
 use crate::auth::failed_auth::{FailedAuth, Key, Realm};
 use crate::call_context::CallContext;
 use crate::metrics;
-use crate::tools::{dynamic_tool, revisions};
 
 /// The compatibility argument that carries the admin token.
 pub const ADMIN_TOKEN_ARGUMENT: &str = "adminToken";
@@ -55,8 +54,8 @@ pub fn is_write(tool: &str) -> bool {
         dynamic_tool::UPDATE,
         dynamic_tool::DELETE,
         dynamic_tool::ENABLE,
-        revisions::ROLLBACK,
-        revisions::RESTORE,
+        dynamic_tool::ROLLBACK,
+        dynamic_tool::RESTORE,
     ]
     .contains(&tool)
 }

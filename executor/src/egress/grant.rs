@@ -17,7 +17,8 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::proxy::{RunProxy, serve_connection};
+use super::proxy::serve_connection;
+use super::run_proxy::RunProxy;
 use super::rewrite::redact_text;
 use super::run_dir::RunDir;
 use crate::harness::Preload;

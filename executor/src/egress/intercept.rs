@@ -29,8 +29,9 @@ use tokio_rustls::client::TlsStream;
 use super::allow_list::Target;
 use super::body::{self, ProxyBody};
 use super::events::{Destination, Reason, Refusal};
-use super::proxy::{RunProxy, pass_back, refusal_response, status_response, strip_hop_by_hop};
+use super::answers::{pass_back, status_response, strip_hop_by_hop};
 use super::rewrite::{Injection, Injector};
+use super::run_proxy::RunProxy;
 use super::upstream;
 
 /// The upstream side of one intercepted connection, reopened if the server
@@ -84,17 +85,9 @@ pub async fn serve(
 
 /// An HTTP/1.1 client on a verified TLS connection.
 async fn open(run: &RunProxy, tls: TlsStream<TcpStream>) -> Result<SendRequest<ProxyBody>, String> {
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    upstream::http1_client(tls, run.stop.clone())
         .await
-        .map_err(|e| e.to_string())?;
-    let stop = run.stop.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = connection => {}
-            () = stop.cancelled() => {}
-        }
-    });
-    Ok(sender)
+        .map_err(|e| e.to_string())
 }
 
 impl Upstream {
@@ -123,8 +116,7 @@ async fn forward(
     let to = Destination::new(target, port, EgressScheme::Connect);
     let refuse = |reason, why: String| {
         let refusal = Refusal::new(reason, format!("egress to {target}:{port} refused: {why}"));
-        run.reporter.refused(&to, &refusal);
-        refusal_response(&refusal)
+        run.refuse(&to, &refusal)
     };
     if let Some(host) = request.headers().get(header::HOST) {
         let named = host

@@ -9,7 +9,8 @@
 //! - What may be asked for: `policy.rs` (the operator's ceiling) with the
 //!   entry syntax of `allow_list.rs`. What is checked per connection:
 //!   `proxy.rs` (credential, destination) and `addresses.rs` (what names
-//!   resolve to). TLS interception for runs with secrets: `intercept.rs`,
+//!   resolve to); a run's proxy state: `run_proxy.rs`; the proxy's own
+//!   answers and the ones it passes back: `answers.rs`. TLS interception for runs with secrets: `intercept.rs`,
 //!   `ca.rs`, `rewrite.rs`; the secrets themselves: `secrets.rs`.
 //! - Every decision is an `EgressEvent` for the caller (`events.rs`).
 //! - Inside the container, `harness/egress.mjs` makes `fetch`, `http` and
@@ -17,6 +18,7 @@
 
 mod addresses;
 pub mod allow_list;
+mod answers;
 mod body;
 mod ca;
 mod events;
@@ -26,6 +28,7 @@ pub mod policy;
 mod proxy;
 mod rewrite;
 mod run_dir;
+mod run_proxy;
 pub mod secrets;
 pub mod settings;
 mod upstream;
@@ -43,9 +46,9 @@ use self::events::Reporter;
 pub use self::events::{EventSink, SinkCloser, closable};
 pub use self::grant::{CONTAINER_DIR, Grant};
 pub use self::policy::{EgressError, EgressPlan, EgressPolicy};
-pub use self::proxy::Subject;
-use self::proxy::{ProxyShared, RunProxy};
 pub use self::run_dir::{RunDir, RunDirs};
+pub use self::run_proxy::Subject;
+use self::run_proxy::{ProxyShared, RunProxy};
 use self::secrets::{RunSecret, SecretStore};
 use self::settings::EgressArgs;
 use self::upstream::UpstreamTls;

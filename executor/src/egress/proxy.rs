@@ -20,83 +20,26 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use dynamic_mcp_proto::v1::EgressScheme;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::uri::{Authority, Uri};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq;
 use tokio::net::UnixStream;
-use tokio_util::sync::CancellationToken;
 
-use super::addresses::{AddressPolicy, Unusable};
-use super::allow_list::{Rule, Target, describe};
+use super::addresses::Unusable;
+use super::allow_list::{Target, describe};
+use super::answers::{pass_back, strip_hop_by_hop};
 use super::body::{self, ProxyBody};
-use super::ca::InterceptCa;
-use super::events::{Destination, Reason, Refusal, Reporter};
+use super::events::{Destination, Reason, Refusal};
 use super::intercept;
-use super::rewrite::{Injection, Injector, Redactor, redact_text};
-use super::secrets::RunSecret;
-use super::upstream::{self, UpstreamTls};
-
-/// The header that carries a refusal's sentence to the shim.
-pub const REFUSAL_HEADER: &str = "x-dynamic-mcp-egress";
-
-/// What every run's proxy shares: the operator's settings.
-pub struct ProxyShared {
-    pub addresses: AddressPolicy,
-    pub allow_ip_literals: bool,
-    pub allow_plain_http: bool,
-    pub upstream_tls: UpstreamTls,
-    /// Only when the operator defined secrets.
-    pub ca: Option<Arc<InterceptCa>>,
-}
-
-/// Who a run's proxy serves, for the fix a refusal suggests.
-#[derive(Debug, Clone)]
-pub enum Subject {
-    Tool(String),
-    Session(String),
-}
-
-impl Subject {
-    fn whose(&self) -> String {
-        match self {
-            Self::Tool(name) => format!("tool '{name}'"),
-            Self::Session(_) => "this sandbox session".into(),
-        }
-    }
-
-    fn how_to_add(&self) -> &'static str {
-        match self {
-            Self::Tool(_) => "add it to the tool's network.allow with dynamic.tool.update",
-            Self::Session(_) => "start a session whose network.allow includes it",
-        }
-    }
-
-    pub fn label(&self) -> String {
-        match self {
-            Self::Tool(name) => format!("tool '{name}'"),
-            Self::Session(id) => format!("session '{id}'"),
-        }
-    }
-}
-
-/// One run's proxy state.
-pub struct RunProxy {
-    pub shared: Arc<ProxyShared>,
-    pub subject: Subject,
-    pub token: String,
-    pub allow: Vec<Rule>,
-    pub secrets: Vec<RunSecret>,
-    pub reporter: Reporter,
-    /// Cancelled when the run ends: every connection of it closes.
-    pub stop: CancellationToken,
-}
+use super::rewrite::{Injection, Injector};
+use super::run_proxy::RunProxy;
+use super::upstream;
 
 /// Serves one connection to the run's socket until it closes or the run
 /// ends. `over_limit`: the run has too many connections; refuse this one.
@@ -132,8 +75,7 @@ async fn handle(run: Arc<RunProxy>, request: Request<Incoming>, over_limit: bool
                 port: 0,
                 scheme,
             };
-            run.reporter.refused(&to, &refusal);
-            return refusal_response(&refusal);
+            return run.refuse(&to, &refusal);
         }
     };
     let to = Destination::new(&target, port, scheme);
@@ -154,10 +96,7 @@ async fn handle(run: Arc<RunProxy>, request: Request<Incoming>, over_limit: bool
     };
     let addresses = match checked.await {
         Ok(addresses) => addresses,
-        Err(refusal) => {
-            run.reporter.refused(&to, &refusal);
-            return refusal_response(&refusal);
-        }
+        Err(refusal) => return run.refuse(&to, &refusal),
     };
     let allowed = Allowed {
         target,
@@ -304,33 +243,6 @@ fn unusable_refusal(target: &Target, port: u16, unusable: Unusable) -> Refusal {
     }
 }
 
-/// The proxy's own answer to a refused or failed request.
-pub fn refusal_response(refusal: &Refusal) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(format!("{}\n", refusal.message)));
-    *response.status_mut() = refusal.reason.status();
-    let headers = response.headers_mut();
-    // Printable ASCII only, so it is always a valid header value.
-    let sentence: String = refusal
-        .message
-        .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
-        .collect();
-    if let Ok(value) = HeaderValue::from_str(&sentence) {
-        headers.insert(HeaderName::from_static(REFUSAL_HEADER), value);
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if refusal.reason == Reason::BadCredential {
-        headers.insert(
-            header::PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"dynamic-mcp egress\""),
-        );
-    }
-    response
-}
-
 /// An allowed CONNECT: the upstream connection first (so a failure is an
 /// answer, not a broken tunnel), then a tunnel — or, for runs with
 /// secrets, TLS interception.
@@ -343,7 +255,7 @@ async fn connect(run: Arc<RunProxy>, request: Request<Incoming>, allowed: Allowe
     } = allowed;
     let tcp = match upstream::connect(&addresses).await {
         Ok(tcp) => tcp,
-        Err(why) => return failed(&run, &to, Reason::ConnectFailed, format!("cannot connect ({why})")),
+        Err(why) => return cannot_connect(&run, &to, &why),
     };
     let on_upgrade = hyper::upgrade::on(request);
     let intercepting = !run.secrets.is_empty();
@@ -390,19 +302,18 @@ async fn connect(run: Arc<RunProxy>, request: Request<Incoming>, allowed: Allowe
 
 fn failed(run: &RunProxy, to: &Destination, reason: Reason, why: String) -> Response<ProxyBody> {
     let refusal = Refusal::new(reason, format!("egress to {}:{} failed: {why}", to.host, to.port));
-    run.reporter.refused(to, &refusal);
-    refusal_response(&refusal)
+    run.refuse(to, &refusal)
+}
+
+fn cannot_connect(run: &RunProxy, to: &Destination, why: &str) -> Response<ProxyBody> {
+    failed(run, to, Reason::ConnectFailed, format!("cannot connect ({why})"))
 }
 
 /// An allowed plain-HTTP request, forwarded by its Host header. Secrets
 /// never go over plain HTTP: a placeholder in it goes out as it is.
 async fn forward_plain(run: Arc<RunProxy>, request: Request<Incoming>, allowed: Allowed) -> Response<ProxyBody> {
-    let Allowed {
-        target,
-        port,
-        addresses,
-        to,
-    } = allowed;
+    let Allowed { target, port, to, .. } = &allowed;
+    let port = *port;
     let (mut parts, incoming) = request.into_parts();
     let origin_form = parts
         .uri
@@ -429,8 +340,7 @@ async fn forward_plain(run: Arc<RunProxy>, request: Request<Incoming>, allowed: 
                     unbuffered.reason(),
                     format!("egress to {target}:{port} refused: {}", unbuffered.why()),
                 );
-                run.reporter.refused(&to, &refusal);
-                return refusal_response(&refusal);
+                return run.refuse(to, &refusal);
             }
         };
         let watcher = Injector::watching(&run.secrets);
@@ -441,88 +351,26 @@ async fn forward_plain(run: Arc<RunProxy>, request: Request<Incoming>, allowed: 
         watcher.inject(&bytes, &mut report);
         body::full(bytes)
     };
-    let tcp = match upstream::connect(&addresses).await {
+    let tcp = match upstream::connect(&allowed.addresses).await {
         Ok(tcp) => tcp,
-        Err(why) => return failed(&run, &to, Reason::ConnectFailed, format!("cannot connect ({why})")),
+        Err(why) => return cannot_connect(&run, to, &why),
     };
     let sent = async {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        let stop = run.stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                () = stop.cancelled() => {}
-            }
-        });
+        let mut sender = upstream::http1_client(tcp, run.stop.clone()).await?;
         sender.send_request(Request::from_parts(parts, body)).await
     };
     match sent.await {
         Ok(response) => {
-            run.reporter.allowed(&to, report.injected, report.withheld);
+            run.reporter.allowed(to, report.injected, report.withheld);
             pass_back(response, &run.secrets)
         }
         Err(e) => failed(
             &run,
-            &to,
+            to,
             Reason::ConnectFailed,
             format!("the server did not answer ({e})"),
         ),
     }
-}
-
-/// An upstream response on its way to the code: hop-by-hop headers off,
-/// and for runs with secrets every secret value replaced by its placeholder.
-pub fn pass_back(response: Response<Incoming>, secrets: &[RunSecret]) -> Response<ProxyBody> {
-    let (mut parts, incoming) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if secrets.is_empty() {
-        return Response::from_parts(parts, body::passed(incoming));
-    }
-    for value in parts.headers.values_mut() {
-        if let Ok(text) = value.to_str()
-            && let Some(redacted) = redact_text(text, secrets)
-            && let Ok(redacted) = HeaderValue::from_str(&redacted)
-        {
-            *value = redacted;
-        }
-    }
-    // The redacted body may differ in length.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, body::redacted(incoming, Redactor::new(secrets)))
-}
-
-/// Headers meant for one hop only (RFC 9110 7.6.1), and our credential.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_str(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("proxy-connection"),
-        HeaderName::from_static("keep-alive"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-}
-
-/// The body of an answer that is the proxy's own, for `intercept.rs`.
-pub fn status_response(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(text));
-    *response.status_mut() = status;
-    response
 }
 
 #[cfg(test)]
@@ -539,31 +387,5 @@ mod tests {
         );
         assert_eq!(credential(&HeaderValue::from_static("Digest x")), None);
         assert_eq!(credential(&HeaderValue::from_static("Basic !!!")), None);
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_the_credential_are_stripped() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
-        headers.insert("x-private", HeaderValue::from_static("1"));
-        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert!(headers.contains_key(header::ACCEPT));
-    }
-
-    #[test]
-    fn a_refusal_carries_its_sentence_in_a_header() {
-        let refusal = Refusal::new(Reason::HostNotAllowed, "egress to x:443 refused by policy: …");
-        let response = refusal_response(&refusal);
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            response.headers()[REFUSAL_HEADER],
-            "egress to x:443 refused by policy: ?"
-        );
-        let response = refusal_response(&Refusal::new(Reason::BadCredential, "no"));
-        assert_eq!(response.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
-        assert!(response.headers().contains_key(header::PROXY_AUTHENTICATE));
     }
 }

@@ -7,14 +7,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 use super::allow_list::Target;
+use super::body::ProxyBody;
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +46,22 @@ pub async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, String> {
         }
     }
     Err(last)
+}
+
+/// An HTTP/1.1 client on `io`, its connection driven until it closes or
+/// `stop` (the run's end) fires.
+pub async fn http1_client<T>(io: T, stop: CancellationToken) -> Result<SendRequest<ProxyBody>, hyper::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = connection => {}
+            () = stop.cancelled() => {}
+        }
+    });
+    Ok(sender)
 }
 
 /// TLS towards real servers, for intercepted connections.

@@ -1,7 +1,8 @@
 //! What the balancer sees of one executor: its channel, which reports a
 //! failed connection (taking the executor out of rotation and marking the
 //! call as one that never reached it), with its load counted as the
-//! responses it is still streaming.
+//! responses it is still streaming. It knows the executor only as
+//! [`FailureReport`], so the rotation (`member.rs`) can hold endpoints.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,17 +20,21 @@ use tower::load::PendingRequests;
 use tower::load::completion::TrackCompletion;
 use tower::load::pending_requests::Handle;
 
-use super::member::Member;
+/// Where a channel reports a transport failure: the executor it leads to.
+pub trait FailureReport: Send + Sync {
+    /// The executor is gone or unreachable, because of `why`.
+    fn transport_failed(&self, why: &str);
+}
 
 /// An executor's channel that reports its own failures to the rotation.
 #[derive(Clone)]
 pub struct MemberChannel {
     inner: InternalChannel,
-    member: Arc<Member>,
+    member: Arc<dyn FailureReport>,
 }
 
 impl MemberChannel {
-    pub fn new(inner: InternalChannel, member: Arc<Member>) -> Self {
+    pub fn new(inner: InternalChannel, member: Arc<dyn FailureReport>) -> Self {
         Self { inner, member }
     }
 }
@@ -60,7 +65,7 @@ impl MemberChannel {
     /// executor is gone or unreachable; one before the request was sent is
     /// marked [`NotReached`].
     fn reported(&self, error: BoxError) -> BoxError {
-        self.member.leave(&error.to_string());
+        self.member.transport_failed(&error.to_string());
         if !chain(error.as_ref()).any(|e| e.is::<tonic::ConnectError>()) {
             return error;
         }

@@ -11,7 +11,7 @@ use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use tonic_health::pb::health_client::HealthClient;
 use tower::discover::Change;
 
-use super::endpoint::{Endpoint, MemberChannel, endpoint};
+use super::endpoint::{Endpoint, FailureReport, MemberChannel, endpoint};
 use crate::links::ServiceLink;
 
 /// What the balancer learns about membership: executors joining and leaving.
@@ -82,7 +82,8 @@ impl Member {
 
     /// Its channel; a failed connection takes it out of rotation.
     pub fn channel(self: &Arc<Self>) -> MemberChannel {
-        MemberChannel::new(self.channel.clone(), Arc::clone(self))
+        let report: Arc<dyn FailureReport> = self.clone();
+        MemberChannel::new(self.channel.clone(), report)
     }
 
     pub fn health(&self) -> HealthClient<InternalChannel> {
@@ -135,5 +136,11 @@ impl Member {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl FailureReport for Member {
+    fn transport_failed(&self, why: &str) {
+        self.leave(why);
     }
 }
