@@ -3,13 +3,16 @@
 //! are authenticated, which tool names are reserved for built-ins, which
 //! executor a session id names, the limits every dynamic tool is held to and
 //! how its JSON Schemas are compiled, how logs are written, how a process
-//! learns that it should stop, and how long to wait before trying a lost
-//! service again.
+//! learns that it should stop, how long to wait before trying a lost
+//! service again, background work done every period, and a gRPC health
+//! status that follows a dependency.
 
 pub mod addr;
 pub mod backoff;
+pub mod health_watch;
 pub mod internal_auth;
 pub mod limits;
+pub mod periodic;
 pub mod secret;
 pub mod session_id;
 pub mod shutdown;

@@ -6,7 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamic_mcp_common::health_watch::HealthWatch;
+use dynamic_mcp_common::periodic::Ticks;
 use dynamic_mcp_proto::v1::executor_server::ExecutorServer;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 
 use crate::docker::Engine;
@@ -15,28 +19,28 @@ use crate::service::ExecutorService;
 /// How often the engine is pinged.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 
-/// Sets the executor's status from one ping; returns whether Docker answered.
-pub async fn check_docker(engine: &Engine, reporter: &HealthReporter) -> bool {
-    let up = engine.answers().await;
-    if up {
-        reporter.set_serving::<ExecutorServer<ExecutorService>>().await;
-    } else {
-        reporter.set_not_serving::<ExecutorServer<ExecutorService>>().await;
-    }
-    up
+/// Sets the executor's status from one ping now, then, in the background,
+/// pings the engine every `every`, logging when its state changes, until
+/// `stop`.
+pub async fn watch_docker(engine: Arc<Engine>, reporter: HealthReporter, every: Duration, stop: CancellationToken) {
+    let watch = HealthWatch {
+        reporter,
+        services: &[<ExecutorServer<ExecutorService> as NamedService>::NAME],
+        down: "the Docker engine stopped answering",
+        up: "the Docker engine answers again",
+    };
+    let up = ping(&engine).await.is_ok();
+    watch.report(up).await;
+    tokio::spawn(watch.follow(up, Ticks::new(every, stop), move || {
+        let engine = Arc::clone(&engine);
+        async move { ping(&engine).await }
+    }));
 }
 
-/// Pings the engine every `every`, logging when its state changes, until
-/// the task is dropped.
-pub async fn watch_docker(engine: Arc<Engine>, reporter: HealthReporter, mut was_up: bool, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let up = check_docker(&engine, &reporter).await;
-        match (was_up, up) {
-            (true, false) => tracing::warn!("the Docker engine stopped answering; health is NOT_SERVING"),
-            (false, true) => tracing::info!("the Docker engine answers again; health is SERVING"),
-            _ => {}
-        }
-        was_up = up;
+async fn ping(engine: &Engine) -> Result<(), String> {
+    if engine.answers().await {
+        Ok(())
+    } else {
+        Err("no answer to a ping".into())
     }
 }

@@ -23,6 +23,7 @@ use dynamic_mcp_executor::service::ExecutorService;
 use dynamic_mcp_executor::session::{self, Sessions};
 use dynamic_mcp_executor::{health, reaper};
 use dynamic_mcp_proto::v1::executor_server::ExecutorServer;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -106,13 +107,14 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(session::expire_idle(Arc::clone(&sessions)));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let docker_up = health::check_docker(&engine, &health).await;
-    let pinger = tokio::spawn(health::watch_docker(
+    let stop_pinging = CancellationToken::new();
+    health::watch_docker(
         Arc::clone(&engine),
         health,
-        docker_up,
         health::PING_EVERY,
-    ));
+        stop_pinging.clone(),
+    )
+    .await;
 
     let incoming = config.listen.bind().await?;
     tracing::info!(listen = %config.listen, executor_id = %id, "executor listening");
@@ -144,7 +146,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .context("the gRPC server failed")?;
-    pinger.abort();
+    stop_pinging.cancel();
 
     if let Some(docker) = engine.connected() {
         reaper::remove_ours(docker, &id, "still there after shutdown").await;

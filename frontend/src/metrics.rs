@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use dynamic_mcp_common::periodic::{self, Ticks};
 use dynamic_mcp_proto::v1::{EgressDecision, EgressEvent, EgressEventKind};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -151,14 +152,9 @@ pub fn render() -> String {
 
 /// Drains histogram buckets now and then, as the exporter requires.
 pub fn spawn_upkeep(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(UPKEEP_EVERY) => handle().run_upkeep(),
-            }
-        }
-    })
+    tokio::spawn(periodic::every(Ticks::new(UPKEEP_EVERY, stop), || async {
+        handle().run_upkeep();
+    }))
 }
 
 pub fn tool_call(tool: &str, scope: ToolClass, outcome: CallOutcome, took: Duration) {

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamic_mcp_common::health_watch::HealthWatch;
+use dynamic_mcp_common::periodic::Ticks;
 use dynamic_mcp_proto::v1::registry_server::RegistryServer;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::service::RegistryService;
@@ -20,42 +21,24 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reports SERVING (the store has just opened), then checks the store every
 /// second in the background until `stopping` fires.
 pub async fn start(store: Arc<dyn ToolStore>, health: HealthReporter, stopping: CancellationToken) {
-    set(&health, ServingStatus::Serving).await;
-    tokio::spawn(track(store, health, stopping));
+    let watch = HealthWatch {
+        reporter: health,
+        // The registry service and the whole server ("") share one status.
+        services: &["", <RegistryServer<RegistryService> as NamedService>::NAME],
+        down: "the tool store is not ready",
+        up: "the tool store is ready again",
+    };
+    watch.report(true).await;
+    tokio::spawn(watch.follow(true, Ticks::new(CHECK_EVERY, stopping), move || {
+        let store = Arc::clone(&store);
+        async move { check(store.as_ref()).await }
+    }));
 }
 
-async fn track(store: Arc<dyn ToolStore>, health: HealthReporter, stopping: CancellationToken) {
-    let mut serving = true;
-    loop {
-        let checked = match tokio::time::timeout(CHECK_TIMEOUT, store.check_ready()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
-        };
-        match (serving, checked) {
-            (true, Err(why)) => {
-                tracing::warn!(reason = %why, "the tool store is not ready; health is NOT_SERVING");
-                set(&health, ServingStatus::NotServing).await;
-                serving = false;
-            }
-            (false, Ok(())) => {
-                tracing::info!("the tool store is ready again; health is SERVING");
-                set(&health, ServingStatus::Serving).await;
-                serving = true;
-            }
-            _ => {}
-        }
-        tokio::select! {
-            () = tokio::time::sleep(CHECK_EVERY) => {}
-            () = stopping.cancelled() => return,
-        }
+async fn check(store: &dyn ToolStore) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, store.check_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
     }
-}
-
-/// The registry service and the whole server ("") share one status.
-async fn set(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(<RegistryServer<RegistryService> as NamedService>::NAME, status)
-        .await;
 }

@@ -9,6 +9,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use dynamic_mcp_common::periodic::{self, Ticks};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -137,17 +138,14 @@ impl JwksCache {
     /// Refreshes every `every` until `stop`.
     pub fn spawn_refresher(&self, every: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
-                }
+        tokio::spawn(periodic::every(Ticks::new(every, stop), move || {
+            let cache = cache.clone();
+            async move {
                 if let Err(e) = cache.refresh().await {
                     tracing::warn!("{e}; keeping the cached keys");
                 }
             }
-        })
+        }))
     }
 }
 
