@@ -230,7 +230,119 @@ fn quoted(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::middleware;
+    use axum::routing::post;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::auth::failed_auth::Backoff;
+    use crate::auth::jwks::JwksCache;
+    use crate::auth::jwt::JwtRules;
+
+    const METADATA: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+
+    /// The layer in front of the MCP endpoint. Its JWKS is never fetched:
+    /// these requests fail before a key is looked up.
+    fn app(failures_before_backoff: u32) -> Router {
+        let jwks = JwksCache::new("http://127.0.0.1:9/jwks".parse().unwrap(), Duration::from_secs(60)).unwrap();
+        let auth = BearerAuth {
+            verifier: JwtVerifier::new(
+                jwks,
+                JwtRules {
+                    issuer: "https://auth.example.com".into(),
+                    audience: "https://mcp.example.com/mcp".into(),
+                    leeway: Duration::ZERO,
+                },
+            ),
+            required_scopes: vec!["tools:call".into()],
+            metadata_url: METADATA.into(),
+            audit: AuditLog::disabled(),
+            failed_auth: Arc::new(FailedAuth::new(Backoff {
+                failures_before: failures_before_backoff,
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(60),
+            })),
+        };
+        Router::new()
+            .route("/mcp", post(|| async { "reached the endpoint" }))
+            .layer(middleware::from_fn_with_state(Arc::new(auth), require_bearer))
+    }
+
+    fn request(authorization: Option<&str>, from: &str) -> Request {
+        let mut request = Request::post("/mcp");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let mut request = request.body(Body::empty()).unwrap();
+        let from: SocketAddr = from.parse().unwrap();
+        request.extensions_mut().insert(ClientAddr(from));
+        request
+    }
+
+    async fn json_of(response: Response) -> Value {
+        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap()).unwrap()
+    }
+
+    fn challenge(response: &Response) -> &str {
+        response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_token_gets_a_challenge_naming_the_metadata_and_scopes() {
+        let response = app(5).oneshot(request(None, "192.0.2.1:1")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge(&response),
+            format!("Bearer resource_metadata=\"{METADATA}\", scope=\"tools:call\"")
+        );
+        let body = json_of(response).await;
+        assert_eq!(body["error"], "unauthorized");
+        assert!(body["error_description"].as_str().unwrap().contains("Authorization: Bearer <token>"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_gets_an_invalid_token_challenge() {
+        for authorization in ["Basic dXNlcjpwdw==", "Bearer not-a-jwt"] {
+            let response = app(5).oneshot(request(Some(authorization), "192.0.2.1:1")).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{authorization}");
+            let challenge = challenge(&response).to_owned();
+            assert!(
+                challenge.starts_with(&format!("Bearer resource_metadata=\"{METADATA}\", error=\"invalid_token\", error_description=\"")),
+                "{challenge}"
+            );
+            assert_eq!(json_of(response).await["error"], "invalid_token");
+        }
+    }
+
+    #[tokio::test]
+    async fn repeated_bad_tokens_from_one_address_are_answered_429() {
+        let app = app(2);
+        let mut statuses = Vec::new();
+        for port in 4000..4004 {
+            let from = format!("192.0.2.7:{port}");
+            let response = app.clone().oneshot(request(Some("Bearer not-a-jwt"), &from)).await.unwrap();
+            statuses.push(response.status());
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after: u64 = response.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+                assert!((1..=60).contains(&retry_after), "{retry_after}");
+                assert_eq!(json_of(response).await["error"], "invalid_token");
+            }
+        }
+        assert_eq!(statuses[0], StatusCode::UNAUTHORIZED, "{statuses:?}");
+        assert_eq!(
+            statuses[3],
+            StatusCode::TOO_MANY_REQUESTS,
+            "the back-off is per address, whatever the port: {statuses:?}"
+        );
+        let other = app.oneshot(request(Some("Bearer not-a-jwt"), "198.51.100.1:1")).await.unwrap();
+        assert_eq!(other.status(), StatusCode::UNAUTHORIZED, "another address is not held back");
+    }
 
     fn headers(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

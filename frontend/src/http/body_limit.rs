@@ -126,3 +126,102 @@ fn too_large() -> Response {
     )
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::middleware;
+    use axum::routing::post;
+    use futures::stream;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const WITHIN: Duration = Duration::from_secs(5);
+
+    /// The layer in front of a handler that echoes the body it got (read
+    /// whole: axum's `Bytes` extractor has a limit of its own).
+    fn app() -> Router {
+        let echo = |request: Request| async move { axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap() };
+        Router::new()
+            .route("/mcp", post(echo))
+            .layer(middleware::from_fn_with_state(BodyReadTimeout(WITHIN), limit))
+    }
+
+    fn request(body: Body) -> Request {
+        Request::post("/mcp").body(body).unwrap()
+    }
+
+    /// `total` bytes of `x`, sent in 64 KiB chunks as a client streams them.
+    fn chunked(total: usize) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![b'x'; total]
+            .chunks(64 << 10)
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+            .collect();
+        Body::from_stream(stream::iter(chunks))
+    }
+
+    async fn body_of(response: Response) -> Bytes {
+        axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap()
+    }
+
+    async fn rpc_error(response: Response) -> Value {
+        let body: Value = serde_json::from_slice(&body_of(response).await).unwrap();
+        assert_eq!(body["jsonrpc"], "2.0", "{body}");
+        assert_eq!(body["id"], Value::Null, "{body}");
+        body["error"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_reaches_the_handler_whole() {
+        let response = app().oneshot(request(chunked(MAX_REQUEST_BODY_BYTES))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let echoed = body_of(response).await;
+        assert_eq!(echoed.len(), MAX_REQUEST_BODY_BYTES);
+        assert!(echoed.iter().all(|b| *b == b'x'));
+    }
+
+    #[tokio::test]
+    async fn one_byte_over_is_answered_413_with_a_json_rpc_error() {
+        let response = app()
+            .oneshot(request(chunked(MAX_REQUEST_BODY_BYTES + 1)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let error = rpc_error(response).await;
+        assert_eq!(error["code"], ErrorCode::INVALID_REQUEST.0);
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("({MAX_REQUEST_BODY_BYTES} bytes per message)")),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_answered_408_and_its_connection_closed() {
+        let started = tokio::time::Instant::now();
+        let stalled = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"jsonrpc\":"))]).chain(stream::pending());
+        let response = app().oneshot(request(Body::from_stream(stalled))).await.unwrap();
+        assert_eq!(started.elapsed(), WITHIN, "answered before or long after the read timeout");
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let error = rpc_error(response).await;
+        assert_eq!(error["code"], ErrorCode::INVALID_REQUEST.0);
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("within 5000 ms (MCP_HTTP_BODY_READ_TIMEOUT_MS)"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_a_bad_request() {
+        let broken = stream::iter([
+            Ok(Bytes::from_static(b"{")),
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
+        ]);
+        let response = app().oneshot(request(Body::from_stream(broken))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body_of(response).await,
+            "Bad Request: the request body could not be read"
+        );
+    }
+}

@@ -96,7 +96,68 @@ fn split_authority(text: &str) -> Option<(String, Option<u16>)> {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::middleware;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
     use super::*;
+
+    fn get_request(path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    fn routes() -> Router {
+        Router::new().route("/probe", get(|| async { "ok" }))
+    }
+
+    #[tokio::test]
+    async fn every_answer_gets_the_security_headers_and_a_request_id() {
+        for path in ["/probe", "/no-such-route"] {
+            let response = harden(routes()).oneshot(get_request(path, &[])).await.unwrap();
+            let headers = response.headers();
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{path}");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-store", "{path}");
+            assert_eq!(
+                headers[header::CONTENT_SECURITY_POLICY],
+                "default-src 'none'; frame-ancestors 'none'",
+                "{path}"
+            );
+            let id = headers[&REQUEST_ID].to_str().unwrap();
+            assert_eq!(id.len(), 36, "a UUID: {id}");
+        }
+        let response = harden(routes())
+            .oneshot(get_request("/probe", &[("x-request-id", "client-chosen-id")]))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[&REQUEST_ID], "client-chosen-id");
+    }
+
+    #[tokio::test]
+    async fn the_host_check_refuses_foreign_hosts_with_403() {
+        let app = routes().layer(middleware::from_fn_with_state(
+            AllowedHosts(Arc::new(allowed(&["localhost", "::1"]))),
+            check_host,
+        ));
+        for host in ["localhost", "localhost:8788", "[::1]:8788"] {
+            let response = app.clone().oneshot(get_request("/probe", &[("host", host)])).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{host}");
+        }
+        let absolute = app.clone().oneshot(get_request("http://localhost:8788/probe", &[])).await.unwrap();
+        assert_eq!(absolute.status(), StatusCode::OK, "the authority of an absolute URL counts as its Host");
+        for headers in [&[("host", "rebound.evil.example")][..], &[]] {
+            let response = app.clone().oneshot(get_request("/probe", headers)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
+            let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+            assert_eq!(body, "Forbidden: Host header is not allowed");
+        }
+    }
 
     fn allowed(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

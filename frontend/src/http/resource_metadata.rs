@@ -65,7 +65,33 @@ pub async fn serve(State(metadata): State<Arc<ProtectedResource>>) -> Json<Prote
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt;
+
     use super::*;
+
+    #[tokio::test]
+    async fn the_document_is_served_at_every_route() {
+        let resource: Url = "https://example.com/tools/mcp".parse().unwrap();
+        let doc = Arc::new(ProtectedResource::new(&resource, "https://auth.example.com", Vec::new()));
+        let paths = routes("/mcp", &resource);
+        let app = paths
+            .iter()
+            .fold(Router::new(), |app, path| app.route(path, get(serve)))
+            .with_state(Arc::clone(&doc));
+        for path in &paths {
+            let request = Request::get(path.as_str()).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(served, serde_json::to_value(&*doc).unwrap(), "{path}");
+            assert!(served.get("scopes_supported").is_none(), "no scopes, no field: {served}");
+        }
+    }
 
     #[test]
     fn the_metadata_url_inserts_the_well_known_path() {
