@@ -12,6 +12,7 @@
 //! lock: no exclusive lock, nothing proportional to the number of tools.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use dynamic_mcp_common::internal_auth::InternalChannel;
 use dynamic_mcp_proto::v1::catalog_event::Event;
 use dynamic_mcp_proto::v1::registry_client::RegistryClient;
 use dynamic_mcp_proto::v1::{CatalogEvent, ChangeKind, GetToolRequest, ToolRecord, WatchChangesRequest};
+use futures::{Stream, StreamExt};
 use rmcp::model::Tool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -200,9 +202,25 @@ impl Catalog {
     }
 
     async fn follow(&self) {
+        let registry = self.inner.registry.clone();
+        self.follow_feeds(move || {
+            let mut registry = registry.clone();
+            async move { Ok(registry.watch_changes(WatchChangesRequest {}).await?.into_inner()) }
+        })
+        .await;
+    }
+
+    /// Follows the feeds `open` opens, one after another, for ever: each
+    /// reconnect waits a jittered backoff, which every event resets.
+    async fn follow_feeds<O, Opening, Feed>(&self, mut open: O)
+    where
+        O: FnMut() -> Opening,
+        Opening: Future<Output = Result<Feed, Status>>,
+        Feed: Stream<Item = Result<CatalogEvent, Status>> + Unpin,
+    {
         let mut backoff = Backoff::new(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY);
         loop {
-            let why = match self.follow_once(&mut backoff).await {
+            let why = match self.follow_once(open(), &mut backoff).await {
                 Ok(()) => "the registry ended its change feed".to_owned(),
                 Err(status) => {
                     metrics::backend_error(Service::Registry, status.code());
@@ -219,10 +237,16 @@ impl Catalog {
         }
     }
 
-    async fn follow_once(&self, backoff: &mut Backoff) -> Result<(), Status> {
-        let mut registry = self.inner.registry.clone();
-        let mut events = registry.watch_changes(WatchChangesRequest {}).await?.into_inner();
-        while let Some(event) = events.message().await? {
+    async fn follow_once<Feed>(
+        &self,
+        opening: impl Future<Output = Result<Feed, Status>>,
+        backoff: &mut Backoff,
+    ) -> Result<(), Status>
+    where
+        Feed: Stream<Item = Result<CatalogEvent, Status>> + Unpin,
+    {
+        let mut events = opening.await?;
+        while let Some(event) = events.next().await.transpose()? {
             backoff.reset();
             self.apply(event);
         }
@@ -491,12 +515,17 @@ mod tests {
         assert!(state.enabled_definition("missing", counted_definition).is_none());
     }
 
+    /// A catalog whose registry is never reached.
+    fn unconnected() -> Catalog {
+        let nowhere = ServiceUrl::Unix("/nonexistent.sock".into());
+        Catalog::new(RegistryClient::new(
+            InternalAuth::default().channel(&nowhere, None).unwrap(),
+        ))
+    }
+
     #[tokio::test]
     async fn announces_exactly_one_signal_per_change() {
-        let nowhere = ServiceUrl::Unix("/nonexistent.sock".into());
-        let catalog = Catalog::new(RegistryClient::new(
-            InternalAuth::default().channel(&nowhere, None).unwrap(),
-        ));
+        let catalog = unconnected();
         let mut changed = catalog.changed();
         catalog.apply(snapshot(1, vec![tool("a.tool", 1, true)]));
         catalog.apply(snapshot(1, vec![tool("a.tool", 1, true)]));
@@ -508,5 +537,77 @@ mod tests {
         catalog.wait_for_version(2).await;
         assert!(catalog.wait_until_synced(Duration::from_millis(1)).await);
         assert_eq!(catalog.read(|s| s.enabled_tool("a.tool").map(|t| t.revision)), Some(2));
+    }
+
+    /// What the registry does with one attempt to open its feed.
+    enum Attempt {
+        Refused,
+        /// Sends these events, then ends the feed.
+        Ends(Vec<CatalogEvent>),
+        /// Sends these events and stays open.
+        StaysOpen(Vec<CatalogEvent>),
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_feed_is_reopened_after_doubling_jittered_waits_that_an_event_resets() {
+        use futures::stream::{self, BoxStream};
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+        use tokio::time::Instant;
+
+        let catalog = unconnected();
+        let script = Arc::new(Mutex::new(VecDeque::from([
+            Attempt::Refused,
+            Attempt::Refused,
+            Attempt::Refused,
+            Attempt::Ends(vec![snapshot(1, vec![tool("a.tool", 1, true)])]),
+            Attempt::Refused,
+            Attempt::StaysOpen(vec![snapshot(2, vec![tool("b.tool", 1, true)])]),
+        ])));
+        let attempts = script.lock().unwrap().len();
+        let started = Instant::now();
+        let opened = Arc::new(Mutex::new(Vec::new()));
+        let follower = {
+            let (catalog, script, opened) = (catalog.clone(), Arc::clone(&script), Arc::clone(&opened));
+            tokio::spawn(async move {
+                catalog
+                    .follow_feeds(move || {
+                        opened.lock().unwrap().push(started.elapsed());
+                        let attempt = script.lock().unwrap().pop_front();
+                        async move {
+                            let feed: BoxStream<'static, Result<CatalogEvent, Status>> = match attempt {
+                                Some(Attempt::Refused) | None => return Err(Status::unavailable("registry restarting")),
+                                Some(Attempt::Ends(events)) => stream::iter(events.into_iter().map(Ok)).boxed(),
+                                Some(Attempt::StaysOpen(events)) => {
+                                    stream::iter(events.into_iter().map(Ok)).chain(stream::pending()).boxed()
+                                }
+                            };
+                            Ok(feed)
+                        }
+                    })
+                    .await;
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while opened.lock().unwrap().len() < attempts || catalog.read(|s| s.version) < 2 {
+            assert!(Instant::now() < deadline, "opened only at {:?}", opened.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let opened_at = opened.lock().unwrap().clone();
+        let waits: Vec<Duration> = opened_at.windows(2).map(|w| w[1] - w[0]).collect();
+        // Steps of 200 ms doubling, each wait within [step/2, step]; the
+        // snapshot on the fourth attempt starts the steps again.
+        let steps = [200, 400, 800, 200, 400].map(Duration::from_millis);
+        assert_eq!(waits.len(), steps.len(), "{opened_at:?}");
+        for (wait, step) in waits.iter().zip(steps) {
+            assert!(*wait >= step / 2 && *wait <= step, "waits {waits:?} outside their steps {steps:?}");
+        }
+        assert_eq!(catalog.read(|s| s.version), 2);
+        assert_eq!(catalog.read(|s| names(s).join(",")), "b.tool");
+        // The open feed is followed, not reopened.
+        tokio::time::sleep(MAX_RECONNECT_DELAY * 3).await;
+        assert_eq!(opened.lock().unwrap().len(), attempts, "an open feed was given up");
+        assert!(!follower.is_finished());
+        follower.abort();
     }
 }

@@ -185,4 +185,76 @@ mod tests {
         assert!(parse_key_set(b"{}").is_err());
         assert!(parse_key_set(b"<html>").is_err());
     }
+
+    /// A JWKS endpoint on a local port serving one signing key, `kid`,
+    /// whatever it is set to; it counts the fetches.
+    struct KeyServer {
+        url: Url,
+        kid: Arc<std::sync::Mutex<String>>,
+        fetches: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl KeyServer {
+        async fn start(kid: &str) -> Self {
+            use std::sync::atomic::Ordering;
+            let kid = Arc::new(std::sync::Mutex::new(kid.to_owned()));
+            let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (served, counted) = (Arc::clone(&kid), Arc::clone(&fetches));
+            let app = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let kid = served.lock().unwrap().clone();
+                    async move {
+                        axum::Json(serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+                            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}))
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/jwks", listener.local_addr().unwrap()).parse().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            Self { url, kid, fetches }
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// The clock is paused while the refresher waits out its hour, and runs
+    /// (briefly) while it fetches over a real socket.
+    #[tokio::test]
+    async fn the_refresher_fetches_rotated_keys_once_per_period_until_stopped() {
+        let server = KeyServer::start("old").await;
+        let cache = JwksCache::new(server.url.clone(), Duration::from_secs(60)).unwrap();
+        assert_eq!(cache.refresh().await.unwrap(), 1);
+        *server.kid.lock().unwrap() = "rotated".into();
+
+        let every = Duration::from_secs(3600);
+        let stop = CancellationToken::new();
+        tokio::time::pause();
+        let refresher = cache.spawn_refresher(every, stop.clone());
+        tokio::task::yield_now().await;
+        tokio::time::advance(every - Duration::from_secs(1)).await;
+        assert_eq!(server.fetches(), 1, "refreshed before its period was over");
+        assert!(cache.cached("rotated").is_none());
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::time::resume();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.cached("rotated").is_none() {
+            assert!(Instant::now() < deadline, "the rotated key never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(server.fetches(), 2);
+        assert!(cache.cached("old").is_none(), "the new set replaces the old one");
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), refresher)
+            .await
+            .expect("the refresher outlived its stop")
+            .unwrap();
+    }
 }
