@@ -108,13 +108,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let stop_pinging = CancellationToken::new();
-    health::watch_docker(
-        Arc::clone(&engine),
-        health,
-        health::PING_EVERY,
-        stop_pinging.clone(),
-    )
-    .await;
+    health::watch_docker(Arc::clone(&engine), health, health::PING_EVERY, stop_pinging.clone()).await;
 
     let incoming = config.listen.bind().await?;
     tracing::info!(listen = %config.listen, executor_id = %id, "executor listening");

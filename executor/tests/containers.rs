@@ -34,24 +34,10 @@ async fn docker_inspect_shows_every_hardening_setting() {
     let labelled = executor.containers().await;
     assert_eq!(labelled.len(), 1);
     assert_eq!(labelled[0].id.as_deref(), Some(started.container_id.as_str()));
-    let inspected = executor
-        .docker
-        .inspect_container(&started.container_id, None::<InspectContainerOptions>)
-        .await
-        .unwrap();
-    let host = inspected.host_config.unwrap();
-    let config = inspected.config.unwrap();
-    assert_eq!(host.readonly_rootfs, Some(true));
-    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
-    assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
-    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
-    assert_eq!(host.pids_limit, Some(128));
-    assert_eq!(host.memory, Some(512 << 20));
-    assert_eq!(host.memory_swap, Some(512 << 20));
+    let (host, config) = executor.inspect(&started.container_id).await;
+    support::assert_run_profile(&host);
     assert_eq!(host.nano_cpus, Some(1_000_000_000));
-    assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.ipc_mode.as_deref(), Some("none"));
-    assert_eq!(host.init, Some(false), "the supervisor is PID 1");
     assert_eq!(host.log_config.and_then(|l| l.typ).as_deref(), Some("none"));
     let tmpfs = host.tmpfs.unwrap();
     assert!(

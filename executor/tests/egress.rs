@@ -70,6 +70,14 @@ async fn executor_for(world: &World) -> TestExecutor {
     TestExecutor::start(&as_refs(&env)).await
 }
 
+/// A world of test hosts and an executor that reaches them (plain HTTP on).
+async fn world_and_executor() -> (bollard::Docker, World, TestExecutor) {
+    let docker = support::docker().await;
+    let world = World::start(&docker).await;
+    let executor = executor_for(&world).await;
+    (docker, world, executor)
+}
+
 fn result_of(outcome: &dynamic_mcp_proto::v1::RunOutcome) -> Value {
     assert_eq!(outcome.status(), RunStatus::Ok, "{outcome:?}");
     serde_json::from_str(&outcome.result_json).expect("the result is JSON")
@@ -130,9 +138,7 @@ return out;
 
 #[tokio::test]
 async fn a_tool_reaches_its_hosts_and_nothing_else() {
-    let docker = support::docker().await;
-    let world = World::start(&docker).await;
-    let mut executor = executor_for(&world).await;
+    let (_, world, mut executor) = world_and_executor().await;
 
     let args = json!({"ca": world.ca_pem, "ip": world.allowed.ip});
     let ran = executor
@@ -284,9 +290,7 @@ async fn policy_is_checked_before_anything_runs() {
 
 #[tokio::test]
 async fn a_tool_without_a_network_list_has_no_network_at_all() {
-    let docker = support::docker().await;
-    let world = World::start(&docker).await;
-    let executor = executor_for(&world).await;
+    let (docker, world, executor) = world_and_executor().await;
     const CODE: &str = r#"
 const fs = await import("node:fs");
 const os = await import("node:os");
@@ -330,9 +334,7 @@ return out;
 
 #[tokio::test]
 async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
-    let docker = support::docker().await;
-    let world = World::start(&docker).await;
-    let mut executor = executor_for(&world).await;
+    let (_, world, mut executor) = world_and_executor().await;
     let session = session_reaching(&mut executor, ALLOWED).await;
     assert_eq!(session.network, network(&[ALLOWED]));
 
@@ -403,9 +405,7 @@ async fn a_session_reaches_its_hosts_from_run_js_and_from_shell_commands() {
 
 #[tokio::test]
 async fn a_run_cannot_use_another_runs_credential() {
-    let docker = support::docker().await;
-    let world = World::start(&docker).await;
-    let mut executor = executor_for(&world).await;
+    let (_, world, mut executor) = world_and_executor().await;
     // A session keeps its proxy (and credential) alive while the run tries it.
     let session = session_reaching(&mut executor, ALLOWED).await;
     let read_token = r#"return JSON.parse((await import("node:fs")).readFileSync("/run/dynamic-mcp-egress/egress.json", "utf8")).token;"#;
@@ -598,9 +598,7 @@ async fn secrets_reach_only_their_hosts_and_never_the_container() {
 
 #[tokio::test]
 async fn runs_with_egress_come_warm_from_the_pool_too() {
-    let docker = support::docker().await;
-    let world = World::start(&docker).await;
-    let mut executor = executor_for(&world).await;
+    let (docker, world, mut executor) = world_and_executor().await;
     let fetch = r#"return (await (await fetch("http://api.allowed.test/" + args.n)).json()).path;"#;
     let first = executor
         .run_request(egress_request(fetch, json!({"n": 1}), &[ALLOWED], &[]))

@@ -9,9 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::InspectContainerOptions;
-use dynamic_mcp_proto::v1::{
-    ListSessionsRequest, RunJsInSessionRequest, RunStatus, StartSessionRequest, StopSessionRequest,
-};
+use dynamic_mcp_proto::v1::{ListSessionsRequest, RunJsInSessionRequest, RunStatus, StartSessionRequest};
 use support::{TestExecutor, exec_request, wait_for};
 use tonic::Code;
 
@@ -86,14 +84,7 @@ async fn a_session_keeps_its_files_between_calls_until_stopped() {
 
     let container = executor.containers_of("session").await;
     assert_eq!(container.len(), 1);
-    executor
-        .client
-        .stop_session(StopSessionRequest {
-            owner: ALICE.into(),
-            session_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    executor.stop_session(ALICE, &id).await.unwrap();
     assert!(listed(&mut executor).await.is_empty());
     assert!(
         executor.containers_of("session").await.is_empty(),
@@ -139,8 +130,7 @@ async fn session_calls_are_quick() {
 
 #[tokio::test]
 async fn a_session_joins_only_the_network_the_operator_names() {
-    let mut executor = TestExecutor::start(&[("MCP_SANDBOX_SESSION_NETWORK", "bridge")]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[("MCP_SANDBOX_SESSION_NETWORK", "bridge")], ALICE).await;
     let interfaces = executor.exec(ALICE, &id, &["ls /sys/class/net"]).await;
     assert!(interfaces[0].stdout.contains("eth0"), "{:?}", interfaces[0]);
     // Tool runs stay offline whatever sessions get.
@@ -157,8 +147,7 @@ async fn a_session_joins_only_the_network_the_operator_names() {
 
 #[tokio::test]
 async fn another_owner_can_neither_see_nor_use_nor_stop_a_session() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
     let mut client = executor.client.clone();
 
     let listed = client
@@ -173,21 +162,10 @@ async fn another_owner_can_neither_see_nor_use_nor_stop_a_session() {
         .await
         .unwrap_err();
     let run_js = client
-        .run_js_in_session(RunJsInSessionRequest {
-            owner: MALLORY.into(),
-            session_id: id.clone(),
-            code: "return 1;".into(),
-            ..Default::default()
-        })
+        .run_js_in_session(support::run_js_request(MALLORY, &id, "return 1;"))
         .await
         .unwrap_err();
-    let stop = client
-        .stop_session(StopSessionRequest {
-            owner: MALLORY.into(),
-            session_id: id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let stop = executor.stop_session(MALLORY, &id).await.unwrap_err();
     for status in [exec, run_js, stop] {
         assert_eq!((status.code(), status.message()), (Code::NotFound, expected.as_str()));
     }
@@ -247,11 +225,7 @@ async fn the_session_limit_is_reserved_before_any_container_starts() {
         .find_map(|(i, r)| r.as_ref().ok().map(|s| (format!("user:{i}"), s.get_ref().clone())))
         .unwrap();
     executor
-        .client
-        .stop_session(StopSessionRequest {
-            owner,
-            session_id: first.session.unwrap().session_id,
-        })
+        .stop_session(&owner, &first.session.unwrap().session_id)
         .await
         .unwrap();
     executor.start_session("user:late").await;
@@ -295,8 +269,7 @@ async fn idle_sessions_expire_but_busy_ones_do_not() {
 
 #[tokio::test]
 async fn a_timeout_kills_the_command_and_its_children_and_the_session_survives() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
     let began = Instant::now();
     let response = executor
         .client
@@ -342,8 +315,7 @@ async fn a_timeout_kills_the_command_and_its_children_and_the_session_survives()
 
 #[tokio::test]
 async fn dropping_an_exec_call_kills_its_process() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
     let mut client = executor.client.clone();
     let call = client.exec_in_session(exec_request(ALICE, &id, &["sleep 45"], Some(60_000)));
     assert!(
@@ -364,8 +336,7 @@ async fn dropping_an_exec_call_kills_its_process() {
 
 #[tokio::test]
 async fn a_session_is_hardened_like_a_run() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
     let container = executor.containers_of("session").await.remove(0);
     let inspected = executor
         .docker
@@ -450,8 +421,7 @@ async fn shutdown_removes_open_sessions() {
 
 #[tokio::test]
 async fn stopping_a_session_ends_the_calls_running_in_it() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
     let mut client = executor.client.clone();
     let running = tokio::spawn({
         let id = id.clone();
@@ -467,14 +437,7 @@ async fn stopping_a_session_ends_the_calls_running_in_it() {
         assert!(Instant::now() < deadline, "`sleep 30` never started in the session");
     }
     let began = Instant::now();
-    executor
-        .client
-        .stop_session(StopSessionRequest {
-            owner: ALICE.into(),
-            session_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    executor.stop_session(ALICE, &id).await.unwrap();
     let ended = running.await.unwrap().unwrap_err();
     assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
     assert_eq!(ended.code(), Code::NotFound, "{}", ended.message());
@@ -558,12 +521,7 @@ async fn a_call_right_after_the_session_died_says_it_has_ended() {
     kill_session(container).await;
     let answer = executor
         .client
-        .run_js_in_session(RunJsInSessionRequest {
-            owner: ALICE.into(),
-            session_id: id.clone(),
-            code: "return 1;".into(),
-            ..Default::default()
-        })
+        .run_js_in_session(support::run_js_request(ALICE, &id, "return 1;"))
         .await;
     let js = match answer {
         Err(status) => status,
@@ -583,8 +541,7 @@ async fn a_call_right_after_the_session_died_says_it_has_ended() {
 
 #[tokio::test]
 async fn run_js_in_a_session_reports_progress_and_returns_content() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let id = executor.start_session(ALICE).await.session_id;
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
     let session_container = executor.containers_of("session").await.remove(0).id.unwrap();
     let followed = executor
         .run_js_request(RunJsInSessionRequest {

@@ -9,7 +9,6 @@ mod support;
 
 use std::time::Duration;
 
-use bollard::query_parameters::InspectContainerOptions;
 use dynamic_mcp_proto::v1::{RunStatus, StartSessionRequest};
 use support::{Ran, SLEEP_A_MINUTE, TestExecutor, removed_within, request, start_run};
 use tonic::Code;
@@ -97,14 +96,8 @@ async fn warm_runs_have_the_outcomes_of_cold_ones() {
 #[tokio::test]
 async fn a_warm_memory_balloon_hits_the_resource_limit() {
     let mut executor = TestExecutor::start(&[POOL, ("MCP_SANDBOX_MEMORY_LIMIT", "128m")]).await;
-    let code = "const kept = []; while (true) { kept.push(Buffer.alloc(8 * 1024 * 1024, 1)); }";
-    let ran = run_warm(&mut executor, code, "{}", Some(20_000)).await;
-    assert_eq!(ran.outcome.status(), RunStatus::ResourceLimit, "{:?}", ran.outcome);
-    assert!(
-        ran.outcome.error_message.contains("(128m memory, 128 processes)"),
-        "{}",
-        ran.outcome.error_message
-    );
+    let ran = run_warm(&mut executor, support::MEMORY_BALLOON, "{}", Some(20_000)).await;
+    support::assert_hit_the_memory_limit(&ran.outcome);
     executor.stop().await;
 }
 
@@ -112,23 +105,9 @@ async fn a_warm_memory_balloon_hits_the_resource_limit() {
 async fn warm_containers_are_hardened_like_cold_ones_and_carry_no_tool() {
     let mut executor = TestExecutor::start(&[POOL]).await;
     let warm = executor.warm_containers(2).await;
-    let inspected = executor
-        .docker
-        .inspect_container(&warm[0], None::<InspectContainerOptions>)
-        .await
-        .unwrap();
-    let host = inspected.host_config.unwrap();
-    let config = inspected.config.unwrap();
-    assert_eq!(host.readonly_rootfs, Some(true));
-    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
-    assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
-    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
-    assert_eq!(
-        (host.pids_limit, host.memory, host.memory_swap),
-        (Some(128), Some(512 << 20), Some(512 << 20))
-    );
-    assert_eq!(host.network_mode.as_deref(), Some("none"));
-    assert_eq!((host.init, host.auto_remove), (Some(false), Some(false)));
+    let (host, config) = executor.inspect(&warm[0]).await;
+    support::assert_run_profile(&host);
+    assert_eq!(host.auto_remove, Some(false));
     assert_eq!(config.user.as_deref(), Some("0:0"));
     assert_eq!(config.network_disabled, Some(true));
     let labels = config.labels.unwrap();

@@ -576,11 +576,13 @@ mod tests {
                         let attempt = script.lock().unwrap().pop_front();
                         async move {
                             let feed: BoxStream<'static, Result<CatalogEvent, Status>> = match attempt {
-                                Some(Attempt::Refused) | None => return Err(Status::unavailable("registry restarting")),
-                                Some(Attempt::Ends(events)) => stream::iter(events.into_iter().map(Ok)).boxed(),
-                                Some(Attempt::StaysOpen(events)) => {
-                                    stream::iter(events.into_iter().map(Ok)).chain(stream::pending()).boxed()
+                                Some(Attempt::Refused) | None => {
+                                    return Err(Status::unavailable("registry restarting"));
                                 }
+                                Some(Attempt::Ends(events)) => stream::iter(events.into_iter().map(Ok)).boxed(),
+                                Some(Attempt::StaysOpen(events)) => stream::iter(events.into_iter().map(Ok))
+                                    .chain(stream::pending())
+                                    .boxed(),
                             };
                             Ok(feed)
                         }
@@ -600,7 +602,10 @@ mod tests {
         let steps = [200, 400, 800, 200, 400].map(Duration::from_millis);
         assert_eq!(waits.len(), steps.len(), "{opened_at:?}");
         for (wait, step) in waits.iter().zip(steps) {
-            assert!(*wait >= step / 2 && *wait <= step, "waits {waits:?} outside their steps {steps:?}");
+            assert!(
+                *wait >= step / 2 && *wait <= step,
+                "waits {waits:?} outside their steps {steps:?}"
+            );
         }
         assert_eq!(catalog.read(|s| s.version), 2);
         assert_eq!(catalog.read(|s| names(s).join(",")), "b.tool");

@@ -18,9 +18,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::proxy::serve_connection;
-use super::run_proxy::RunProxy;
 use super::rewrite::redact_text;
 use super::run_dir::RunDir;
+use super::run_proxy::RunProxy;
 use crate::harness::Preload;
 
 /// Where a run's egress directory is mounted in its container.

@@ -27,9 +27,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::client::TlsStream;
 
 use super::allow_list::Target;
+use super::answers::{pass_back, status_response, strip_hop_by_hop};
 use super::body::{self, ProxyBody};
 use super::events::{Destination, Reason, Refusal};
-use super::answers::{pass_back, status_response, strip_hop_by_hop};
 use super::rewrite::{Injection, Injector};
 use super::run_proxy::RunProxy;
 use super::upstream;

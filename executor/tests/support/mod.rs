@@ -12,13 +12,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{ContainerConfig, ContainerSummary, ContainerSummaryStateEnum, HostConfig};
 use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder};
 use dynamic_mcp_common::addr::ServiceUrl;
 use dynamic_mcp_proto::v1::executor_client::ExecutorClient;
 use dynamic_mcp_proto::v1::{
     CommandResult, EgressEvent, ExecInSessionRequest, ListSessionsRequest, RunEvent, RunJsInSessionRequest, RunOutcome,
-    RunProgress, RunStarted, RunToolRequest, SessionInfo, StartSessionRequest, run_event,
+    RunProgress, RunStarted, RunStatus, RunToolRequest, SessionInfo, StartSessionRequest, StopSessionRequest,
+    run_event,
 };
 use futures::StreamExt;
 use tokio::process::{Child, Command};
@@ -280,6 +281,19 @@ impl TestExecutor {
         labelled_containers(&self.docker, &self.id).await
     }
 
+    /// What `docker inspect` says of `container`: its host config and config.
+    pub async fn inspect(&self, container: &str) -> (HostConfig, ContainerConfig) {
+        let inspected = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .expect("the container can be inspected");
+        (
+            inspected.host_config.expect("a host config"),
+            inspected.config.expect("a config"),
+        )
+    }
+
     /// This executor's containers of one role (run, session, install, deps-setup).
     pub async fn containers_of(&self, role: &str) -> Vec<ContainerSummary> {
         self.containers()
@@ -318,6 +332,22 @@ impl TestExecutor {
         Creations::watch(&self.docker, &self.id)
     }
 
+    /// An executor started with `env` and one session of `owner` open in
+    /// it; the session's id.
+    pub async fn with_session(env: &[(&str, &str)], owner: &str) -> (Self, String) {
+        let mut executor = Self::start(env).await;
+        let id = executor.start_session(owner).await.session_id;
+        (executor, id)
+    }
+
+    pub async fn stop_session(&mut self, owner: &str, session: &str) -> Result<(), tonic::Status> {
+        let request = StopSessionRequest {
+            owner: owner.into(),
+            session_id: session.into(),
+        };
+        self.client.stop_session(request).await.map(|_| ())
+    }
+
     pub async fn start_session(&mut self, owner: &str) -> SessionInfo {
         self.client
             .start_session(StartSessionRequest {
@@ -351,15 +381,11 @@ impl TestExecutor {
     }
 
     pub async fn run_js(&mut self, owner: &str, session: &str, code: &str, args_json: &str) -> RunOutcome {
-        self.run_js_request(RunJsInSessionRequest {
-            owner: owner.into(),
-            session_id: session.into(),
-            code: code.into(),
+        let request = RunJsInSessionRequest {
             args_json: args_json.into(),
-            ..Default::default()
-        })
-        .await
-        .outcome
+            ..run_js_request(owner, session, code)
+        };
+        self.run_js_request(request).await.outcome
     }
 
     pub async fn run_js_request(&mut self, request: RunJsInSessionRequest) -> Followed {
@@ -373,6 +399,16 @@ impl TestExecutor {
     }
 }
 
+/// Running `code` in `session` as `owner`, with the defaults otherwise.
+pub fn run_js_request(owner: &str, session: &str, code: &str) -> RunJsInSessionRequest {
+    RunJsInSessionRequest {
+        owner: owner.into(),
+        session_id: session.into(),
+        code: code.into(),
+        ..Default::default()
+    }
+}
+
 pub fn exec_request(owner: &str, session: &str, commands: &[&str], timeout_ms: Option<u32>) -> ExecInSessionRequest {
     ExecInSessionRequest {
         owner: owner.into(),
@@ -380,6 +416,35 @@ pub fn exec_request(owner: &str, session: &str, commands: &[&str], timeout_ms: O
         commands: commands.iter().map(|c| (*c).to_owned()).collect(),
         timeout_ms,
     }
+}
+
+/// The hardened profile every run container has, cold or warm, with the
+/// default limits: read-only, no capabilities but the two the supervisor
+/// drops root with, no network, the supervisor as PID 1.
+pub fn assert_run_profile(host: &HostConfig) {
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.cap_add, Some(vec!["SETUID".to_owned(), "SETGID".to_owned()]));
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+    assert_eq!(
+        (host.pids_limit, host.memory, host.memory_swap),
+        (Some(128), Some(512 << 20), Some(512 << 20))
+    );
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!(host.init, Some(false), "the supervisor is PID 1");
+}
+
+/// Code that allocates memory until the container's limit stops it.
+pub const MEMORY_BALLOON: &str = "const kept = []; while (true) { kept.push(Buffer.alloc(8 * 1024 * 1024, 1)); }";
+
+/// A run stopped by a 128m memory limit, saying so.
+pub fn assert_hit_the_memory_limit(outcome: &RunOutcome) {
+    assert_eq!(outcome.status(), RunStatus::ResourceLimit, "{outcome:?}");
+    assert!(
+        outcome.error_message.contains("(128m memory, 128 processes)"),
+        "{}",
+        outcome.error_message
+    );
 }
 
 pub fn role_of(container: &ContainerSummary) -> Option<&str> {

@@ -206,14 +206,18 @@ mod tests {
                     counted.fetch_add(1, Ordering::SeqCst);
                     let kid = served.lock().unwrap().clone();
                     async move {
-                        axum::Json(serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+                        axum::Json(
+                            serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
                             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}))
+                            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}),
+                        )
                     }
                 }),
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}/jwks", listener.local_addr().unwrap()).parse().unwrap();
+            let url = format!("http://{}/jwks", listener.local_addr().unwrap())
+                .parse()
+                .unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
             Self { url, kid, fetches }
         }

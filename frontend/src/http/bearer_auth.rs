@@ -303,17 +303,27 @@ mod tests {
         );
         let body = json_of(response).await;
         assert_eq!(body["error"], "unauthorized");
-        assert!(body["error_description"].as_str().unwrap().contains("Authorization: Bearer <token>"));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization: Bearer <token>")
+        );
     }
 
     #[tokio::test]
     async fn a_bad_token_gets_an_invalid_token_challenge() {
         for authorization in ["Basic dXNlcjpwdw==", "Bearer not-a-jwt"] {
-            let response = app(5).oneshot(request(Some(authorization), "192.0.2.1:1")).await.unwrap();
+            let response = app(5)
+                .oneshot(request(Some(authorization), "192.0.2.1:1"))
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{authorization}");
             let challenge = challenge(&response).to_owned();
             assert!(
-                challenge.starts_with(&format!("Bearer resource_metadata=\"{METADATA}\", error=\"invalid_token\", error_description=\"")),
+                challenge.starts_with(&format!(
+                    "Bearer resource_metadata=\"{METADATA}\", error=\"invalid_token\", error_description=\""
+                )),
                 "{challenge}"
             );
             assert_eq!(json_of(response).await["error"], "invalid_token");
@@ -326,10 +336,18 @@ mod tests {
         let mut statuses = Vec::new();
         for port in 4000..4004 {
             let from = format!("192.0.2.7:{port}");
-            let response = app.clone().oneshot(request(Some("Bearer not-a-jwt"), &from)).await.unwrap();
+            let response = app
+                .clone()
+                .oneshot(request(Some("Bearer not-a-jwt"), &from))
+                .await
+                .unwrap();
             statuses.push(response.status());
             if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after: u64 = response.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+                let retry_after: u64 = response.headers()[header::RETRY_AFTER]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!((1..=60).contains(&retry_after), "{retry_after}");
                 assert_eq!(json_of(response).await["error"], "invalid_token");
             }
@@ -340,8 +358,15 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             "the back-off is per address, whatever the port: {statuses:?}"
         );
-        let other = app.oneshot(request(Some("Bearer not-a-jwt"), "198.51.100.1:1")).await.unwrap();
-        assert_eq!(other.status(), StatusCode::UNAUTHORIZED, "another address is not held back");
+        let other = app
+            .oneshot(request(Some("Bearer not-a-jwt"), "198.51.100.1:1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            other.status(),
+            StatusCode::UNAUTHORIZED,
+            "another address is not held back"
+        );
     }
 
     fn headers(value: &str) -> HeaderMap {

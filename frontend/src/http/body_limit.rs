@@ -142,7 +142,8 @@ mod tests {
     /// The layer in front of a handler that echoes the body it got (read
     /// whole: axum's `Bytes` extractor has a limit of its own).
     fn app() -> Router {
-        let echo = |request: Request| async move { axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap() };
+        let echo =
+            |request: Request| async move { axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap() };
         Router::new()
             .route("/mcp", post(echo))
             .layer(middleware::from_fn_with_state(BodyReadTimeout(WITHIN), limit))
@@ -200,15 +201,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_is_answered_408_and_its_connection_closed() {
         let started = tokio::time::Instant::now();
-        let stalled = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"jsonrpc\":"))]).chain(stream::pending());
+        let stalled =
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"jsonrpc\":"))]).chain(stream::pending());
         let response = app().oneshot(request(Body::from_stream(stalled))).await.unwrap();
-        assert_eq!(started.elapsed(), WITHIN, "answered before or long after the read timeout");
+        assert_eq!(
+            started.elapsed(),
+            WITHIN,
+            "answered before or long after the read timeout"
+        );
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(response.headers()[header::CONNECTION], "close");
         let error = rpc_error(response).await;
         assert_eq!(error["code"], ErrorCode::INVALID_REQUEST.0);
         let message = error["message"].as_str().unwrap();
-        assert!(message.contains("within 5000 ms (MCP_HTTP_BODY_READ_TIMEOUT_MS)"), "{message}");
+        assert!(
+            message.contains("within 5000 ms (MCP_HTTP_BODY_READ_TIMEOUT_MS)"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

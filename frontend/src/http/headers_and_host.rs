@@ -146,11 +146,23 @@ mod tests {
             check_host,
         ));
         for host in ["localhost", "localhost:8788", "[::1]:8788"] {
-            let response = app.clone().oneshot(get_request("/probe", &[("host", host)])).await.unwrap();
+            let response = app
+                .clone()
+                .oneshot(get_request("/probe", &[("host", host)]))
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::OK, "{host}");
         }
-        let absolute = app.clone().oneshot(get_request("http://localhost:8788/probe", &[])).await.unwrap();
-        assert_eq!(absolute.status(), StatusCode::OK, "the authority of an absolute URL counts as its Host");
+        let absolute = app
+            .clone()
+            .oneshot(get_request("http://localhost:8788/probe", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            absolute.status(),
+            StatusCode::OK,
+            "the authority of an absolute URL counts as its Host"
+        );
         for headers in [&[("host", "rebound.evil.example")][..], &[]] {
             let response = app.clone().oneshot(get_request("/probe", headers)).await.unwrap();
             assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");

@@ -76,7 +76,11 @@ mod tests {
     #[tokio::test]
     async fn the_document_is_served_at_every_route() {
         let resource: Url = "https://example.com/tools/mcp".parse().unwrap();
-        let doc = Arc::new(ProtectedResource::new(&resource, "https://auth.example.com", Vec::new()));
+        let doc = Arc::new(ProtectedResource::new(
+            &resource,
+            "https://auth.example.com",
+            Vec::new(),
+        ));
         let paths = routes("/mcp", &resource);
         let app = paths
             .iter()
@@ -89,7 +93,10 @@ mod tests {
             let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
             let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(served, serde_json::to_value(&*doc).unwrap(), "{path}");
-            assert!(served.get("scopes_supported").is_none(), "no scopes, no field: {served}");
+            assert!(
+                served.get("scopes_supported").is_none(),
+                "no scopes, no field: {served}"
+            );
         }
     }
 
