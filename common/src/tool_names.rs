@@ -15,6 +15,21 @@ pub mod dynamic_tool {
     pub const TEST: &str = "dynamic.tool.test";
 }
 
+/// The built-ins that run code in sandbox sessions, by name.
+pub mod sandbox {
+    pub const INITIALIZE: &str = "sandbox.initialize";
+    pub const EXEC: &str = "sandbox.exec";
+    pub const RUN_JS: &str = "sandbox.run_js";
+    pub const STOP: &str = "sandbox.stop";
+    pub const SESSION_LIST: &str = "sandbox.session.list";
+}
+
+/// The built-ins that report on this server, by name.
+pub mod system {
+    pub const GUARD_METRICS: &str = "system.guard_metrics";
+    pub const HEALTH: &str = "system.health";
+}
+
 /// Every built-in tool, exactly as it appears in `tools/list`.
 pub const BUILTIN_TOOL_NAMES: &[&str] = &[
     dynamic_tool::CREATE,
@@ -27,14 +42,14 @@ pub const BUILTIN_TOOL_NAMES: &[&str] = &[
     dynamic_tool::ROLLBACK,
     dynamic_tool::RESTORE,
     dynamic_tool::TEST,
-    "sandbox.initialize",
-    "sandbox.exec",
-    "sandbox.run_js",
-    "sandbox.stop",
-    "sandbox.session.list",
-    "system.guard_metrics",
-    "system.health",
-    "run_js_ephemeral",
+    sandbox::INITIALIZE,
+    sandbox::EXEC,
+    sandbox::RUN_JS,
+    sandbox::STOP,
+    sandbox::SESSION_LIST,
+    system::GUARD_METRICS,
+    system::HEALTH,
+    RUN_JS_EPHEMERAL,
 ];
 
 /// Every prompt this server offers.

@@ -99,32 +99,18 @@ async fn a_session_keeps_its_files_between_calls_until_stopped() {
     executor.stop().await;
 }
 
+/// Call after call on one session, each answer is its own (how fast they come
+/// is for benchmarks to say, not a test).
 #[tokio::test]
-async fn session_calls_are_quick() {
-    let mut executor = TestExecutor::start(&[]).await;
-    let began = Instant::now();
-    let id = executor.start_session(ALICE).await.session_id;
-    let start = began.elapsed();
-    let median = |mut samples: Vec<Duration>| {
-        samples.sort();
-        samples[samples.len() / 2]
-    };
-    let mut execs = Vec::new();
-    let mut runs = Vec::new();
-    for _ in 0..7 {
-        let began = Instant::now();
-        assert_eq!(executor.exec(ALICE, &id, &["true"]).await[0].exit_code, Some(0));
-        execs.push(began.elapsed());
-        let began = Instant::now();
-        assert_eq!(executor.run_js(ALICE, &id, "return 1;", "").await.result_json, "1");
-        runs.push(began.elapsed());
+async fn a_session_answers_call_after_call() {
+    let (mut executor, id) = TestExecutor::with_session(&[], ALICE).await;
+    for i in 0..7 {
+        let exec = executor.exec(ALICE, &id, &[&format!("echo $(({i} * {i}))")]).await;
+        assert_eq!(exec[0].exit_code, Some(0), "{exec:?}");
+        assert_eq!(exec[0].stdout, format!("{}\n", i * i));
+        let run = executor.run_js(ALICE, &id, &format!("return {i} * 3;"), "").await;
+        assert_eq!(run.result_json, (i * 3).to_string());
     }
-    let (exec, run_js) = (median(execs), median(runs));
-    eprintln!("StartSession {start:?}; median ExecInSession(`true`) {exec:?}; median RunJsInSession {run_js:?}");
-    assert!(
-        exec < Duration::from_secs(1) && run_js < Duration::from_secs(2),
-        "{exec:?} {run_js:?}"
-    );
     executor.stop().await;
 }
 

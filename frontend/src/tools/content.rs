@@ -18,7 +18,7 @@ pub const RUN_META_KEY: &str = "dynamic-mcp/run";
 pub fn result(content: ContentResult, outcome: &RunOutcome) -> CallToolResult {
     let mut result = CallToolResult::success(content.blocks.into_iter().filter_map(block).collect());
     let mut run = json!({"durationMs": outcome.duration_ms});
-    super::run_dynamic::add_output(&mut run, outcome);
+    super::run_output::add_output(&mut run, outcome);
     let mut meta = MetaObject::new();
     meta.0.insert(RUN_META_KEY.to_owned(), run);
     result.meta = Some(meta);

@@ -34,12 +34,7 @@ use crate::error::ToolError;
 use crate::progress::Progress;
 use crate::state::ServerState;
 
-pub const CREATE: &str = "dynamic.tool.create";
-pub const UPDATE: &str = "dynamic.tool.update";
-pub const DELETE: &str = "dynamic.tool.delete";
-pub const ENABLE: &str = "dynamic.tool.enable";
-pub const LIST: &str = "dynamic.tool.list";
-pub const GET: &str = "dynamic.tool.get";
+pub use dynamic_mcp_common::tool_names::dynamic_tool::{CREATE, DELETE, ENABLE, GET, LIST, UPDATE};
 
 /// Attempts of an update whose policy check read the tool first, when a
 /// concurrent writer got in between and the caller gave no expectedRevision.

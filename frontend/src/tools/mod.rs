@@ -8,6 +8,7 @@ pub mod network;
 pub mod revisions;
 pub mod run_dynamic;
 pub mod run_js_ephemeral;
+mod run_output;
 mod run_stream;
 pub mod sandbox;
 pub mod self_test;

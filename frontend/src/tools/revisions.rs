@@ -22,9 +22,7 @@ use crate::call_context::CallContext;
 use crate::error::ToolError;
 use crate::state::ServerState;
 
-pub const HISTORY: &str = "dynamic.tool.history";
-pub const ROLLBACK: &str = "dynamic.tool.rollback";
-pub const RESTORE: &str = "dynamic.tool.restore";
+pub use dynamic_mcp_common::tool_names::dynamic_tool::{HISTORY, RESTORE, ROLLBACK};
 
 /// The arguments of dynamic.tool.history.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
 
 use super::typed::{self, Refusal};
-use super::{content, run_stream};
+use super::{content, run_output, run_stream};
 use crate::call_context::CallContext;
 use crate::egress::EgressWitness;
 use crate::error::ToolError;
@@ -234,7 +234,7 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
         RunStatus::Ok => match serde_json::from_str::<Value>(&outcome.result_json) {
             Ok(result) => {
                 let mut body = json!({"ok": true, "result": result, "durationMs": outcome.duration_ms});
-                add_output(&mut body, &outcome);
+                run_output::add_output(&mut body, &outcome);
                 return CallToolResult::structured(body);
             }
             Err(e) => (
@@ -299,26 +299,11 @@ pub fn outcome_result(ran: Ran<'_>, outcome: RunOutcome) -> CallToolResult {
     if !outcome.error_name.is_empty() {
         body["errorName"] = json!(outcome.error_name);
     }
-    add_output(&mut body, &outcome);
+    run_output::add_output(&mut body, &outcome);
     let mut result = CallToolResult::structured_error(body);
     // The model reads the first text block: make it the sentence that says what to fix.
     result.content.insert(0, ContentBlock::text(text));
     result
-}
-
-/// Adds stdout/stderr (and whether they were cut) only when there is some.
-pub(super) fn add_output(body: &mut Value, outcome: &RunOutcome) {
-    for (key, text, truncated) in [
-        ("stdout", &outcome.stdout, outcome.stdout_truncated),
-        ("stderr", &outcome.stderr, outcome.stderr_truncated),
-    ] {
-        if !text.is_empty() {
-            body[key] = json!(text);
-        }
-        if truncated {
-            body[format!("{key}Truncated")] = json!(true);
-        }
-    }
 }
 
 #[cfg(test)]

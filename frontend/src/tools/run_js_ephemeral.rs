@@ -23,7 +23,7 @@ use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::state::ServerState;
 
-pub const NAME: &str = "run_js_ephemeral";
+pub use dynamic_mcp_common::tool_names::RUN_JS_EPHEMERAL as NAME;
 
 /// The arguments of run_js_ephemeral.
 #[derive(Debug, Deserialize, JsonSchema)]

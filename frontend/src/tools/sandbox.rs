@@ -27,11 +27,7 @@ use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::state::ServerState;
 
-pub const INITIALIZE: &str = "sandbox.initialize";
-pub const EXEC: &str = "sandbox.exec";
-pub const RUN_JS: &str = "sandbox.run_js";
-pub const STOP: &str = "sandbox.stop";
-pub const SESSION_LIST: &str = "sandbox.session.list";
+pub use dynamic_mcp_common::tool_names::sandbox::{EXEC, INITIALIZE, RUN_JS, SESSION_LIST, STOP};
 
 // ---- inputs -----------------------------------------------------------------
 

@@ -10,8 +10,7 @@ use super::parse_args;
 use crate::error::ToolError;
 use crate::state::ServerState;
 
-pub const HEALTH: &str = "system.health";
-pub const GUARD_METRICS: &str = "system.guard_metrics";
+pub use dynamic_mcp_common::tool_names::system::{GUARD_METRICS, HEALTH};
 
 /// system.health takes no arguments.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -19,7 +19,7 @@ use crate::egress::EgressWitness;
 use crate::error::ToolError;
 use crate::state::ServerState;
 
-pub const NAME: &str = "dynamic.tool.test";
+pub use dynamic_mcp_common::tool_names::dynamic_tool::TEST as NAME;
 
 /// The arguments of dynamic.tool.test: `name` or `tool`, not both.
 #[derive(Debug, Deserialize, JsonSchema)]
