@@ -31,4 +31,5 @@ pub mod run;
 pub mod service;
 pub mod session;
 pub mod setting_values;
+pub mod socket_dir;
 pub mod streams;

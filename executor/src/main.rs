@@ -18,6 +18,7 @@ use dynamic_mcp_executor::docker::{self, Engine};
 use dynamic_mcp_executor::egress::Egress;
 use dynamic_mcp_executor::outcome::Judge;
 use dynamic_mcp_executor::per_tool::{self, PerTool};
+use dynamic_mcp_executor::socket_dir::SocketDirs;
 use dynamic_mcp_executor::run::{self, Runner};
 use dynamic_mcp_executor::service::ExecutorService;
 use dynamic_mcp_executor::session::{self, Sessions};
@@ -52,7 +53,8 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("{e}; runs will fail until it is reachable (policy checks still work)"),
     }
 
-    let egress = Arc::new(Egress::new(&config.egress, &id)?);
+    let egress = Arc::new(Egress::new(&config.egress)?);
+    let socket_dirs = SocketDirs::prepare(&config.egress.socket_dir, config.egress.socket_host_dir.as_deref(), &id)?;
     let per_tool_settings = config.per_tool_settings().map_err(anyhow::Error::msg)?;
     let limits = config.limits();
     // One source, one cap: runs, sessions and installs all count against it.
@@ -61,7 +63,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         ContainerCap::new(config.max_containers),
         limits.clone(),
         id.clone(),
-        egress.run_dirs(),
+        Some(socket_dirs.clone()),
     ));
     let pool = config
         .pool_settings()
@@ -145,7 +147,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
     if let Some(docker) = engine.connected() {
         reaper::remove_ours(docker, &id, "still there after shutdown").await;
     }
-    egress.close();
+    socket_dirs.close();
     tracing::info!("executor stopped");
     Ok(())
 }

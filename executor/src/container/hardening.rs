@@ -3,13 +3,13 @@
 //! All roles share one profile; the role only decides the few things that
 //! must differ, each listed here:
 //!
-//! | role        | network                     | /deps (cache)  | starts as | capabilities   | PID 1      | env   | egress socket  |
-//! |-------------|-----------------------------|----------------|-----------|----------------|------------|-------|----------------|
-//! | run         | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | read-only, opt |
-//! | per-tool    | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | never          |
-//! | session     | none, or the session network| read-only      | root      | SETUID, SETGID | tini       | none  | read-only, opt |
-//! | install     | the install network         | writable       | sandbox   | none           | tini       | npm's | never          |
-//! | deps-setup  | none                        | writable       | root      | none           | tini       | none  | never          |
+//! | role        | network                     | /deps (cache)  | starts as | capabilities   | PID 1      | env   | egress socket  | channel socket |
+//! |-------------|-----------------------------|----------------|-----------|----------------|------------|-------|----------------|----------------|
+//! | run         | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | read-only, opt | never          |
+//! | per-tool    | none                        | read-only, opt | root      | SETUID, SETGID | supervisor | none  | never          | read-only      |
+//! | session     | none, or the session network| read-only      | root      | SETUID, SETGID | tini       | none  | read-only, opt | never          |
+//! | install     | the install network         | writable       | sandbox   | none           | tini       | npm's | never          | never          |
+//! | deps-setup  | none                        | writable       | root      | none           | tini       | none  | never          | never          |
 //!
 //! Runs and sessions start as root with SETUID and SETGID only, so that the
 //! harness's supervisor can start the code's process as the sandbox user and
@@ -22,7 +22,10 @@
 //! capability to an exec only when the container runs as root, hence root.
 //!
 //! A run or session with egress keeps network "none": its only way out is
-//! its own proxy socket (`egress/`), in a directory mounted read-only.
+//! its own proxy socket (`egress/`), in a directory mounted read-only. A
+//! per-tool container's calls come and go over its own channel socket
+//! (`per_tool/channel.rs`), in a directory of its own, mounted read-only
+//! the same way (`socket_dir.rs`).
 
 use std::collections::HashMap;
 
@@ -37,6 +40,9 @@ pub const WORKDIR: &str = "/work";
 
 /// Where the dependency cache volume is mounted.
 pub const DEPS_DIR: &str = "/deps";
+
+/// Where a per-tool container finds its channel's socket directory.
+pub const CHANNEL_DIR: &str = "/run/dynamic-mcp-channel";
 
 /// Where an install container finds the operator's extra CA bundle.
 pub const EXTRA_CA_PATH: &str = "/etc/dynamic-mcp/extra-ca.pem";
@@ -178,8 +184,9 @@ fn supervised(role: Role) -> bool {
 }
 
 /// The dependency cache (read-only except for the two roles that fill it),
-/// for installs only the operator's CA bundle, and for runs and sessions
-/// with egress their egress directory — all but the cache read-only.
+/// for installs only the operator's CA bundle, for runs and sessions with
+/// egress their egress directory, and for per-tool containers their
+/// channel's directory — all but the cache read-only.
 fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
     let mut mounts = Vec::new();
     if let Some(volume) = &spec.deps_volume {
@@ -208,6 +215,15 @@ fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
     if let (Role::Run | Role::Session, EgressMount::At(dir)) = (spec.role, &spec.egress) {
         mounts.push(Mount {
             target: Some(CONTAINER_DIR.into()),
+            source: Some(dir.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let (Role::PerTool, Some(dir)) = (spec.role, &spec.channel) {
+        mounts.push(Mount {
+            target: Some(CHANNEL_DIR.into()),
             source: Some(dir.clone()),
             typ: Some(MountType::BIND),
             read_only: Some(true),
@@ -267,6 +283,34 @@ mod tests {
                     assert_eq!(body.host_config.unwrap().network_mode.as_deref(), Some("none"));
                 }
                 Role::PerTool | Role::Install | Role::DepsSetup => assert!(egress.is_none(), "{role:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_per_tool_containers_get_their_channel_read_only_and_still_no_network() {
+        for role in [Role::Run, Role::PerTool, Role::Session, Role::Install, Role::DepsSetup] {
+            let mut spec = spec(role);
+            spec.network = None;
+            spec.channel = Some("/tmp/dynamic-mcp-egress/x/tool1".into());
+            let body = container_body(&spec, &limits(), "exec-1");
+            let channel = body
+                .host_config
+                .as_ref()
+                .and_then(|h| h.mounts.as_ref())
+                .and_then(|m| m.iter().find(|m| m.target.as_deref() == Some(CHANNEL_DIR)).cloned());
+            match role {
+                Role::PerTool => {
+                    let channel = channel.expect("the channel directory is mounted");
+                    assert_eq!(channel.source.as_deref(), Some("/tmp/dynamic-mcp-egress/x/tool1"));
+                    assert_eq!((channel.typ, channel.read_only), (Some(MountType::BIND), Some(true)));
+                    assert_eq!(body.network_disabled, Some(true));
+                    let host = body.host_config.unwrap();
+                    assert_eq!(host.network_mode.as_deref(), Some("none"));
+                    assert_eq!(host.readonly_rootfs, Some(true));
+                    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+                }
+                _ => assert!(channel.is_none(), "{role:?}"),
             }
         }
     }

@@ -14,8 +14,8 @@ use tokio::io::AsyncWrite;
 
 use super::cap::ContainerSlot;
 use crate::docker::{call_failed, is_not_found};
-use crate::egress::RunDir;
 use crate::error::ExecError;
+use crate::socket_dir::SocketDir;
 
 /// The container's stdin, attached before it started.
 pub type Stdin = Pin<Box<dyn AsyncWrite + Send>>;
@@ -29,7 +29,7 @@ pub struct Lease {
     pub stdin: Stdin,
     pub output: Output,
     /// The container's empty egress directory, if its spec wanted one.
-    pub egress_dir: Option<RunDir>,
+    pub egress_dir: Option<SocketDir>,
 }
 
 /// A container we must remove. Dropping it removes the container (in the

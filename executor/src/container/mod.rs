@@ -80,6 +80,9 @@ pub struct ContainerSpec {
     /// `Run` and `Session` only: an egress directory of its own (its proxy
     /// socket; see `egress/`), mounted read-only.
     pub egress: EgressMount,
+    /// `PerTool` only: its channel's socket directory on the Docker host
+    /// (see `per_tool/channel.rs`), mounted read-only.
+    pub channel: Option<String>,
     /// A CPU limit of its own in billionths of a CPU (per-tool containers),
     /// instead of MCP_SANDBOX_CPU_LIMIT.
     pub nano_cpus: Option<i64>,
@@ -111,6 +114,7 @@ impl ContainerSpec {
             install_env: Vec::new(),
             extra_ca_file: None,
             egress: EgressMount::None,
+            channel: None,
             nano_cpus: None,
         }
     }

@@ -15,8 +15,8 @@ use super::hardening::{SandboxLimits, container_body};
 use super::lease::{Lease, OwnedContainer};
 use super::{ContainerSpec, EgressMount};
 use crate::docker::{Engine, call_failed, create_failed};
-use crate::egress::{RunDir, RunDirs};
 use crate::error::ExecError;
+use crate::socket_dir::{SocketDir, SocketDirs};
 
 #[async_trait]
 pub trait ContainerSource: Send + Sync {
@@ -31,8 +31,8 @@ pub struct ColdStart {
     cap: ContainerCap,
     limits: SandboxLimits,
     executor_id: String,
-    /// Where egress directories are made; `None` when egress is off.
-    run_dirs: Option<RunDirs>,
+    /// Where egress and channel directories are made.
+    socket_dirs: Option<SocketDirs>,
 }
 
 impl ColdStart {
@@ -41,27 +41,31 @@ impl ColdStart {
         cap: ContainerCap,
         limits: SandboxLimits,
         executor_id: String,
-        run_dirs: Option<RunDirs>,
+        socket_dirs: Option<SocketDirs>,
     ) -> Self {
         Self {
             engine,
             cap,
             limits,
             executor_id,
-            run_dirs,
+            socket_dirs,
         }
     }
 
+    /// Where this executor makes its containers' socket directories.
+    pub fn socket_dirs(&self) -> Result<&SocketDirs, ExecError> {
+        self.socket_dirs
+            .as_ref()
+            .ok_or_else(|| ExecError::Internal("this executor has no socket directory".into()))
+    }
+
     /// A fresh egress directory for a spec that wants one.
-    fn egress_dir(&self, spec: &ContainerSpec) -> Result<Option<RunDir>, ExecError> {
+    fn egress_dir(&self, spec: &ContainerSpec) -> Result<Option<SocketDir>, ExecError> {
         if spec.egress != EgressMount::Wanted {
             return Ok(None);
         }
-        let dirs = self
-            .run_dirs
-            .as_ref()
-            .ok_or_else(|| ExecError::Internal("a container wants egress, but egress is off".into()))?;
-        dirs.make()
+        self.socket_dirs()?
+            .make(None)
             .map(Some)
             .map_err(|e| ExecError::Internal(format!("cannot make an egress directory: {e}")))
     }

@@ -1,7 +1,7 @@
 //! One run's (or session's) egress, for as long as it lives: the proxy's
 //! Unix socket, the harness's shim and its settings (and, for runs with
 //! secrets, the interception CA) in the container's own egress directory
-//! (`run_dir.rs`), mounted read-only into that container only. The
+//! (`container/socket_dir.rs`), mounted read-only into that container only. The
 //! container has no network interface but `lo`, so this socket is the only
 //! way out, and another run's socket is not in it. Dropping the grant stops
 //! the proxy, closes every connection of the run and removes the directory.
@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::proxy::serve_connection;
 use super::rewrite::redact_text;
-use super::run_dir::RunDir;
 use super::run_proxy::RunProxy;
+use crate::socket_dir::SocketDir;
 use crate::harness::Preload;
 
 /// Where a run's egress directory is mounted in its container.
@@ -36,7 +36,7 @@ const CA_FILE: &str = "ca.pem";
 pub struct Grant {
     proxy: Arc<RunProxy>,
     accepting: JoinHandle<()>,
-    _dir: RunDir,
+    _dir: SocketDir,
 }
 
 /// What the shim reads (`egress.json`); nothing in it is a secret's value.
@@ -53,16 +53,14 @@ impl Grant {
     /// Starts the proxy in `dir` (a container's, still empty) and writes
     /// what the shim reads next to its socket.
     pub(super) fn open(
-        dir: RunDir,
+        dir: SocketDir,
         ca_pem: Option<&str>,
         proxy: RunProxy,
         max_connections: usize,
     ) -> std::io::Result<Self> {
         let path = dir.path();
         let written = (|| {
-            let socket = path.join(SOCKET);
-            let listener = UnixListener::bind(&socket)?;
-            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+            let listener = dir.listen(SOCKET)?;
             let settings = ShimSettings {
                 socket: format!("{CONTAINER_DIR}/{SOCKET}"),
                 token: &proxy.token,

@@ -27,18 +27,14 @@ mod intercept;
 pub mod policy;
 mod proxy;
 mod rewrite;
-mod run_dir;
 mod run_proxy;
 pub mod secrets;
 pub mod settings;
 mod upstream;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dynamic_mcp_proto::v1::NetworkPolicy;
-use sha2::{Digest, Sha256};
 
 use self::addresses::AddressPolicy;
 use self::ca::InterceptCa;
@@ -46,15 +42,12 @@ use self::events::Reporter;
 pub use self::events::{EventSink, SinkCloser, closable};
 pub use self::grant::{CONTAINER_DIR, Grant};
 pub use self::policy::{EgressError, EgressPlan, EgressPolicy};
-pub use self::run_dir::{RunDir, RunDirs};
 pub use self::run_proxy::Subject;
 use self::run_proxy::{ProxyShared, RunProxy};
 use self::secrets::{RunSecret, SecretStore};
 use self::settings::EgressArgs;
 use self::upstream::UpstreamTls;
-
-/// Unix socket paths are limited to 108 bytes.
-const MAX_SOCKET_PATH: usize = 107;
+use crate::socket_dir::SocketDir;
 
 /// Why egress cannot be set up at start.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +63,6 @@ pub enum EgressSetupError {
     UpstreamCa(#[from] upstream::UpstreamCaError),
     #[error("cannot make the interception CA: {0}")]
     Ca(#[from] ca::CaError),
-    #[error("the egress socket directory {path} (MCP_SANDBOX_EGRESS_SOCKET_DIR) cannot be used: {reason}")]
-    SocketDir { path: String, reason: String },
 }
 
 /// The executor's egress: policy for everyone, proxies for runs.
@@ -82,9 +73,6 @@ pub struct Egress {
 }
 
 struct Proxies {
-    /// This executor's directory of run directories.
-    dir: PathBuf,
-    run_dirs: RunDirs,
     shared: Arc<ProxyShared>,
     max_connections: usize,
 }
@@ -98,9 +86,8 @@ impl Egress {
         }
     }
 
-    /// Checks the settings, loads the secrets and, if egress is on, makes a
-    /// fresh directory for this executor's run directories.
-    pub fn new(args: &EgressArgs, executor_id: &str) -> Result<Self, EgressSetupError> {
+    /// Checks the settings and loads the secrets.
+    pub fn new(args: &EgressArgs) -> Result<Self, EgressSetupError> {
         if !args.allow_ip_literals
             && let Some(ip) = args.allowed_hosts.0.iter().find(|r| r.is_ip())
         {
@@ -125,12 +112,6 @@ impl Egress {
             }
             return Ok(Self { policy, proxies: None });
         }
-        // One directory per executor id, so executors sharing a host never meet.
-        let name = format!("{:x}", Sha256::digest(executor_id.as_bytes()));
-        let name = &name[..16];
-        let dir = args.socket_dir.join(name);
-        let host_dir = args.socket_host_dir.as_deref().unwrap_or(&args.socket_dir).join(name);
-        prepare_dir(&args.socket_dir, &dir)?;
         let ca = if policy.secrets.is_empty() {
             None
         } else {
@@ -146,14 +127,11 @@ impl Egress {
         tracing::info!(
             ceiling = %allow_list::describe(&policy.ceiling),
             secrets = policy.secrets.names().len(),
-            dir = %dir.display(),
             "egress is on"
         );
         Ok(Self {
             policy,
             proxies: Some(Proxies {
-                run_dirs: RunDirs::new(dir.clone(), host_dir),
-                dir,
                 shared,
                 max_connections: args.max_connections as usize,
             }),
@@ -173,11 +151,6 @@ impl Egress {
         self.policy.check(network.map_or(&[], |n| n.allow.as_slice()), secrets)
     }
 
-    /// Where containers' egress directories are made; `None` when egress is off.
-    pub fn run_dirs(&self) -> Option<RunDirs> {
-        self.proxies.as_ref().map(|p| p.run_dirs.clone())
-    }
-
     /// Starts the proxy of one run (or session) with a checked plan, in its
     /// container's egress directory. Dropping the grant ends it.
     pub fn open(
@@ -185,7 +158,7 @@ impl Egress {
         plan: &EgressPlan,
         subject: Subject,
         sink: EventSink,
-        dir: Option<RunDir>,
+        dir: Option<SocketDir>,
     ) -> Result<Grant, EgressOpenError> {
         let proxies = self.proxies.as_ref().ok_or(EgressOpenError::Off)?;
         let secrets: Vec<RunSecret> = self.policy.secrets_of(plan).into_iter().map(RunSecret::new).collect();
@@ -205,16 +178,6 @@ impl Egress {
         let dir = dir.ok_or(EgressOpenError::NoDirectory)?;
         Grant::open(dir, ca_pem.as_deref(), proxy, proxies.max_connections).map_err(EgressOpenError::Io)
     }
-
-    /// Removes this executor's egress directory (at shutdown).
-    pub fn close(&self) {
-        if let Some(proxies) = &self.proxies
-            && let Err(e) = std::fs::remove_dir_all(&proxies.dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %proxies.dir.display(), error = %e, "cannot remove the egress directory");
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,44 +188,4 @@ pub enum EgressOpenError {
     NoDirectory,
     #[error("cannot set up the run's egress proxy: {0}")]
     Io(std::io::Error),
-}
-
-/// The shared parent (created if missing, never a symlink, owned by us or
-/// root) and this executor's own directory in it, emptied of leftovers.
-fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), EgressSetupError> {
-    let fail = |reason: String| EgressSetupError::SocketDir {
-        path: parent.display().to_string(),
-        reason,
-    };
-    if !parent.is_absolute() {
-        return Err(fail("give an absolute path".into()));
-    }
-    // The longest socket path: <dir>/<32 hex>/proxy.sock.
-    let longest = dir.as_os_str().len() + 1 + 32 + 1 + "proxy.sock".len();
-    if longest > MAX_SOCKET_PATH {
-        return Err(fail(format!(
-            "socket paths under it would be {longest} bytes long, over the {MAX_SOCKET_PATH} Unix allows; use a shorter path"
-        )));
-    }
-    match std::fs::symlink_metadata(parent) {
-        Ok(meta) if meta.file_type().is_symlink() => return Err(fail("it is a symbolic link".into())),
-        Ok(meta) if !meta.is_dir() => return Err(fail("it is not a directory".into())),
-        Ok(meta) if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 => {
-            return Err(fail(format!("it belongs to uid {}, neither us nor root", meta.uid())));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        Err(e) => return Err(fail(e.to_string())),
-    }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => tracing::info!(dir = %dir.display(), "removed egress directories left over from an earlier run"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e.to_string())),
-    }
-    std::fs::create_dir(dir).map_err(|e| fail(e.to_string()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))
 }

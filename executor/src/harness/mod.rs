@@ -16,7 +16,7 @@
 //!   the egress shim (`egress.mjs`, placed by `egress/grant.rs`).
 //!
 //! - In a per-tool container (`per_tool/`) the supervisor serves many
-//!   calls over one stdin and stdout, framed per call (`shared.mjs`, read by
+//!   calls over one Unix socket connection (`per_tool/channel.rs`), framed per call (`shared.mjs`, read by
 //!   `per_tool/frames.rs`), each call still with its own marker and records.
 //!   The code runs either in a fresh worker thread per call inside one
 //!   process (`threads.mjs`), or in a fresh `child.mjs` process per call.
@@ -79,11 +79,13 @@ pub fn command(user: &SandboxUser, tag: Option<&str>) -> Vec<String> {
 }
 
 /// What a per-tool container executes: the supervisor in its many-calls
-/// mode for up to `max_calls` at once, with the worker host's source for
-/// the worker realm.
-pub fn per_tool_command(user: &SandboxUser, harness: PerToolHarness, max_calls: usize) -> Vec<String> {
+/// mode for up to `max_calls` at once, serving the channel at `channel`
+/// (a socket path in the container), with the worker host's source for the
+/// worker realm.
+pub fn per_tool_command(user: &SandboxUser, harness: PerToolHarness, max_calls: usize, channel: &str) -> Vec<String> {
     let mut command = command(user, None);
     let options = serde_json::json!({
+        "channel": channel,
         "realm": harness.realm.as_str(),
         "heapMb": harness.heap_mb,
         "spares": harness.spares,

@@ -36,7 +36,11 @@
 //
 // In a per-tool container (a third argument, the options JSON, and a
 // fourth, the source of threads.mjs) we serve many calls, concurrently, over
-// the same stdin and stdout, each frame (shared.mjs) naming its call:
+// one Unix socket connection to the executor instead of stdin and stdout:
+// the executor listens on `options.channel`, in a directory mounted for this
+// container alone, and takes the first connection of the code's user, ours
+// once we have dropped, before any code exists. Each frame (shared.mjs)
+// names its call:
 //   in:  {"call":id,"bytes"} + that call's envelope, as above
 //        {"cancel":id}                     the executor gave up on the call
 //   out: {"call":id,"bytes"} + records of that call, as above
@@ -50,6 +54,7 @@
 import { spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { readFileSync, readSync, rmSync, statSync } from "node:fs";
+import { connect } from "node:net";
 import { constants } from "node:os";
 
 const [idsArgument, childSource, optionsArgument, threadsSource] = process.argv.slice(1);
@@ -71,6 +76,11 @@ const REPORT_LINE_BYTES = 1 << 20;
 
 // A spare process that died before any call waits this long to be replaced.
 const SPARE_RETRY_MS = 1000;
+
+// The executor's channel socket exists before we start; these retries only
+// cover a mount that is slow to appear.
+const CHANNEL_ATTEMPTS = 50;
+const CHANNEL_RETRY_MS = 20;
 
 // What Node prints when it cannot start a thread: the container's pids limit.
 const NO_THREAD = "pthread_create: Resource temporarily unavailable";
@@ -110,6 +120,7 @@ function perToolOptions(text) {
   try {
     const options = JSON.parse(text);
     if (!["worker", "process"].includes(options.realm)) return false;
+    if (typeof options.channel !== "string") return false;
     if (options.realm === "worker" && typeof threadsSource !== "string") return false;
     return options;
   } catch {
@@ -443,15 +454,40 @@ function startPerTool(uid, gid, options) {
   const count = (value) => (Number.isSafeInteger(value) && value > 0 ? value : 1);
   if (options.realm === "worker") {
     const host = spawnCode(["--input-type=module", "-e", threadsSource, childSource, hostOptions], uid, gid);
-    if (dropTo(uid, gid, host)) serveMany(workerRealm(host));
+    if (!dropTo(uid, gid, host)) return;
+    const early = (code, signal) => fail(`the worker host ended (${signal ?? code}) before the channel was open`);
+    host.once("exit", early);
+    openChannel(options.channel, (channel) => {
+      host.off("exit", early);
+      serveMany(workerRealm(host, channel), channel);
+    });
   } else if (dropTo(uid, gid, null)) {
-    serveMany(processRealm(count(options.spares), count(options.maxCalls)));
+    openChannel(options.channel, (channel) =>
+      serveMany(processRealm(count(options.spares), count(options.maxCalls)), channel));
   }
 }
 
-// Frames from the executor, each call served as in a run, each record
-// framed with its call's id.
-function serveMany(realm) {
+// Connects to the executor's channel (as the code's user: the socket is
+// that user's alone), retrying briefly.
+function openChannel(path, onOpen, attempt = 1) {
+  const socket = connect(path);
+  const retry = (error) => {
+    socket.destroy();
+    if (attempt >= CHANNEL_ATTEMPTS) fail(`cannot connect to the executor's channel ${path}: ${error.message}`);
+    else setTimeout(() => openChannel(path, onOpen, attempt + 1), CHANNEL_RETRY_MS);
+  };
+  socket.once("error", retry);
+  socket.once("connect", () => {
+    socket.off("error", retry);
+    // A broken channel ends in "close", below.
+    socket.on("error", () => {});
+    onOpen(socket);
+  });
+}
+
+// Frames from the executor on `channel`, each call served as in a run,
+// each record framed with its call's id.
+function serveMany(realm, channel) {
   const calls = new Map();
   const onData = frameReader(
     (header, bytes) => {
@@ -474,7 +510,7 @@ function serveMany(realm) {
       }
       const io = {
         onEnvelope: (onEnvelope) => onEnvelope(envelope.header, envelope.body),
-        write: (record) => process.stdout.write(frameBytes({ call: id }, record)),
+        write: (record) => channel.write(frameBytes({ call: id }, record)),
         ended: () => calls.delete(id),
         broken: fail,
       };
@@ -488,9 +524,9 @@ function serveMany(realm) {
     },
     (message) => fail(`unreadable frame from the executor: ${message}`),
   );
-  process.stdin.on("data", onData);
-  // The executor retired this container.
-  process.stdin.on("end", () => process.exit(0));
+  channel.on("data", onData);
+  // The executor retired this container (or is gone).
+  channel.on("close", () => process.exit(0));
 }
 
 // A call's bytes: the envelope of a run (header line, then the child's part).
@@ -573,7 +609,7 @@ function processRealm(spares, maxCalls) {
 
 // Worker threads in one host process (threads.mjs); each call's "child" is
 // a stand-in for its worker, fed by the host's frames for its id.
-function workerRealm(host) {
+function workerRealm(host, channel) {
   const calls = new Map();
   const toHost = host.stdio[3];
   // A host that died is reported by its "exit", below.
@@ -604,7 +640,7 @@ function workerRealm(host) {
   host.on("exit", (code, signal) => {
     for (const child of calls.values()) child.emit("exit", code, signal);
     calls.clear();
-    process.stdout.write("", () => fail(`the worker host ended (${signal ?? code})`));
+    channel.write("", () => fail(`the worker host ended (${signal ?? code})`));
   });
   let nextCall = 0;
   return {

@@ -1,7 +1,9 @@
-//! One per-tool container and its channel: its supervisor's attached stdin
-//! and stdout, shared by every call in flight, each frame naming its call.
-//! A writer task owns stdin, a reader task owns the output and hands each
-//! call its bytes; the container is removed when the last holder lets go.
+//! One per-tool container and its channel (`channel.rs`): one Unix socket
+//! connection to its supervisor, shared by every call in flight, each frame
+//! naming its call. A writer task owns the socket's sending half, a reader
+//! task its receiving half and hands each call its bytes; a third keeps the
+//! supervisor's stderr (attached) for the log. The container and its
+//! channel's directory are removed when the last holder lets go.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,18 +12,24 @@ use std::time::Instant;
 
 use bollard::container::LogOutput;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::channel::{self, ChannelListener};
 use super::frames::{self, FrameReader};
 use crate::container::ContainerSpec;
-use crate::container::lease::{Lease, Output, OwnedContainer, Stdin};
+use crate::container::lease::{Lease, Output, OwnedContainer};
 use crate::container::source::ColdStart;
 use crate::error::ExecError;
+use crate::setting_values::SandboxUser;
+use crate::socket_dir::SocketDir;
 
 /// The supervisor's own words on stderr, kept for the log: its failures.
 const MAX_DIAGNOSTIC_BYTES: usize = 2000;
+/// One read from the channel.
+const READ_BYTES: usize = 1 << 16;
 
 type CallSender = mpsc::UnboundedSender<Vec<u8>>;
 
@@ -52,23 +60,56 @@ pub struct ToolContainer {
     places: Arc<Semaphore>,
     max_calls: usize,
     last_used: Mutex<Instant>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
+    channel_dir: SocketDir,
 }
 
 impl ToolContainer {
-    /// Starts the container (counted against the container cap) and its channel.
-    pub async fn start(cold: &ColdStart, spec: &ContainerSpec, max_calls: usize) -> Result<Self, ExecError> {
+    /// Starts the container (counted against the container cap) and waits
+    /// for its supervisor to connect to its channel.
+    pub async fn start(
+        cold: &ColdStart,
+        spec: &ContainerSpec,
+        max_calls: usize,
+        user: SandboxUser,
+    ) -> Result<Self, ExecError> {
+        let listener = ChannelListener::open(cold.socket_dirs()?, user)?;
+        let mut spec = spec.clone();
+        spec.channel = Some(listener.mount_source().to_owned());
         let slot = cold.reserve()?;
-        let Lease {
-            container,
-            stdin,
-            output,
-            ..
-        } = cold.start(spec, slot).await?;
+        // Stdin is not read: the channel carries the calls.
+        let Lease { container, output, .. } = cold.start(&spec, slot).await?;
         let calls = Arc::new(Calls::default());
+        let (ended, exited) = oneshot::channel();
+        let diagnostics = tokio::spawn(keep_diagnostics(
+            output,
+            Arc::clone(&calls),
+            container.id().to_owned(),
+            ended,
+        ));
+        let connected = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = exited => Err(ExecError::Internal(format!(
+                "per-tool container {} ended before its harness connected (see the executor's log)",
+                container.id()
+            ))),
+            () = tokio::time::sleep(channel::CONNECT_WITHIN) => Err(ExecError::Internal(format!(
+                "the harness of per-tool container {} did not connect within {} s",
+                container.id(),
+                channel::CONNECT_WITHIN.as_secs()
+            ))),
+        };
+        let (stream, channel_dir) = match connected {
+            Ok(connected) => connected,
+            Err(e) => {
+                diagnostics.abort();
+                return Err(e);
+            }
+        };
+        let (from_supervisor, to_supervisor) = stream.into_split();
         let (input, inbox) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_all(stdin, inbox, Arc::clone(&calls)));
-        let reader = tokio::spawn(read_all(output, Arc::clone(&calls), container.id().to_owned()));
+        let writer = tokio::spawn(write_all(to_supervisor, inbox, Arc::clone(&calls)));
+        let reader = tokio::spawn(read_all(from_supervisor, Arc::clone(&calls), container.id().to_owned()));
         Ok(Self {
             container,
             input,
@@ -77,7 +118,8 @@ impl ToolContainer {
             places: Arc::new(Semaphore::new(max_calls)),
             max_calls,
             last_used: Mutex::new(Instant::now()),
-            tasks: [writer, reader],
+            tasks: [writer, reader, diagnostics],
+            channel_dir,
         })
     }
 
@@ -87,6 +129,11 @@ impl ToolContainer {
 
     pub fn container(&self) -> &OwnedContainer {
         &self.container
+    }
+
+    /// Its channel's directory on the executor's side (removed with it).
+    pub fn channel_dir(&self) -> &SocketDir {
+        &self.channel_dir
     }
 
     /// Whether the container's channel has ended (it exited or was removed).
@@ -170,9 +217,9 @@ impl Drop for OpenCall<'_> {
     }
 }
 
-async fn write_all(mut stdin: Stdin, mut inbox: mpsc::UnboundedReceiver<Vec<u8>>, calls: Arc<Calls>) {
+async fn write_all(mut to: OwnedWriteHalf, mut inbox: mpsc::UnboundedReceiver<Vec<u8>>, calls: Arc<Calls>) {
     while let Some(frame) = inbox.recv().await {
-        if let Err(e) = stdin.write_all(&frame).await {
+        if let Err(e) = to.write_all(&frame).await {
             tracing::warn!(error = %e, "cannot write to a per-tool container; retiring it");
             calls.close();
             return;
@@ -180,24 +227,42 @@ async fn write_all(mut stdin: Stdin, mut inbox: mpsc::UnboundedReceiver<Vec<u8>>
     }
 }
 
-async fn read_all(mut output: Output, calls: Arc<Calls>, container: String) {
+/// Hands each call its bytes until the channel ends (the supervisor exited,
+/// or broke its framing), then closes the calls.
+async fn read_all(mut from: OwnedReadHalf, calls: Arc<Calls>, container: String) {
     let mut frames = FrameReader::default();
+    let mut buffer = vec![0; READ_BYTES];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(%container, error = %e, "a per-tool container's channel broke");
+                break;
+            }
+        };
+        let open = calls.lock();
+        let pushed = frames.push(&buffer[..read], &mut |call, bytes| {
+            if let Some(sender) = open.get(&call) {
+                let _ = sender.send(bytes.to_vec());
+            }
+        });
+        drop(open);
+        if let Err(e) = pushed {
+            tracing::warn!(%container, error = %e, "a per-tool container broke its framing; retiring it");
+            break;
+        }
+    }
+    calls.close();
+}
+
+/// Keeps what the supervisor says on stderr (its failures) for the log,
+/// until the container's output ends: then it has ended, and so have its
+/// calls. `ended` hears of it.
+async fn keep_diagnostics(mut output: Output, calls: Arc<Calls>, container: String, ended: oneshot::Sender<()>) {
     let mut diagnostics = Vec::new();
     while let Some(item) = output.next().await {
         match item {
-            Ok(LogOutput::StdOut { message }) => {
-                let open = calls.lock();
-                let pushed = frames.push(&message, &mut |call, bytes| {
-                    if let Some(sender) = open.get(&call) {
-                        let _ = sender.send(bytes.to_vec());
-                    }
-                });
-                drop(open);
-                if let Err(e) = pushed {
-                    tracing::warn!(%container, error = %e, "a per-tool container broke its framing; retiring it");
-                    break;
-                }
-            }
             Ok(LogOutput::StdErr { message }) => {
                 let room = MAX_DIAGNOSTIC_BYTES.saturating_sub(diagnostics.len());
                 diagnostics.extend_from_slice(&message[..message.len().min(room)]);
@@ -214,4 +279,5 @@ async fn read_all(mut output: Output, calls: Arc<Calls>, container: String) {
         tracing::warn!(%container, harness = %said.trim(), "a per-tool container's harness ended");
     }
     calls.close();
+    let _ = ended.send(());
 }

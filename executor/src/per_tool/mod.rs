@@ -1,6 +1,8 @@
 //! Container-per-tool mode: calls of one tool revision share a long-lived
-//! hardened container (`container.rs`), talked to over its attached stdin
-//! and stdout (`frames.rs`) — no `docker exec` per call. Each call still
+//! hardened container (`container.rs`), talked to over one Unix socket
+//! connection to its supervisor (`channel.rs`, framed by `frames.rs`) — no
+//! `docker exec` per call, and neither dockerd nor the containerd shim
+//! between a call and its realm. Each call still
 //! gets a fresh JS realm used once (a worker thread or a process, see
 //! `harness/`), its own marker and records, and the same judge as a run.
 //!
@@ -13,6 +15,7 @@
 //! covers a disabled or deleted tool). Calls of a retired container finish
 //! in it; it is removed when the last one ends.
 
+pub mod channel;
 pub mod container;
 pub mod frames;
 
@@ -109,7 +112,12 @@ impl PerTool {
 
     /// The container spec of a tool revision's calls.
     pub fn spec(&self, tool: &ToolCall<'_>) -> ContainerSpec {
-        let command = harness::per_tool_command(&self.user, self.settings.harness, self.settings.max_calls);
+        let command = harness::per_tool_command(
+            &self.user,
+            self.settings.harness,
+            self.settings.max_calls,
+            &channel::container_socket(),
+        );
         let mut spec = ContainerSpec::new(Role::PerTool, tool.image, command)
             .label(labels::TOOL, tool.tool_name)
             .label(labels::REVISION, tool.revision.to_string());
@@ -167,7 +175,7 @@ impl PerTool {
             return Ok(container);
         }
         let began = Instant::now();
-        let container = Arc::new(ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls).await?);
+        let container = Arc::new(ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls, self.user).await?);
         tracing::info!(
             tool = tool.tool_name,
             revision = entry.revision,

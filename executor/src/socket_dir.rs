@@ -1,0 +1,182 @@
+//! Directories the executor makes for one container each and bind-mounts
+//! into it, each holding a Unix socket the executor listens on: a run's
+//! egress proxy (`egress/grant.rs`), a per-tool container's channel
+//! (`per_tool/channel.rs`). A container has no network interface but `lo`,
+//! so such a socket is its only way to the executor, and another
+//! container's is not in it. One parent per executor id, made fresh at
+//! start and unlistable; each directory in it has an unguessable name and
+//! is removed when its handle is dropped.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::net::UnixListener;
+
+/// Unix socket paths are limited to 108 bytes.
+const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket name placed in a directory (`egress/grant.rs`, `per_tool/channel.rs`).
+const LONGEST_SOCKET_NAME: &str = "channel.sock";
+
+#[derive(Debug, thiserror::Error)]
+#[error("the socket directory {path} (MCP_SANDBOX_EGRESS_SOCKET_DIR) cannot be used: {reason}")]
+pub struct SocketDirError {
+    path: String,
+    reason: String,
+}
+
+/// Where this executor makes its containers' socket directories.
+#[derive(Debug, Clone)]
+pub struct SocketDirs {
+    /// As the executor sees it, and as the Docker host does.
+    dir: PathBuf,
+    host_dir: PathBuf,
+}
+
+/// One container's socket directory.
+#[derive(Debug)]
+pub struct SocketDir {
+    path: PathBuf,
+    host_path: String,
+    /// The one user it was given to, if any.
+    owner: Option<(u32, u32)>,
+}
+
+impl SocketDirs {
+    /// This executor's directory in `parent` (seen as `host_parent` by the
+    /// Docker engine, if elsewhere), emptied of an earlier run's leftovers.
+    pub fn prepare(parent: &Path, host_parent: Option<&Path>, executor_id: &str) -> Result<Self, SocketDirError> {
+        // One directory per executor id, so executors sharing a host never meet.
+        let name = format!("{:x}", Sha256::digest(executor_id.as_bytes()));
+        let name = &name[..16];
+        let dir = parent.join(name);
+        prepare_dir(parent, &dir)?;
+        Ok(Self {
+            host_dir: host_parent.unwrap_or(parent).join(name),
+            dir,
+        })
+    }
+
+    /// A fresh, empty directory with an unguessable name. With `owner`
+    /// (and an executor allowed to give files away) it belongs to that
+    /// user alone; else it is readable by all, in an unlistable parent.
+    pub fn make(&self, owner: Option<(u32, u32)>) -> std::io::Result<SocketDir> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.dir.join(&name);
+        std::fs::create_dir(&path)?;
+        let mut dir = SocketDir {
+            host_path: self.host_dir.join(name).display().to_string(),
+            path,
+            owner: None,
+        };
+        if let Some((uid, gid)) = owner
+            && give_away(&dir.path, uid, gid)?
+        {
+            dir.owner = owner;
+        }
+        let mode = if dir.owner.is_some() { 0o700 } else { 0o755 };
+        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(mode))?;
+        Ok(dir)
+    }
+
+    /// Removes this executor's directory (at shutdown).
+    pub fn close(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the socket directory");
+        }
+    }
+}
+
+impl SocketDir {
+    /// The directory to mount, as the Docker host sees it.
+    pub fn mount_source(&self) -> &str {
+        &self.host_path
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the directory belongs to one user alone.
+    pub fn is_private(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// Listens on `name` in it, connectable by whoever may enter the
+    /// directory: its owner alone, or anyone who knows its name.
+    pub fn listen(&self, name: &str) -> std::io::Result<UnixListener> {
+        let socket = self.path.join(name);
+        let listener = UnixListener::bind(&socket)?;
+        let mode = match self.owner {
+            Some((uid, gid)) => {
+                std::os::unix::fs::chown(&socket, Some(uid), Some(gid))?;
+                0o600
+            }
+            None => 0o666,
+        };
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode))?;
+        Ok(listener)
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.path.display(), error = %e, "cannot remove a socket directory");
+        }
+    }
+}
+
+/// Chowns `path` to `uid:gid`; false when this executor may not (it runs
+/// without CAP_CHOWN, as in the compose deployment).
+fn give_away(path: &Path, uid: u32, gid: u32) -> std::io::Result<bool> {
+    match std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The shared parent (created if missing, never a symlink, owned by us or
+/// root) and this executor's own directory in it, emptied of leftovers.
+fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
+    let fail = |reason: String| SocketDirError {
+        path: parent.display().to_string(),
+        reason,
+    };
+    if !parent.is_absolute() {
+        return Err(fail("give an absolute path".into()));
+    }
+    // The longest socket path: <dir>/<32 hex>/<longest name>.
+    let longest = dir.as_os_str().len() + 1 + 32 + 1 + LONGEST_SOCKET_NAME.len();
+    if longest > MAX_SOCKET_PATH {
+        return Err(fail(format!(
+            "socket paths under it would be {longest} bytes long, over the {MAX_SOCKET_PATH} Unix allows; use a shorter path"
+        )));
+    }
+    match std::fs::symlink_metadata(parent) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(fail("it is a symbolic link".into())),
+        Ok(meta) if !meta.is_dir() => return Err(fail("it is not a directory".into())),
+        Ok(meta) if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 => {
+            return Err(fail(format!("it belongs to uid {}, neither us nor root", meta.uid())));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => tracing::info!(dir = %dir.display(), "removed socket directories left over from an earlier run"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    std::fs::create_dir(dir).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))
+}
