@@ -1,5 +1,5 @@
 //! Container-per-tool mode: calls of one tool revision run in one
-//! long-lived hardened container, over its attached stdin and stdout, each
+//! long-lived hardened container, over its channel socket, each
 //! in a fresh JS realm — worker threads (the default) and processes. Calls
 //! share no JS state, a hanging call is killed at its timeout while others
 //! go on, a new revision retires the old container, an idle one is removed
@@ -447,5 +447,111 @@ async fn a_process_realm_at_its_pids_limit_fails_single_calls_and_keeps_serving(
         .await;
     assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
     assert_eq!(Some(&after.container_id), container.as_ref());
+    executor.stop().await;
+}
+
+/// What a per-tool call's code finds of its container's channel.
+const CHANNEL_PROBE: &str = r#"
+const fs = await import("node:fs");
+const net = await import("node:net");
+const dir = "/run/dynamic-mcp-channel";
+const connected = await new Promise((resolve) => {
+  const socket = net.connect(`${dir}/channel.sock`);
+  socket.once("connect", () => { socket.destroy(); resolve("connected"); });
+  socket.once("error", (error) => resolve(error.code));
+});
+return { listed: fs.readdirSync(dir), connected };"#;
+
+/// The host directory mounted as a container's channel directory.
+async fn channel_dir_of(docker: &bollard::Docker, container: &str) -> std::path::PathBuf {
+    let inspected = docker
+        .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .unwrap();
+    let mount = inspected
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some("/run/dynamic-mcp-channel"))
+        .expect("a per-tool container has its channel directory");
+    assert_eq!(mount.rw, Some(false), "mounted read-only: {mount:?}");
+    std::path::PathBuf::from(mount.source.unwrap())
+}
+
+#[tokio::test]
+async fn each_container_has_a_channel_of_its_own_that_code_cannot_open_and_that_goes_with_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let mut executor = start(&[]).await;
+    let first = executor.run_request(per_tool(CHANNEL_PROBE, "{}", None)).await;
+    let other = executor
+        .run_request(RunToolRequest {
+            tool_name: "test.other".into(),
+            ..per_tool(CHANNEL_PROBE, "{}", None)
+        })
+        .await;
+    for ran in [&first, &other] {
+        assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+        // The supervisor's connection was the only one: the socket is gone.
+        assert_eq!(ran.outcome.result_json, r#"{"listed":[],"connected":"ENOENT"}"#);
+    }
+    let first_dir = channel_dir_of(&executor.docker, &first.container_id).await;
+    let other_dir = channel_dir_of(&executor.docker, &other.container_id).await;
+    assert_ne!(first_dir, other_dir, "another tool's container never sees this channel");
+    // The executor runs as root here: the directory is the sandbox user's alone.
+    let meta = std::fs::metadata(&first_dir).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+        (65534, 65534, 0o700),
+        "{first_dir:?}"
+    );
+
+    // A new revision retires the first container, and its directory with it.
+    let new = executor
+        .run_request(RunToolRequest {
+            revision: 2,
+            ..per_tool(CHANNEL_PROBE, "{}", None)
+        })
+        .await;
+    assert_eq!(new.outcome.status(), RunStatus::Ok, "{:?}", new.outcome);
+    assert!(removed_within(&executor.docker, &first.container_id, Duration::from_secs(10)).await);
+    assert!(
+        support::wait_for(Duration::from_secs(10), || async { !first_dir.exists() }).await,
+        "{first_dir:?} outlived its container"
+    );
+    assert!(other_dir.exists(), "another tool's channel stays");
+    // Idle retirement takes the rest.
+    assert!(
+        support::wait_for(Duration::from_secs(20), || async { !other_dir.exists() }).await,
+        "{other_dir:?} outlived its idle container"
+    );
+    executor.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_in_flight_when_its_container_dies_ends_at_once_with_its_exit() {
+    let mut executor = start(&[]).await;
+    let warm = executor.run_request(per_tool(COUNTER, r#"{"text":"x"}"#, None)).await;
+    assert_eq!(warm.outcome.status(), RunStatus::Ok, "{:?}", warm.outcome);
+    let (stream, started) = support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
+    assert_eq!(started.container_id, warm.container_id);
+    let kill = bollard::query_parameters::KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    executor
+        .docker
+        .kill_container(&started.container_id, Some(kill))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), support::follow(stream))
+        .await
+        .expect("the call ends when its container dies, not at its timeout");
+    // A SIGKILL from outside reads as the limits' kill, as in a run.
+    assert_eq!(ended.outcome.status(), RunStatus::ResourceLimit, "{:?}", ended.outcome);
+    assert_eq!(ended.outcome.exit_code, Some(137), "{:?}", ended.outcome);
+    // The tool gets a fresh container.
+    let after = executor.run_request(per_tool(COUNTER, r#"{"text":"y"}"#, None)).await;
+    assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
+    assert_ne!(after.container_id, warm.container_id);
     executor.stop().await;
 }
