@@ -9,7 +9,8 @@ use clap::Args;
 
 use super::allow_list::{IpNetwork, Rule, Target};
 
-/// The default place for the runs' egress directories; it must be the same
+/// The default place for the containers' socket directories (egress
+/// proxies, per-tool channels); it must be the same
 /// directory for the executor and the Docker engine (see `--egress-socket-host-dir`).
 pub const DEFAULT_SOCKET_DIR: &str = "/tmp/dynamic-mcp-egress";
 
@@ -53,8 +54,8 @@ pub struct EgressArgs {
     pub resolve: PinList,
 
     /// Where the executor makes each egress run's directory (its proxy
-    /// socket, mounted into that run only). Must be on the Docker engine's
-    /// machine.
+    /// socket, mounted into that run only) and each per-tool container's
+    /// (its channel socket). Must be on the Docker engine's machine.
     #[arg(long = "egress-socket-dir", env = "MCP_SANDBOX_EGRESS_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
 
