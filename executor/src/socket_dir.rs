@@ -180,3 +180,57 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
     std::fs::create_dir(dir).map_err(|e| fail(e.to_string()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parent() -> PathBuf {
+        std::env::temp_dir().join(format!("dmcp-sd-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    }
+
+    #[test]
+    fn a_parent_must_be_absolute_and_short_enough_for_socket_paths() {
+        assert!(SocketDirs::prepare(Path::new("relative"), None, "x").is_err());
+        let long = Path::new("/tmp").join("d".repeat(60));
+        let refused = SocketDirs::prepare(&long, None, "x").unwrap_err().to_string();
+        assert!(refused.contains("over the 107 Unix allows"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn each_directory_is_fresh_listens_and_goes_with_its_handle() {
+        let parent = parent();
+        let dirs = SocketDirs::prepare(&parent, Some(Path::new("/host/sockets")), "exec-1").unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let shared = dirs.make(None).unwrap();
+        let other = dirs.make(None).unwrap();
+        assert_ne!(shared.path(), other.path());
+        assert!(shared.mount_source().starts_with("/host/sockets/"), "{}", shared.mount_source());
+        assert!(!shared.is_private());
+        assert_eq!(mode(shared.path()), 0o755);
+        let _listener = shared.listen("proxy.sock").unwrap();
+        assert_eq!(mode(&shared.path().join("proxy.sock")), 0o666);
+
+        let private = dirs.make(Some((65534, 65534))).unwrap();
+        // Only an executor with CAP_CHOWN (root, as in these tests) gives it away.
+        if nix::unistd::geteuid().is_root() {
+            assert!(private.is_private());
+            assert_eq!(mode(private.path()), 0o700);
+            let _listener = private.listen("channel.sock").unwrap();
+            let socket = std::fs::metadata(private.path().join("channel.sock")).unwrap();
+            assert_eq!((socket.uid(), socket.gid(), socket.permissions().mode() & 0o777), (65534, 65534, 0o600));
+        }
+        let path = shared.path().to_owned();
+        drop(shared);
+        assert!(!path.exists(), "removed with its handle");
+        assert!(other.path().exists());
+
+        // A restart with the same id starts from an empty directory.
+        let leftover = other.path().to_owned();
+        std::mem::forget(other);
+        let again = SocketDirs::prepare(&parent, None, "exec-1").unwrap();
+        assert!(!leftover.exists(), "leftovers of an earlier run are removed");
+        again.close();
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+}

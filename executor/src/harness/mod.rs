@@ -244,12 +244,12 @@ mod tests {
             heap_mb: 64,
             spares: 2,
         };
-        let argv = per_tool_command(&user, harness, 6);
+        let argv = per_tool_command(&user, harness, 6, "/run/c/channel.sock");
         assert_eq!(argv.len(), 8);
         let options: serde_json::Value = serde_json::from_str(&argv[6]).unwrap();
         assert_eq!(
             options,
-            serde_json::json!({"realm": "worker", "heapMb": 64, "spares": 2, "maxCalls": 6})
+            serde_json::json!({"channel": "/run/c/channel.sock", "realm": "worker", "heapMb": 64, "spares": 2, "maxCalls": 6})
         );
         assert!(argv[7].contains("new Worker(") && argv[7].contains("function frameReader"));
         assert!(
@@ -263,6 +263,7 @@ mod tests {
                 ..harness
             },
             6,
+            "/run/c/channel.sock",
         );
         assert_eq!(processes.len(), 7);
     }
