@@ -99,11 +99,6 @@ impl SocketDir {
         &self.path
     }
 
-    /// Whether the directory belongs to one user alone.
-    pub fn is_private(&self) -> bool {
-        self.owner.is_some()
-    }
-
     /// Listens on `name` in it, connectable by whoever may enter the
     /// directory: its owner alone, or anyone who knows its name.
     pub fn listen(&self, name: &str) -> std::io::Result<UnixListener> {
@@ -205,8 +200,12 @@ mod tests {
         let shared = dirs.make(None).unwrap();
         let other = dirs.make(None).unwrap();
         assert_ne!(shared.path(), other.path());
-        assert!(shared.mount_source().starts_with("/host/sockets/"), "{}", shared.mount_source());
-        assert!(!shared.is_private());
+        assert!(
+            shared.mount_source().starts_with("/host/sockets/"),
+            "{}",
+            shared.mount_source()
+        );
+        assert_eq!(shared.owner, None);
         assert_eq!(mode(shared.path()), 0o755);
         let _listener = shared.listen("proxy.sock").unwrap();
         assert_eq!(mode(&shared.path().join("proxy.sock")), 0o666);
@@ -214,11 +213,14 @@ mod tests {
         let private = dirs.make(Some((65534, 65534))).unwrap();
         // Only an executor with CAP_CHOWN (root, as in these tests) gives it away.
         if nix::unistd::geteuid().is_root() {
-            assert!(private.is_private());
+            assert_eq!(private.owner, Some((65534, 65534)));
             assert_eq!(mode(private.path()), 0o700);
             let _listener = private.listen("channel.sock").unwrap();
             let socket = std::fs::metadata(private.path().join("channel.sock")).unwrap();
-            assert_eq!((socket.uid(), socket.gid(), socket.permissions().mode() & 0o777), (65534, 65534, 0o600));
+            assert_eq!(
+                (socket.uid(), socket.gid(), socket.permissions().mode() & 0o777),
+                (65534, 65534, 0o600)
+            );
         }
         let path = shared.path().to_owned();
         drop(shared);

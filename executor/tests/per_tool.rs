@@ -533,7 +533,8 @@ async fn a_call_in_flight_when_its_container_dies_ends_at_once_with_its_exit() {
     let mut executor = start(&[]).await;
     let warm = executor.run_request(per_tool(COUNTER, r#"{"text":"x"}"#, None)).await;
     assert_eq!(warm.outcome.status(), RunStatus::Ok, "{:?}", warm.outcome);
-    let (stream, started) = support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
+    let (stream, started) =
+        support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
     assert_eq!(started.container_id, warm.container_id);
     let kill = bollard::query_parameters::KillContainerOptionsBuilder::default()
         .signal("SIGKILL")

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use super::proxy::serve_connection;
 use super::rewrite::redact_text;
 use super::run_proxy::RunProxy;
-use crate::socket_dir::SocketDir;
 use crate::harness::Preload;
+use crate::socket_dir::SocketDir;
 
 /// Where a run's egress directory is mounted in its container.
 pub const CONTAINER_DIR: &str = "/run/dynamic-mcp-egress";

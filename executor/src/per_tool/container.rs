@@ -61,7 +61,8 @@ pub struct ToolContainer {
     max_calls: usize,
     last_used: Mutex<Instant>,
     tasks: [JoinHandle<()>; 3],
-    channel_dir: SocketDir,
+    /// Removed with the container.
+    _channel_dir: SocketDir,
 }
 
 impl ToolContainer {
@@ -119,7 +120,7 @@ impl ToolContainer {
             max_calls,
             last_used: Mutex::new(Instant::now()),
             tasks: [writer, reader, diagnostics],
-            channel_dir,
+            _channel_dir: channel_dir,
         })
     }
 
@@ -129,11 +130,6 @@ impl ToolContainer {
 
     pub fn container(&self) -> &OwnedContainer {
         &self.container
-    }
-
-    /// Its channel's directory on the executor's side (removed with it).
-    pub fn channel_dir(&self) -> &SocketDir {
-        &self.channel_dir
     }
 
     /// Whether the container's channel has ended (it exited or was removed).

@@ -175,7 +175,8 @@ impl PerTool {
             return Ok(container);
         }
         let began = Instant::now();
-        let container = Arc::new(ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls, self.user).await?);
+        let container =
+            Arc::new(ToolContainer::start(&self.cold, &entry.spec, self.settings.max_calls, self.user).await?);
         tracing::info!(
             tool = tool.tool_name,
             revision = entry.revision,
