@@ -57,24 +57,20 @@ impl SocketDirs {
         })
     }
 
-    /// A fresh, empty directory with an unguessable name. With `owner`
-    /// (and an executor allowed to give files away) it belongs to that
-    /// user alone; else it is readable by all, in an unlistable parent.
+    /// A fresh, empty directory with a random name, in an unlistable parent.
+    /// With `owner`, its sockets are for that user alone (where the executor
+    /// may give files away); the directory itself stays the executor's and
+    /// unlistable, so nobody else can add, rename or replace what is in it.
     pub fn make(&self, owner: Option<(u32, u32)>) -> std::io::Result<SocketDir> {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let path = self.dir.join(&name);
         std::fs::create_dir(&path)?;
-        let mut dir = SocketDir {
+        let dir = SocketDir {
             host_path: self.host_dir.join(name).display().to_string(),
             path,
-            owner: None,
+            owner,
         };
-        if let Some((uid, gid)) = owner
-            && give_away(&dir.path, uid, gid)?
-        {
-            dir.owner = owner;
-        }
-        let mode = if dir.owner.is_some() { 0o700 } else { 0o755 };
+        let mode = if owner.is_some() { 0o711 } else { 0o755 };
         std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(mode))?;
         Ok(dir)
     }
@@ -99,18 +95,17 @@ impl SocketDir {
         &self.path
     }
 
-    /// Listens on `name` in it, connectable by whoever may enter the
-    /// directory: its owner alone, or anyone who knows its name.
+    /// Listens on `name` in it: connectable by the directory's owner user
+    /// alone where the executor may give the socket to it, else by anyone
+    /// who knows the directory's name.
     pub fn listen(&self, name: &str) -> std::io::Result<UnixListener> {
         let socket = self.path.join(name);
         let listener = UnixListener::bind(&socket)?;
-        let mode = match self.owner {
-            Some((uid, gid)) => {
-                std::os::unix::fs::chown(&socket, Some(uid), Some(gid))?;
-                0o600
-            }
-            None => 0o666,
+        let private = match self.owner {
+            Some((uid, gid)) => give_away(&socket, uid, gid)?,
+            None => false,
         };
+        let mode = if private { 0o600 } else { 0o666 };
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode))?;
         Ok(listener)
     }
@@ -159,9 +154,19 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
         Ok(meta) if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 => {
             return Err(fail(format!("it belongs to uid {}, neither us nor root", meta.uid())));
         }
+        Ok(meta) if meta.mode() & 0o022 != 0 => {
+            return Err(fail(
+                "others may write to it; give a directory only its owner can write".into(),
+            ));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+            if let Some(ancestors) = parent.parent() {
+                std::fs::create_dir_all(ancestors).map_err(|e| fail(e.to_string()))?;
+            }
+            // create_dir, not create_dir_all: a link planted meanwhile fails it
+            // instead of being followed.
+            std::fs::create_dir(parent).map_err(|e| fail(e.to_string()))?;
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| fail(e.to_string()))?;
         }
@@ -214,7 +219,9 @@ mod tests {
         // Only an executor with CAP_CHOWN (root, as in these tests) gives it away.
         if nix::unistd::geteuid().is_root() {
             assert_eq!(private.owner, Some((65534, 65534)));
-            assert_eq!(mode(private.path()), 0o700);
+            // The directory stays the executor's: only the socket is given away.
+            let dir = std::fs::metadata(private.path()).unwrap();
+            assert_eq!((dir.uid(), dir.permissions().mode() & 0o777), (0, 0o711));
             let _listener = private.listen("channel.sock").unwrap();
             let socket = std::fs::metadata(private.path().join("channel.sock")).unwrap();
             assert_eq!(

@@ -460,7 +460,9 @@ const connected = await new Promise((resolve) => {
   socket.once("connect", () => { socket.destroy(); resolve("connected"); });
   socket.once("error", (error) => resolve(error.code));
 });
-return { listed: fs.readdirSync(dir), connected };"#;
+let listed;
+try { listed = fs.readdirSync(dir); } catch (error) { listed = error.code; }
+return { listed, connected };"#;
 
 /// The host directory mounted as a container's channel directory.
 async fn channel_dir_of(docker: &bollard::Docker, container: &str) -> std::path::PathBuf {
@@ -492,17 +494,19 @@ async fn each_container_has_a_channel_of_its_own_that_code_cannot_open_and_that_
         .await;
     for ran in [&first, &other] {
         assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
-        // The supervisor's connection was the only one: the socket is gone.
-        assert_eq!(ran.outcome.result_json, r#"{"listed":[],"connected":"ENOENT"}"#);
+        // The supervisor's connection was the only one: the socket is gone, and
+        // the directory (the executor's) cannot even be listed from inside.
+        assert_eq!(ran.outcome.result_json, r#"{"listed":"EACCES","connected":"ENOENT"}"#);
     }
     let first_dir = channel_dir_of(&executor.docker, &first.container_id).await;
     let other_dir = channel_dir_of(&executor.docker, &other.container_id).await;
     assert_ne!(first_dir, other_dir, "another tool's container never sees this channel");
-    // The executor runs as root here: the directory is the sandbox user's alone.
+    // The directory stays the executor's (root here) and unlistable: only its
+    // socket was the sandbox user's, so nobody else could add or swap entries.
     let meta = std::fs::metadata(&first_dir).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
-        (65534, 65534, 0o700),
+        (0, 0, 0o711),
         "{first_dir:?}"
     );
 

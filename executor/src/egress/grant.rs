@@ -1,7 +1,7 @@
 //! One run's (or session's) egress, for as long as it lives: the proxy's
 //! Unix socket, the harness's shim and its settings (and, for runs with
 //! secrets, the interception CA) in the container's own egress directory
-//! (`container/socket_dir.rs`), mounted read-only into that container only. The
+//! (`socket_dir.rs`), mounted read-only into that container only. The
 //! container has no network interface but `lo`, so this socket is the only
 //! way out, and another run's socket is not in it. Dropping the grant stops
 //! the proxy, closes every connection of the run and removes the directory.

@@ -55,7 +55,8 @@ pub struct EgressArgs {
 
     /// Where the executor makes each egress run's directory (its proxy
     /// socket, mounted into that run only) and each per-tool container's
-    /// (its channel socket). Must be on the Docker engine's machine.
+    /// (its channel socket). Must be on the Docker engine's machine, and
+    /// ours or root's, writable by its owner only (created 0711 if missing).
     #[arg(long = "egress-socket-dir", env = "MCP_SANDBOX_EGRESS_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
 
