@@ -197,6 +197,21 @@ mod tests {
         assert!(refused.contains("over the 107 Unix allows"), "{refused}");
     }
 
+    #[test]
+    fn a_parent_others_may_write_or_a_link_is_refused() {
+        let open = parent();
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = SocketDirs::prepare(&open, None, "x").unwrap_err().to_string();
+        assert!(refused.contains("others may write to it"), "{refused}");
+        let link = parent();
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let refused = SocketDirs::prepare(&link, None, "x").unwrap_err().to_string();
+        assert!(refused.contains("symbolic link"), "{refused}");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir(&open).unwrap();
+    }
+
     #[tokio::test]
     async fn each_directory_is_fresh_listens_and_goes_with_its_handle() {
         let parent = parent();
