@@ -18,6 +18,7 @@ from docker_probe import (
     LABEL_EXECUTOR,
     LABEL_ROLE,
     container_ids,
+    docker,
     holds_marker,
     run_labels,
     wait_for_no_containers,
@@ -27,10 +28,16 @@ from stack import ERA_MODERN, Executor, HttpFrontend, Launcher
 
 pytestmark = pytest.mark.anyio
 
-# Long enough that the runs of one batch overlap, so the balancer sees their load.
-RUN_MS = 2500
-SLOW_CODE = f"""(await import('node:fs')).writeFileSync('/tmp/' + args.marker, '');
-await new Promise((resolve) => setTimeout(resolve, {RUN_MS}));
+# A held run waits until the test has seen its container (and released it with a file), so
+# the runs of one batch overlap, the balancer sees their load, and a loaded machine's slow
+# `docker exec` probes cannot miss a run that ended first. HOLD_MS bounds the wait.
+HOLD_MS = 20_000
+SLOW_CODE = f"""const fs = await import('node:fs');
+fs.writeFileSync('/tmp/' + args.marker, '');
+const until = Date.now() + {HOLD_MS};
+while (args.hold && !fs.existsSync('/tmp/' + args.marker + '.go') && Date.now() < until) {{
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}}
 return args.marker;"""
 BATCH = 4
 FOUND_WITHIN = 20.0
@@ -60,13 +67,18 @@ async def wait_for_rotation(frontend: HttpFrontend, in_rotation: int) -> None:
         await anyio.sleep(0.1)
 
 
-def executor_running(executors: list[Executor], marker: str) -> str | None:
-    """The id of the executor whose run container holds `marker`, if one does now."""
+def executor_running(executors: list[Executor], marker: str) -> tuple[str, str] | None:
+    """The executor id and container of the run that holds `marker`, if one does now."""
     for executor in executors:
         for container in container_ids(run_labels(executor.executor_id), include_stopped=False):
             if holds_marker(container, marker):
-                return executor.executor_id
+                return executor.executor_id, container
     return None
+
+
+def release(container: str, marker: str) -> None:
+    """Lets a held run return."""
+    docker("exec", container, "touch", f"/tmp/{marker}.go", timeout=30)
 
 
 async def run_batch(client, tool: str, executors: list[Executor]) -> set[str]:
@@ -76,14 +88,15 @@ async def run_batch(client, tool: str, executors: list[Executor]) -> set[str]:
     results: dict[str, object] = {}
 
     async def call(marker: str) -> None:
-        results[marker] = await run_tool(client, tool, {"marker": marker})
+        results[marker] = await run_tool(client, tool, {"marker": marker, "hold": True})
 
     async def locate(marker: str) -> None:
         deadline = time.monotonic() + FOUND_WITHIN
         while marker not in ran_on and marker not in results:
             found = await anyio.to_thread.run_sync(executor_running, executors, marker)
             if found is not None:
-                ran_on[marker] = found
+                ran_on[marker], container = found
+                await anyio.to_thread.run_sync(release, container, marker)
             elif time.monotonic() > deadline:
                 raise AssertionError(f"no executor's container ran {marker} within {FOUND_WITHIN} s")
             await anyio.sleep(0.05)
