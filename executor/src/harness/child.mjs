@@ -4,10 +4,12 @@
 // code arrives it runs only this file.
 //
 // As a process (started by supervisor.mjs as the sandbox user):
-// fd 3 (from the supervisor): one line {"moduleDir", "problem", "prepared"?} at once,
-//   then (when the call comes) the envelope to the end of the stream:
+// fd 3 (from the supervisor): one line {"moduleDir", "problem", "prepared"?,
+//   "announceReady"?} at once, then (when the call comes) the envelope to the
+//   end of the stream:
 //   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
-// fd 4 (to the supervisor): report lines, each one JSON object:
+// fd 4 (to the supervisor): with announceReady, {"kind":"ready"} once this
+//   process waits for its envelope; then report lines, each one JSON object:
 //   {"kind":"progress","progress","total"?,"message"?}
 //   {"kind":"result","format":"json"|"content","bytes"} + that many bytes
 //   {"kind":"threw","name","message","stack"} | {"kind":"syntax","message"}
@@ -361,7 +363,7 @@ for (const [name, value] of Object.entries({ mcp, progress })) {
 
 // ---- the run ---------------------------------------------------------------
 
-const { moduleDir, problem, prepared } = await channel.start();
+const { moduleDir, problem, prepared, announceReady } = await channel.start();
 
 // The wrapper shares the first line with the code, so stack line numbers
 // are the code's own.
@@ -396,6 +398,7 @@ if (moduleDir && !problem) {
   }
 }
 
+if (announceReady === true) report({ kind: "ready" });
 const envelope = await channel.envelope();
 progressWanted = envelope.progress === true;
 const preparedFits =

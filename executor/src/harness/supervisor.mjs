@@ -77,6 +77,11 @@ const REPORT_LINE_BYTES = 1 << 20;
 // A spare process that died before any call waits this long to be replaced.
 const SPARE_RETRY_MS = 1000;
 
+// A spare that has not said it is ready this long after its spawn is
+// killed: a Node start-up that could create only some of its threads (the
+// container's pids limit) can hang instead of exiting.
+const SPARE_START_MS = 10000;
+
 // The executor's channel socket exists before we start; these retries only
 // cover a mount that is slow to appear.
 const CHANNEL_ATTEMPTS = 50;
@@ -166,9 +171,10 @@ function dropTo(uid, gid, child) {
 // Made now, as the code's user: the child writes the tool's module there,
 // and warms up Node's module loader in it before the envelope arrives.
 // `prepared`: the tool's code, in a per-tool container (child.mjs).
-function prepareChild(child, prepared = null) {
+// `announceReady`: the child reports {"kind":"ready"} once it waits for its envelope.
+function prepareChild(child, prepared = null, announceReady = false) {
   const { moduleDir, problem } = runDirectory();
-  child.stdio[3].write(JSON.stringify({ moduleDir, problem, prepared }) + "\n");
+  child.stdio[3].write(JSON.stringify({ moduleDir, problem, prepared, announceReady }) + "\n");
   return moduleDir;
 }
 
@@ -516,8 +522,8 @@ function serveMany(realm, channel) {
       };
       // Until its realm is there, a cancel only stops the wait: the executor
       // has given up on the call already.
-      const stopWaiting = realm.take(envelope.body, ({ child, moduleDir }) => {
-        calls.set(id, serve(child, moduleDir, io));
+      const stopWaiting = realm.take(envelope.body, (given) => {
+        calls.set(id, given ? serve(given.child, given.moduleDir, io) : refuse(envelope.header, io));
       });
       if (!calls.has(id)) calls.set(id, { cancel: () => (stopWaiting(), calls.delete(id)) });
       return true;
@@ -527,6 +533,15 @@ function serveMany(realm, channel) {
   channel.on("data", onData);
   // The executor retired this container (or is gone).
   channel.on("close", () => process.exit(0));
+}
+
+// Ends a call for which no process could start (the container's pids
+// limit) as if that limit had killed its process.
+function refuse(header, io) {
+  const done = { kind: "done", ...exited(null, "SIGKILL"), stdoutDropped: 0, stderrDropped: 0 };
+  io.write(Buffer.from(header.marker + JSON.stringify(done) + "\n", "utf8"));
+  io.ended();
+  return { cancel() {} };
 }
 
 // A call's bytes: the envelope of a run (header line, then the child's part).
@@ -540,29 +555,45 @@ function envelopeOf(bytes) {
 }
 
 // A fresh child.mjs process per call, a few spawned ahead of the calls.
-// Spares import the tool's code of the last call ahead (child.mjs). At most
+// Spares import the tool's code of the last call ahead (child.mjs). A call
+// gets a process that has said it is ready, the first there is, or null
+// when none could start for it. At most
 // `maxCalls` + `spares` processes are alive at once, the container's pids
 // limit being sized for that (config.rs): one killed at its call's end
 // counts until it has exited, so a call may wait for it (the executor's
 // deadline bounds the wait) rather than fail to start a process.
 function processRealm(spares, maxCalls) {
   const most = maxCalls + spares;
-  const ready = [];
+  // Spawned and not yet given a call: ready, or still starting.
+  const unclaimed = [];
   const waiting = [];
   let alive = 0;
   let prepared = null;
   const spawnCounted = () => {
     alive += 1;
     const child = spawnChild();
-    const realm = { child, moduleDir: null, served: false };
+    const realm = { child, moduleDir: null, ready: false, served: false };
+    const stuck = setTimeout(() => child.kill("SIGKILL"), SPARE_START_MS);
     let counted = true;
     const release = () => {
+      clearTimeout(stuck);
       if (!counted) return;
       counted = false;
       alive -= 1;
+      if (realm.served) {
+        pump();
+        return;
+      }
+      // Nothing reads an unserved spare's pipes any more (one may be paused).
+      for (const pipe of child.stdio) pipe?.destroy();
+      const at = unclaimed.indexOf(realm);
+      if (at >= 0) unclaimed.splice(at, 1);
+      // It could not start (the pids limit): a call that has no other
+      // process on the way for it ends now, as that limit's.
+      const starting = unclaimed.filter((other) => !other.ready).length;
+      if (!realm.ready && waiting.length > starting) waiting.shift()(null);
       // A spare that could not even start must not become a busy loop.
-      if (realm.served) pump();
-      else setTimeout(pump, SPARE_RETRY_MS);
+      setTimeout(pump, SPARE_RETRY_MS);
     };
     child.once("exit", release);
     // A process that never started never exits. Otherwise, until a call
@@ -570,25 +601,35 @@ function processRealm(spares, maxCalls) {
     child.on("error", () => {
       if (child.pid === undefined) release();
     });
-    realm.moduleDir = prepareChild(child, prepared);
+    whenReady(child, () => {
+      clearTimeout(stuck);
+      realm.ready = true;
+      pump();
+    });
+    realm.moduleDir = prepareChild(child, prepared, true);
     return realm;
   };
   const live = ({ child }) => child.exitCode === null && child.signalCode === null;
   let refillQueued = false;
   const refill = () => {
     refillQueued = false;
-    while (waiting.length === 0 && ready.length < spares && alive < most) ready.push(spawnCounted());
+    while (waiting.length === 0 && unclaimed.length < spares && alive < most) unclaimed.push(spawnCounted());
   };
   // Calls first, then spares, after the call under way has started.
   function pump() {
+    for (let at = unclaimed.length - 1; at >= 0; at--) if (!live(unclaimed[at])) unclaimed.splice(at, 1);
     while (waiting.length > 0) {
-      while (ready.length > 0 && !live(ready[0])) ready.shift();
-      const realm = ready.shift() ?? (alive < most ? spawnCounted() : null);
-      if (!realm) return;
+      const at = unclaimed.findIndex((realm) => realm.ready);
+      if (at < 0) break;
+      const [realm] = unclaimed.splice(at, 1);
       realm.served = true;
+      // Flows from the next tick: the call's serve() listens before then.
+      realm.child.stdio[4].resume();
       waiting.shift()(realm);
     }
-    if (!refillQueued) {
+    // Each call still waiting has a process starting for it, as far as the limit allows.
+    while (unclaimed.length < waiting.length && alive < most) unclaimed.push(spawnCounted());
+    if (waiting.length === 0 && !refillQueued) {
       refillQueued = true;
       setImmediate(refill);
     }
@@ -605,6 +646,28 @@ function processRealm(spares, maxCalls) {
       };
     },
   };
+}
+
+// Calls `onReady` once `child` reports {"kind":"ready"}, its first line;
+// then its report pipe is paused until a call is given to it. Any other
+// first line means the child is not the harness's: it is killed.
+function whenReady(child, onReady) {
+  const pipe = child.stdio[4];
+  let line = Buffer.alloc(0);
+  const onData = (chunk) => {
+    line = Buffer.concat([line, chunk]);
+    const end = line.indexOf(10);
+    if (end < 0 && line.length <= REPORT_LINE_BYTES) return;
+    pipe.off("data", onData);
+    pipe.pause();
+    let report = null;
+    try {
+      report = JSON.parse(line.subarray(0, end).toString("utf8"));
+    } catch {}
+    if (end === line.length - 1 && report?.kind === "ready") onReady();
+    else child.kill("SIGKILL");
+  };
+  pipe.on("data", onData);
 }
 
 // Worker threads in one host process (threads.mjs); each call's "child" is
