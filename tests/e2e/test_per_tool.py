@@ -88,3 +88,9 @@ async def test_an_operator_can_forbid_per_tool_mode(launcher):
         # Nothing was stored; the same tool per call is fine.
         await create_tool(client, name, COUNTER, isolation="container-per-call")
         assert await run_tool(client, name, {"text": "ok"}) == {"calls": 1, "text": "ok"}
+        # An update that changes only the isolation is refused the same way, and stores nothing.
+        patch = {"name": name, "patch": PER_TOOL}
+        message = await failure_message(client, "dynamic.tool.update", patch)
+        assert "MCP_SANDBOX_ALLOW_PER_TOOL" in message, message
+        stored = (await admin(client, "dynamic.tool.get", {"name": name}))["tool"]
+        assert stored["isolation"] == "container-per-call" and stored["revision"] == 1, stored

@@ -275,13 +275,15 @@ struct PatchInput {
 }
 
 impl PatchInput {
-    /// Whether the patch touches what the executor checks (image, timeout, dependencies, egress).
+    /// Whether the patch touches what the executor checks (image, timeout,
+    /// dependencies, egress, secrets, isolation).
     fn touches_policy(&self) -> bool {
         self.image.is_some()
             || self.timeout_ms.is_some()
             || self.dependencies.is_some()
             || self.network.is_some()
             || self.secrets.is_some()
+            || self.isolation.is_some()
     }
 
     /// Whether the patch can change how the tool behaves, so its examples must run again.
@@ -292,7 +294,6 @@ impl PatchInput {
             || self.output_schema.is_some()
             || self.examples.is_some()
             || self.arguments.is_some()
-            || self.isolation.is_some()
     }
 }
 
