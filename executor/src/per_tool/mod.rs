@@ -38,6 +38,10 @@ use container::ToolContainer;
 
 /// How often idle containers are looked for, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How long a call whose channel closed waits for its container's exit code.
+/// A container still running then (its channel or its output broke) cannot
+/// answer any more: it is killed.
+const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PerToolSettings {
@@ -249,7 +253,17 @@ impl PerTool {
             Err(_elapsed) => Ended::TimedOut,
             // The container ended under the call: what it exited with tells.
             Ok(false) => {
-                let code = container.container().wait_exit().await?;
+                let Ok(code) = tokio::time::timeout(EXIT_AFTER_CLOSE, container.container().wait_exit()).await else {
+                    if let Err(e) = container.container().kill().await {
+                        tracing::warn!(container = container.id(), error = %e, "cannot kill a per-tool container that stopped answering");
+                    }
+                    return Err(ExecError::Internal(format!(
+                        "the tool's container {} stopped answering while still running; it was killed, and the next \
+                         call starts a new one",
+                        container.id()
+                    )));
+                };
+                let code = code?;
                 let oom_killed =
                     captured.needs_oom_check(code) && container.container().oom_killed().await.unwrap_or(false);
                 Ended::Exited { code, oom_killed }
