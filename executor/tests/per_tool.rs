@@ -450,6 +450,33 @@ async fn a_process_realm_at_its_pids_limit_fails_single_calls_and_keeps_serving(
     executor.stop().await;
 }
 
+/// Returns, leaving behind processes that write to the call's stdout as
+/// fast as they can.
+const LEAVE_A_FLOODER: &str = r#"
+const { spawn } = await import("node:child_process");
+const flood = "const bytes = Buffer.alloc(65536, 120); for (;;) require('fs').writeSync(1, bytes);";
+for (let i = 0; i < 3; i++) spawn(process.execPath, ["-e", flood], { stdio: ["ignore", "inherit", "ignore"] });
+await new Promise((resolve) => setTimeout(resolve, 300));
+return "left";"#;
+
+#[tokio::test]
+async fn a_process_left_flooding_a_calls_output_does_not_stall_its_container() {
+    let mut executor = start(&[PROCESSES]).await;
+    let left = executor
+        .run_request(per_tool(LEAVE_A_FLOODER, "{}", Some(20_000)))
+        .await;
+    assert_eq!(left.outcome.status(), RunStatus::Ok, "{:?}", left.outcome);
+    assert!(left.outcome.stdout_truncated, "the flood is cut at the output cap");
+    for text in ["a", "b"] {
+        let after = executor
+            .run_request(per_tool(COUNTER, &format!(r#"{{"text":"{text}"}}"#), Some(10_000)))
+            .await;
+        assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
+        assert_eq!(after.container_id, left.container_id, "the same container serves on");
+    }
+    executor.stop().await;
+}
+
 /// What a per-tool call's code finds of its container's channel.
 const CHANNEL_PROBE: &str = r#"
 const fs = await import("node:fs");

@@ -83,3 +83,29 @@ function preparable(childPart) {
     return null;
   }
 }
+
+// Spares (pre-started realms of a per-tool container) are replaced as soon
+// as a call takes one; one that could not start is retried after
+// SPARE_RETRY_MS, never in a busy loop.
+const SPARE_RETRY_MS = 1000;
+
+// `task`, scheduled without piling up: within(ms) runs it once within ms
+// (the earliest asked of wins), however often asked until it has run.
+function coalescedTask(task) {
+  let timer = null;
+  let due = Infinity;
+  const run = () => {
+    timer = null;
+    due = Infinity;
+    task();
+  };
+  return {
+    within(ms) {
+      const at = Date.now() + ms;
+      if (at >= due) return;
+      clearTimeout(timer);
+      due = at;
+      timer = setTimeout(run, ms);
+    },
+  };
+}

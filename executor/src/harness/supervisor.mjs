@@ -74,13 +74,23 @@ const PROGRESS_MESSAGE_CHARS = 1000;
 // a payload of their own, capped by the envelope's resultCap.
 const REPORT_LINE_BYTES = 1 << 20;
 
-// A spare process that died before any call waits this long to be replaced.
-const SPARE_RETRY_MS = 1000;
-
 // A spare that has not said it is ready this long after its spawn is
 // killed: a Node start-up that could create only some of its threads (the
 // container's pids limit) can hang instead of exiting.
 const SPARE_START_MS = 10000;
+
+// Why a call got no process (processRealm): none could be spawned, as if
+// the container's limits had killed it; or one was spawned but never said
+// it was ready.
+const NO_PROCESS = { outcome: exited(null, "SIGKILL") };
+const NOT_STARTED = {
+  outcome: {
+    status: "bad_result",
+    message:
+      `the code's process did not get ready within ${SPARE_START_MS} ms: the container's process limit ` +
+      "was full, or the tool's code does work outside its function body (move it inside)",
+  },
+};
 
 // The executor's channel socket exists before we start; these retries only
 // cover a mount that is slow to appear.
@@ -135,6 +145,7 @@ function perToolOptions(text) {
 
 function start(uid, gid) {
   const child = spawnChild(uid, gid);
+  if (!child) return fail("cannot spawn the code's process");
   if (!dropTo(uid, gid, child)) return;
   const io = {
     onEnvelope: readEnvelope,
@@ -183,14 +194,24 @@ function spawnChild(uid, gid) {
   return spawnCode(["--input-type=module", "-e", childSource], uid, gid);
 }
 
+// The child, or null when it could not be spawned at all: spawn() throws
+// for some errors, and leaves no pipes for EMFILE and ENFILE. Its "error"
+// (then, or EAGAIN later) is for the caller's listeners; it never ends us.
 function spawnCode(args, uid, gid) {
   const user = uid === undefined ? {} : { uid, gid };
-  const child = spawn(process.execPath, args, {
-    ...user,
-    env: { ...process.env, HOME: homeOf(uid ?? process.getuid()) },
-    // 0: nothing to read; 1, 2: output; 3: the envelope in; 4: reports out.
-    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe"],
-  });
+  let child;
+  try {
+    child = spawn(process.execPath, args, {
+      ...user,
+      env: { ...process.env, HOME: homeOf(uid ?? process.getuid()) },
+      // 0: nothing to read; 1, 2: output; 3: the envelope in; 4: reports out.
+      stdio: ["ignore", "pipe", "pipe", "pipe", "pipe"],
+    });
+  } catch {
+    return null;
+  }
+  child.on("error", () => {});
+  if (!child.stdio?.[4]) return null;
   // A pipe to a process that died fails (EPIPE on the envelope): that is
   // the end of that process's call, which its exit reports, never ours.
   for (const pipe of child.stdio) pipe?.on("error", () => {});
@@ -370,12 +391,15 @@ function serve(child, moduleDir, io) {
   }
 
   // Reads what is already in a pipe, without waiting: once the child has
-  // ended or reported its outcome, all it wrote before is there.
+  // ended or reported its outcome, all it wrote before is there. At most what
+  // the call may keep and a pipe's worth more: a process the code left
+  // behind may write for ever.
   function drain(stream, onChunk) {
     const fd = stream?._handle?.fd;
     if (typeof fd !== "number" || fd < 0) return;
     const buffer = Buffer.allocUnsafe(1 << 16);
-    for (;;) {
+    let left = (call ? Math.max(call.outputCap, call.resultCap) : 0) + REPORT_LINE_BYTES;
+    for (; left > 0; left -= buffer.length) {
       let read;
       try {
         read = readSync(fd, buffer, 0, buffer.length, null);
@@ -389,8 +413,13 @@ function serve(child, moduleDir, io) {
 
   function finish(done, resultPayload) {
     if (finished) return;
+    // What it wrote stays in the pipes; what it would write next must not.
+    if (childExited === null) child.kill("SIGKILL");
     drain(child.stdout, (chunk) => output("stdout", chunk));
     drain(child.stderr, (chunk) => output("stderr", chunk));
+    // A process the code left behind writes to its output pipes no more.
+    child.stdout.destroy?.();
+    child.stderr.destroy?.();
     finished = true;
     clearTimeout(timeout);
     clearTimeout(progress.timer);
@@ -400,7 +429,6 @@ function serve(child, moduleDir, io) {
     done.stderrDropped = dropped.stderr;
     if (resultPayload) done.bytes = resultPayload.length;
     record(done, resultPayload);
-    if (childExited === null) child.kill("SIGKILL");
     try {
       if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
     } catch {}
@@ -460,11 +488,15 @@ function startPerTool(uid, gid, options) {
   const count = (value) => (Number.isSafeInteger(value) && value > 0 ? value : 1);
   if (options.realm === "worker") {
     const host = spawnCode(["--input-type=module", "-e", threadsSource, childSource, hostOptions], uid, gid);
+    if (!host) return fail("cannot spawn the worker host");
     if (!dropTo(uid, gid, host)) return;
     const early = (code, signal) => fail(`the worker host ended (${signal ?? code}) before the channel was open`);
+    const unstarted = (error) => fail(`cannot start the worker host: ${error.message}`);
     host.once("exit", early);
+    host.once("error", unstarted);
     openChannel(options.channel, (channel) => {
       host.off("exit", early);
+      host.off("error", unstarted);
       serveMany(workerRealm(host, channel), channel);
     });
   } else if (dropTo(uid, gid, null)) {
@@ -522,10 +554,13 @@ function serveMany(realm, channel) {
       };
       // Until its realm is there, a cancel only stops the wait: the executor
       // has given up on the call already.
+      let answered = false;
       const stopWaiting = realm.take(envelope.body, (given) => {
-        calls.set(id, given ? serve(given.child, given.moduleDir, io) : refuse(envelope.header, io));
+        answered = true;
+        if (given.child) calls.set(id, serve(given.child, given.moduleDir, io));
+        else refuse(envelope.header, given, io);
       });
-      if (!calls.has(id)) calls.set(id, { cancel: () => (stopWaiting(), calls.delete(id)) });
+      if (!answered) calls.set(id, { cancel: () => (stopWaiting(), calls.delete(id)) });
       return true;
     },
     (message) => fail(`unreadable frame from the executor: ${message}`),
@@ -535,13 +570,11 @@ function serveMany(realm, channel) {
   channel.on("close", () => process.exit(0));
 }
 
-// Ends a call for which no process could start (the container's pids
-// limit) as if that limit had killed its process.
-function refuse(header, io) {
-  const done = { kind: "done", ...exited(null, "SIGKILL"), stdoutDropped: 0, stderrDropped: 0 };
+// Ends a call that got no process with the outcome `given` says.
+function refuse(header, given, io) {
+  const done = { kind: "done", ...given.outcome, stdoutDropped: 0, stderrDropped: 0 };
   io.write(Buffer.from(header.marker + JSON.stringify(done) + "\n", "utf8"));
   io.ended();
-  return { cancel() {} };
 }
 
 // A call's bytes: the envelope of a run (header line, then the child's part).
@@ -569,11 +602,16 @@ function processRealm(spares, maxCalls) {
   const waiting = [];
   let alive = 0;
   let prepared = null;
+  // A spare, or null when none could be spawned.
   const spawnCounted = () => {
-    alive += 1;
     const child = spawnChild();
-    const realm = { child, moduleDir: null, ready: false, served: false };
-    const stuck = setTimeout(() => child.kill("SIGKILL"), SPARE_START_MS);
+    if (!child) return null;
+    alive += 1;
+    const realm = { child, moduleDir: null, ready: false, served: false, stuck: false };
+    const stuck = setTimeout(() => {
+      realm.stuck = true;
+      child.kill("SIGKILL");
+    }, SPARE_START_MS);
     let counted = true;
     const release = () => {
       clearTimeout(stuck);
@@ -586,12 +624,15 @@ function processRealm(spares, maxCalls) {
       }
       // Nothing reads an unserved spare's pipes any more (one may be paused).
       for (const pipe of child.stdio) pipe?.destroy();
+      try {
+        if (realm.moduleDir) rmSync(realm.moduleDir, { recursive: true, force: true });
+      } catch {}
       const at = unclaimed.indexOf(realm);
       if (at >= 0) unclaimed.splice(at, 1);
-      // It could not start (the pids limit): a call that has no other
-      // process on the way for it ends now, as that limit's.
+      // It did not start: a call that has no other process on the way for
+      // it ends now.
       const starting = unclaimed.filter((other) => !other.ready).length;
-      if (!realm.ready && waiting.length > starting) waiting.shift()(null);
+      if (!realm.ready && waiting.length > starting) waiting.shift()(realm.stuck ? NOT_STARTED : NO_PROCESS);
       // A spare that could not even start must not become a busy loop.
       setTimeout(pump, SPARE_RETRY_MS);
     };
@@ -601,20 +642,29 @@ function processRealm(spares, maxCalls) {
     child.on("error", () => {
       if (child.pid === undefined) release();
     });
-    whenReady(child, () => {
-      clearTimeout(stuck);
-      realm.ready = true;
-      pump();
-    });
+    whenReady(
+      child,
+      () => {
+        clearTimeout(stuck);
+        realm.ready = true;
+        pump();
+      },
+      () => {
+        realm.stuck = true;
+        child.kill("SIGKILL");
+      },
+    );
     realm.moduleDir = prepareChild(child, prepared, true);
     return realm;
   };
   const live = ({ child }) => child.exitCode === null && child.signalCode === null;
-  let refillQueued = false;
-  const refill = () => {
-    refillQueued = false;
-    while (waiting.length === 0 && unclaimed.length < spares && alive < most) unclaimed.push(spawnCounted());
-  };
+  const refill = coalescedTask(() => {
+    while (waiting.length === 0 && unclaimed.length < spares && alive < most) {
+      const realm = spawnCounted();
+      if (!realm) return refill.within(SPARE_RETRY_MS);
+      unclaimed.push(realm);
+    }
+  });
   // Calls first, then spares, after the call under way has started.
   function pump() {
     for (let at = unclaimed.length - 1; at >= 0; at--) if (!live(unclaimed[at])) unclaimed.splice(at, 1);
@@ -628,13 +678,14 @@ function processRealm(spares, maxCalls) {
       waiting.shift()(realm);
     }
     // Each call still waiting has a process starting for it, as far as the limit allows.
-    while (unclaimed.length < waiting.length && alive < most) unclaimed.push(spawnCounted());
-    if (waiting.length === 0 && !refillQueued) {
-      refillQueued = true;
-      setImmediate(refill);
+    while (unclaimed.length < waiting.length && alive < most) {
+      const realm = spawnCounted();
+      if (realm) unclaimed.push(realm);
+      else waiting.shift()(NO_PROCESS);
     }
+    refill.within(0);
   }
-  pump();
+  refill.within(0);
   return {
     take(childPart, onRealm) {
       prepared = preparable(childPart) ?? prepared;
@@ -650,8 +701,8 @@ function processRealm(spares, maxCalls) {
 
 // Calls `onReady` once `child` reports {"kind":"ready"}, its first line;
 // then its report pipe is paused until a call is given to it. Any other
-// first line means the child is not the harness's: it is killed.
-function whenReady(child, onReady) {
+// first line (the code's top level ran early?) calls `onOther`.
+function whenReady(child, onReady, onOther) {
   const pipe = child.stdio[4];
   let line = Buffer.alloc(0);
   const onData = (chunk) => {
@@ -665,7 +716,7 @@ function whenReady(child, onReady) {
       report = JSON.parse(line.subarray(0, end).toString("utf8"));
     } catch {}
     if (end === line.length - 1 && report?.kind === "ready") onReady();
-    else child.kill("SIGKILL");
+    else onOther();
   };
   pipe.on("data", onData);
 }

@@ -33,7 +33,8 @@ const childUrl = new URL("data:text/javascript," + encodeURIComponent(childSourc
 // What Node's own out-of-heap abort exits with; the executor reads it as
 // the run's resource limit.
 const OUT_OF_HEAP_EXIT_CODE = 134;
-const SPARE_RETRY_MS = 1000;
+// What a process killed by the container's limits exits with (SIGKILL).
+const PIDS_LIMIT_EXIT_CODE = 137;
 
 const toSupervisor = new Socket({ fd: 4, readable: false, writable: true });
 const fromSupervisor = new Socket({ fd: 3, readable: true, writable: false });
@@ -46,19 +47,27 @@ const running = new Map();
 // The tool's code as the last call brought it: spares import it ahead.
 let prepared = null;
 
+// A spare worker, or null when none can start: Node throws when it cannot
+// create the thread (the container's pids limit).
 function startWorker() {
   const { moduleDir, problem } = runDirectory();
-  const worker = new Worker(childUrl, {
-    workerData: { moduleDir, problem, prepared },
-    // Output goes through the parent port (child.mjs); these catch the rest.
-    stdout: true,
-    stderr: true,
-    env: { ...process.env },
-    resourceLimits: {
-      maxOldGenerationSizeMb: heapMb,
-      maxYoungGenerationSizeMb: Math.max(1, Math.min(16, Math.floor(heapMb / 8))),
-    },
-  });
+  let worker;
+  try {
+    worker = new Worker(childUrl, {
+      workerData: { moduleDir, problem, prepared },
+      // Output goes through the parent port (child.mjs); these catch the rest.
+      stdout: true,
+      stderr: true,
+      env: { ...process.env },
+      resourceLimits: {
+        maxOldGenerationSizeMb: heapMb,
+        maxYoungGenerationSizeMb: Math.max(1, Math.min(16, Math.floor(heapMb / 8))),
+      },
+    });
+  } catch {
+    removeDir(moduleDir);
+    return null;
+  }
   const slot = { worker, moduleDir, call: null, outOfHeap: false };
   worker.on("message", (message) => {
     if (slot.call === null) return;
@@ -83,31 +92,42 @@ function startWorker() {
       running.delete(slot.call);
       send({ call: slot.call, exit: slot.outOfHeap ? OUT_OF_HEAP_EXIT_CODE : code });
     }
-    try {
-      if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
-    } catch {}
-    // A spare that could not even start must not become a busy loop.
-    if (slot.call === null) setTimeout(refill, SPARE_RETRY_MS);
-    else refill();
+    removeDir(moduleDir);
+    refill.within(slot.call === null ? SPARE_RETRY_MS : 0);
   });
   return slot;
 }
 
-function refill() {
-  while (spares.length < spareCount) spares.push(startWorker());
+function removeDir(dir) {
+  try {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  } catch {}
 }
+
+const refill = coalescedTask(() => {
+  while (spares.length < spareCount) {
+    const slot = startWorker();
+    if (!slot) return refill.within(SPARE_RETRY_MS);
+    spares.push(slot);
+  }
+});
 
 function onFrame(header, payload) {
   const call = header.call;
   if (!Number.isSafeInteger(call)) return;
   if (header.op === "call") {
     const slot = spares.shift() ?? startWorker();
+    if (!slot) {
+      // No thread could start for it: it ends as that limit's, as a process would.
+      send({ call, exit: PIDS_LIMIT_EXIT_CODE });
+      return;
+    }
     slot.call = call;
     running.set(call, slot);
     // A copy of its own: the frame's buffer may hold other calls' bytes.
     slot.worker.postMessage(new Uint8Array(payload));
     prepared = preparable(payload) ?? prepared;
-    setImmediate(refill);
+    refill.within(0);
   } else if (header.op === "stop") {
     running.get(call)?.worker.terminate();
   }
@@ -118,4 +138,4 @@ fromSupervisor.on("data", frameReader(onFrame, (message) => {
 }));
 // The supervisor is gone: so is every call.
 fromSupervisor.on("end", () => process.exit(0));
-refill();
+refill.within(0);
