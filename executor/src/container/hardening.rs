@@ -204,33 +204,26 @@ fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
         });
     }
     if let (Role::Install, Some(ca)) = (spec.role, &spec.extra_ca_file) {
-        mounts.push(Mount {
-            target: Some(EXTRA_CA_PATH.into()),
-            source: Some(ca.clone()),
-            typ: Some(MountType::BIND),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        mounts.push(read_only_bind(EXTRA_CA_PATH, ca));
     }
     if let (Role::Run | Role::Session, EgressMount::At(dir)) = (spec.role, &spec.egress) {
-        mounts.push(Mount {
-            target: Some(CONTAINER_DIR.into()),
-            source: Some(dir.clone()),
-            typ: Some(MountType::BIND),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        mounts.push(read_only_bind(CONTAINER_DIR, dir));
     }
     if let (Role::PerTool, Some(dir)) = (spec.role, &spec.channel) {
-        mounts.push(Mount {
-            target: Some(CHANNEL_DIR.into()),
-            source: Some(dir.clone()),
-            typ: Some(MountType::BIND),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        mounts.push(read_only_bind(CHANNEL_DIR, dir));
     }
     mounts
+}
+
+/// A host path bound read-only at `target` in the container.
+fn read_only_bind(target: &str, source: &str) -> Mount {
+    Mount {
+        target: Some(target.into()),
+        source: Some(source.into()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
