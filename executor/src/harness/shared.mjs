@@ -5,7 +5,7 @@
 // `bytes`). The framing of the single-call envelope, and of every channel
 // of a per-tool container: the executor's stdin and stdout, and the pipes
 // between the supervisor and threads.mjs.
-import { mkdtempSync as makeTempDir } from "node:fs";
+import { mkdtempSync as makeTempDir, rmSync as removeTree } from "node:fs";
 import { tmpdir as tempRoot } from "node:os";
 import { join as joinPath } from "node:path";
 
@@ -69,6 +69,13 @@ function runDirectory() {
   } catch (error) {
     return { moduleDir: null, problem: `cannot create the run's directory in ${tempRoot()}: ${error.message}` };
   }
+}
+
+// Removes a run's directory, if any; one already gone, or not ours to remove, is no failure.
+function removeDir(dir) {
+  try {
+    if (dir) removeTree(dir, { recursive: true, force: true });
+  } catch {}
 }
 
 // What a spare realm may import ahead from a call's envelope for the child:

@@ -53,7 +53,7 @@
 // Written for any stock Node >= 18.
 import { spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { readFileSync, readSync, rmSync, statSync } from "node:fs";
+import { readFileSync, readSync, statSync } from "node:fs";
 import { connect } from "node:net";
 import { constants } from "node:os";
 
@@ -429,9 +429,7 @@ function serve(child, moduleDir, io) {
     done.stderrDropped = dropped.stderr;
     if (resultPayload) done.bytes = resultPayload.length;
     record(done, resultPayload);
-    try {
-      if (moduleDir) rmSync(moduleDir, { recursive: true, force: true });
-    } catch {}
+    removeDir(moduleDir);
     io.ended();
   }
 
@@ -608,10 +606,11 @@ function processRealm(spares, maxCalls) {
     if (!child) return null;
     alive += 1;
     const realm = { child, moduleDir: null, ready: false, served: false, stuck: false };
-    const stuck = setTimeout(() => {
+    const giveUp = () => {
       realm.stuck = true;
       child.kill("SIGKILL");
-    }, SPARE_START_MS);
+    };
+    const stuck = setTimeout(giveUp, SPARE_START_MS);
     let counted = true;
     const release = () => {
       clearTimeout(stuck);
@@ -624,9 +623,7 @@ function processRealm(spares, maxCalls) {
       }
       // Nothing reads an unserved spare's pipes any more (one may be paused).
       for (const pipe of child.stdio) pipe?.destroy();
-      try {
-        if (realm.moduleDir) rmSync(realm.moduleDir, { recursive: true, force: true });
-      } catch {}
+      removeDir(realm.moduleDir);
       const at = unclaimed.indexOf(realm);
       if (at >= 0) unclaimed.splice(at, 1);
       // It did not start: a call that has no other process on the way for
@@ -649,10 +646,7 @@ function processRealm(spares, maxCalls) {
         realm.ready = true;
         pump();
       },
-      () => {
-        realm.stuck = true;
-        child.kill("SIGKILL");
-      },
+      giveUp,
     );
     realm.moduleDir = prepareChild(child, prepared, true);
     return realm;

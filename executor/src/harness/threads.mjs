@@ -20,7 +20,6 @@
 //   {"call":id,"stream":"stdout"|"stderr"|"report"} + bytes
 //   {"call":id,"exit":code}                           the call's worker has ended
 // Written for any stock Node >= 18.
-import { rmSync } from "node:fs";
 import { Socket } from "node:net";
 import { Worker } from "node:worker_threads";
 
@@ -96,12 +95,6 @@ function startWorker() {
     refill.within(slot.call === null ? SPARE_RETRY_MS : 0);
   });
   return slot;
-}
-
-function removeDir(dir) {
-  try {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  } catch {}
 }
 
 const refill = coalescedTask(() => {
