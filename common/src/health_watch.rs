@@ -23,7 +23,7 @@ pub struct HealthWatch {
 
 impl HealthWatch {
     /// Sets every service's status.
-    pub async fn report(&self, up: bool) {
+    async fn report(&self, up: bool) {
         let status = if up {
             ServingStatus::Serving
         } else {
@@ -34,10 +34,20 @@ impl HealthWatch {
         }
     }
 
-    /// Runs `check` once per tick (`Err` says why the dependency is not
-    /// ready) and reports each change, until the ticks stop. `up` is what
-    /// was reported last.
-    pub async fn follow<F, Fut>(self, mut up: bool, ticks: Ticks, mut check: F)
+    /// Reports `up` now, then in a task of its own runs `check` once per
+    /// tick (`Err` says why the dependency is not ready) and reports each
+    /// change, until the ticks stop.
+    pub async fn start<F, Fut>(self, up: bool, ticks: Ticks, check: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.report(up).await;
+        tokio::spawn(self.follow(up, ticks, check));
+    }
+
+    /// The task of `start`: `up` is what was reported last.
+    async fn follow<F, Fut>(self, mut up: bool, ticks: Ticks, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), String>>,
@@ -90,7 +100,6 @@ mod tests {
             down: "the dependency is down",
             up: "the dependency is back",
         };
-        watch.report(true).await;
         // Answers of successive checks: down twice, up, then down for good.
         let answers = Arc::new(Mutex::new(VecDeque::from([
             Err("gone".to_owned()),
@@ -100,10 +109,12 @@ mod tests {
         let checks = Arc::clone(&answers);
         let stop = CancellationToken::new();
         let period = Duration::from_secs(1);
-        tokio::spawn(watch.follow(true, Ticks::new(period, stop.clone()), move || {
-            let next = checks.lock().unwrap().pop_front().unwrap_or(Err("down".to_owned()));
-            async move { next }
-        }));
+        watch
+            .start(true, Ticks::new(period, stop.clone()), move || {
+                let next = checks.lock().unwrap().pop_front().unwrap_or(Err("down".to_owned()));
+                async move { next }
+            })
+            .await;
         let serving = ServingStatus::Serving as i32;
         let not_serving = ServingStatus::NotServing as i32;
         // Before the first period nothing is checked: still SERVING.

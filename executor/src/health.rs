@@ -30,11 +30,12 @@ pub async fn watch_docker(engine: Arc<Engine>, reporter: HealthReporter, every: 
         up: "the Docker engine answers again",
     };
     let up = ping(&engine).await.is_ok();
-    watch.report(up).await;
-    tokio::spawn(watch.follow(up, Ticks::new(every, stop), move || {
-        let engine = Arc::clone(&engine);
-        async move { ping(&engine).await }
-    }));
+    watch
+        .start(up, Ticks::new(every, stop), move || {
+            let engine = Arc::clone(&engine);
+            async move { ping(&engine).await }
+        })
+        .await;
 }
 
 async fn ping(engine: &Engine) -> Result<(), String> {

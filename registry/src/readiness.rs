@@ -28,11 +28,12 @@ pub async fn start(store: Arc<dyn ToolStore>, health: HealthReporter, stopping: 
         down: "the tool store is not ready",
         up: "the tool store is ready again",
     };
-    watch.report(true).await;
-    tokio::spawn(watch.follow(true, Ticks::new(CHECK_EVERY, stopping), move || {
-        let store = Arc::clone(&store);
-        async move { check(store.as_ref()).await }
-    }));
+    watch
+        .start(true, Ticks::new(CHECK_EVERY, stopping), move || {
+            let store = Arc::clone(&store);
+            async move { check(store.as_ref()).await }
+        })
+        .await;
 }
 
 async fn check(store: &dyn ToolStore) -> Result<(), String> {
