@@ -60,12 +60,12 @@ def main() -> None:
             gets.append((time.perf_counter() - began) * 1000)
     finally:
         client.close()
-        if product.process:
-            product.process.terminate()
-            product.process.wait()
+        # The log first: stop() removes the work directory.
+        log = (product.workdir / "server.log").read_text()
+        product.stop()
 
     split: dict[str, list[int]] = {}
-    for line in (product.workdir / "server.log").read_text().splitlines():
+    for line in log.splitlines():
         if "per-tool call timings" in line:
             for name, micros in TIMINGS.findall(line):
                 split.setdefault(name, []).append(int(micros))
