@@ -92,6 +92,9 @@ impl Harness {
         let ended = tokio::time::timeout(Duration::from_secs(30), run)
             .await
             .expect("the harness ends within 30 s");
+        // Dropping the lease would remove it in a task this test's runtime
+        // cancels as the test ends, leaving the container behind.
+        container.remove_and_release().await;
         self.judge.outcome(sink.inner, ended, call.timeout_ms, began.elapsed())
     }
 

@@ -43,6 +43,8 @@ async fn start(dir: &Path) -> (tokio::process::Child, ServiceUrl) {
         .env("MCP_EXECUTOR_LISTEN", format!("unix:{}", socket.display()))
         .env("MCP_EXECUTOR_ID", format!("authtest{}", std::process::id()))
         .env("MCP_INTERNAL_TOKEN_FILE", &token_file)
+        // Killed on drop, it could not remove a warm container: it needs none.
+        .env("MCP_EXECUTOR_WARM_POOL_SIZE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
