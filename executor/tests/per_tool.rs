@@ -559,6 +559,45 @@ async fn each_container_has_a_channel_of_its_own_that_code_cannot_open_and_that_
     executor.stop().await;
 }
 
+/// Node processes in `container`, zombies aside: in a process realm, the
+/// supervisor, each call's process and the spares.
+async fn node_processes(docker: &bollard::Docker, container: &str) -> usize {
+    let script = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = node ] \
+        && ! grep -q '^State:.*Z' $p/status 2>/dev/null && echo; done | wc -l";
+    let output = support::exec_output(docker, container, script).await;
+    output
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {output:?}"))
+}
+
+#[tokio::test]
+async fn a_long_process_call_does_not_leave_its_container_short_of_spares() {
+    // The supervisor and the executor's two spares (PER_TOOL_SPARES, config.rs).
+    const IDLE: usize = 3;
+    let mut executor = start(&[PROCESSES]).await;
+    let warm = executor.run_request(per_tool(COUNTER, r#"{"text":"x"}"#, None)).await;
+    assert_eq!(warm.outcome.status(), RunStatus::Ok, "{:?}", warm.outcome);
+    let docker = executor.docker.clone();
+    let container = warm.container_id.clone();
+    let count = || node_processes(&docker, &container);
+    let settled = support::wait_for(Duration::from_secs(20), || async { count().await == IDLE }).await;
+    assert!(settled, "{} node processes after a call, not {IDLE}", count().await);
+    // A spare's replacement waits for a short call's end, not for a long one's.
+    let (stream, started) =
+        support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
+    assert_eq!(started.container_id, warm.container_id);
+    let refilled = support::wait_for(Duration::from_secs(15), || async { count().await == IDLE + 1 }).await;
+    assert!(
+        refilled,
+        "{} node processes while a call sleeps, not {}",
+        count().await,
+        IDLE + 1
+    );
+    drop(stream);
+    executor.stop().await;
+}
+
 #[tokio::test]
 async fn a_call_in_flight_when_its_container_dies_ends_at_once_with_its_exit() {
     let mut executor = start(&[]).await;

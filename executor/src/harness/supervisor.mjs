@@ -659,8 +659,8 @@ function processRealm(spares, maxCalls) {
       unclaimed.push(realm);
     }
   });
-  // Calls first, then spares, after the call under way has started.
-  function pump() {
+  // Calls first, then spares: at the latest `refillWithin` ms from now.
+  function pump(refillWithin = 0) {
     for (let at = unclaimed.length - 1; at >= 0; at--) if (!live(unclaimed[at])) unclaimed.splice(at, 1);
     while (waiting.length > 0) {
       const at = unclaimed.findIndex((realm) => realm.ready);
@@ -677,14 +677,15 @@ function processRealm(spares, maxCalls) {
       if (realm) unclaimed.push(realm);
       else waiting.shift()(NO_PROCESS);
     }
-    refill.within(0);
+    refill.within(refillWithin);
   }
   refill.within(0);
   return {
     take(childPart, onRealm) {
       prepared = preparable(childPart) ?? prepared;
       waiting.push(onRealm);
-      pump();
+      // Its process's exit (release) refills at once; a longer call's, after a while.
+      pump(SPARE_REFILL_WAIT_MS);
       return () => {
         const at = waiting.indexOf(onRealm);
         if (at >= 0) waiting.splice(at, 1);

@@ -120,7 +120,8 @@ function onFrame(header, payload) {
     // A copy of its own: the frame's buffer may hold other calls' bytes.
     slot.worker.postMessage(new Uint8Array(payload));
     prepared = preparable(payload) ?? prepared;
-    refill.within(0);
+    // Its worker's exit refills at once; a longer call's, after a while.
+    refill.within(SPARE_REFILL_WAIT_MS);
   } else if (header.op === "stop") {
     running.get(call)?.worker.terminate();
   }
