@@ -37,6 +37,13 @@ const concat = Buffer.concat;
 const byteLength = Buffer.byteLength;
 const Bytes = Uint8Array;
 
+// A report: its JSON line, then any payload, in one piece, so that the
+// supervisor reads a whole result when it wakes for it.
+function reportBytes(message, payload) {
+  const line = fromBytes(stringify(message) + "\n");
+  return payload === undefined ? line : concat([line, payload]);
+}
+
 // One channel per kind of run: fds in a process, the parent port in a worker.
 const channel = isMainThread ? processChannel() : workerChannel();
 const { writeStdout, writeStderr, report } = channel;
@@ -60,8 +67,7 @@ function processChannel() {
     writeStdout: process.stdout.write.bind(process.stdout),
     writeStderr: process.stderr.write.bind(process.stderr),
     report(message, payload) {
-      reports.write(stringify(message) + "\n");
-      if (payload !== undefined) reports.write(payload);
+      reports.write(reportBytes(message, payload));
     },
     // The supervisor's line, at once.
     async start() {
@@ -102,8 +108,7 @@ function workerChannel() {
     writeStdout,
     writeStderr,
     report(message, payload) {
-      const line = fromBytes(stringify(message) + "\n");
-      post({ stream: "report", data: new Bytes(payload === undefined ? line : concat([line, payload])) });
+      post({ stream: "report", data: new Bytes(reportBytes(message, payload)) });
     },
     start: async () => workerData,
     envelope: () => envelope,
