@@ -65,9 +65,27 @@ pub struct ToolCall<'a> {
     pub deps: Option<(&'a str, &'a DepsKey)>,
 }
 
+/// What, besides the revision, decides which containers a call can use:
+/// the rest of a container's spec is the same for every tool.
+#[derive(PartialEq, Eq)]
+struct ContainerKey {
+    image: String,
+    deps: Option<String>,
+}
+
+impl ContainerKey {
+    fn of(tool: &ToolCall<'_>) -> Self {
+        Self {
+            image: tool.image.to_owned(),
+            deps: tool.deps.map(|(_, key)| key.as_str().to_owned()),
+        }
+    }
+}
+
 /// A tool's current containers, oldest first.
 struct Entry {
     revision: u64,
+    key: ContainerKey,
     spec: ContainerSpec,
     containers: Mutex<Vec<Arc<ToolContainer>>>,
     /// Held while one more container starts, so that a burst starts one.
@@ -115,7 +133,7 @@ impl PerTool {
     }
 
     /// The container spec of a tool revision's calls.
-    pub fn spec(&self, tool: &ToolCall<'_>) -> ContainerSpec {
+    fn spec(&self, tool: &ToolCall<'_>) -> ContainerSpec {
         let command = harness::per_tool_command(
             &self.user,
             self.settings.harness,
@@ -136,15 +154,16 @@ impl PerTool {
     /// The tool's current entry, a fresh one if there is none or it is for
     /// an older revision, or another image or dependency set.
     fn entry(&self, tool: &ToolCall<'_>) -> Arc<Entry> {
-        let spec = self.spec(tool);
+        let key = ContainerKey::of(tool);
         let mut tools = self.tools();
         match tools.get(tool.tool_name) {
             // A call of an older revision still in flight runs beside the new ones.
-            Some(entry) if entry.revision >= tool.revision && same_container(&entry.spec, &spec) => Arc::clone(entry),
+            Some(entry) if entry.revision >= tool.revision && entry.key == key => Arc::clone(entry),
             _ => {
                 let entry = Arc::new(Entry {
                     revision: tool.revision,
-                    spec,
+                    key,
+                    spec: self.spec(tool),
                     containers: Mutex::new(Vec::new()),
                     starting: tokio::sync::Mutex::new(()),
                 });
@@ -308,17 +327,6 @@ fn micros(took: Duration) -> u64 {
 }
 
 /// Two specs serve the same calls when only the revision label differs.
-fn same_container(a: &ContainerSpec, b: &ContainerSpec) -> bool {
-    let labels = |spec: &ContainerSpec| {
-        spec.labels
-            .iter()
-            .filter(|(key, _)| *key != labels::REVISION)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    a.image == b.image && a.deps_volume == b.deps_volume && a.command == b.command && labels(a) == labels(b)
-}
-
 /// Retires idle per-tool containers, forever (abort the task to stop).
 pub async fn retire_idle(per_tool: Arc<PerTool>) {
     let every = (per_tool.settings.idle_after / 4).clamp(Duration::from_millis(200), SWEEP_EVERY);
