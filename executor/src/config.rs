@@ -357,7 +357,7 @@ impl ExecutorConfig {
 }
 
 /// Realms a per-tool container keeps started ahead of its calls.
-const PER_TOOL_SPARES: u32 = 2;
+pub const PER_TOOL_SPARES: u32 = 2;
 
 /// Threads of a per-tool container besides its calls' (supervisor, Node's
 /// own), and of each call's process in the process realm.

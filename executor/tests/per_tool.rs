@@ -11,6 +11,7 @@ mod support;
 
 use std::time::Duration;
 
+use dynamic_mcp_executor::config::PER_TOOL_SPARES;
 use dynamic_mcp_proto::v1::{Isolation, PrepareToolRequest, RunStatus, RunToolRequest, run_event};
 use support::{Ran, TestExecutor, removed_within, request, role_of};
 use tonic::Code;
@@ -573,26 +574,18 @@ async fn node_processes(docker: &bollard::Docker, container: &str) -> usize {
 
 #[tokio::test]
 async fn a_long_process_call_does_not_leave_its_container_short_of_spares() {
-    // The supervisor and the executor's two spares (PER_TOOL_SPARES, config.rs).
-    const IDLE: usize = 3;
     let mut executor = start(&[PROCESSES]).await;
-    let warm = executor.run_request(per_tool(COUNTER, r#"{"text":"x"}"#, None)).await;
-    assert_eq!(warm.outcome.status(), RunStatus::Ok, "{:?}", warm.outcome);
-    let docker = executor.docker.clone();
-    let container = warm.container_id.clone();
-    let count = || node_processes(&docker, &container);
-    let settled = support::wait_for(Duration::from_secs(20), || async { count().await == IDLE }).await;
-    assert!(settled, "{} node processes after a call, not {IDLE}", count().await);
-    // A spare's replacement waits for a short call's end, not for a long one's.
+    // The container's first call: nothing ran in it before, nothing ends during it.
     let (stream, started) =
         support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
-    assert_eq!(started.container_id, warm.container_id);
-    let refilled = support::wait_for(Duration::from_secs(15), || async { count().await == IDLE + 1 }).await;
+    // The supervisor, the call's process and, replaced while it sleeps, every spare.
+    let wanted = 2 + PER_TOOL_SPARES as usize;
+    let count = || node_processes(&executor.docker, &started.container_id);
+    let refilled = support::wait_for(Duration::from_secs(15), || async { count().await == wanted }).await;
     assert!(
         refilled,
-        "{} node processes while a call sleeps, not {}",
-        count().await,
-        IDLE + 1
+        "{} node processes while a call sleeps, not {wanted}",
+        count().await
     );
     drop(stream);
     executor.stop().await;

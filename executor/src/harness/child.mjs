@@ -37,8 +37,8 @@ const concat = Buffer.concat;
 const byteLength = Buffer.byteLength;
 const Bytes = Uint8Array;
 
-// A report: its JSON line, then any payload, in one piece, so that the
-// supervisor reads a whole result when it wakes for it.
+// A report: its JSON line, then any payload, in one write, so that a small
+// report reaches the supervisor in one read.
 function reportBytes(message, payload) {
   const line = fromBytes(stringify(message) + "\n");
   return payload === undefined ? line : concat([line, payload]);

@@ -91,11 +91,11 @@ function preparable(childPart) {
   }
 }
 
-// Spares (pre-started realms of a per-tool container) are replaced once the
-// call that took one has ended, or SPARE_REFILL_WAIT_MS after it took it if
-// it runs longer: starting a realm costs tens of ms of CPU, which a short
-// call would otherwise share its container's CPU with. One that could not
-// start is retried after SPARE_RETRY_MS, never in a busy loop.
+// Spares (pre-started realms of a per-tool container) are replaced at the
+// latest SPARE_REFILL_WAIT_MS after a call takes one, sooner when a call
+// ends: starting a realm costs tens of ms of CPU, which a short call would
+// otherwise share its container's CPU with. One that could not start is
+// retried after SPARE_RETRY_MS, never in a busy loop.
 const SPARE_REFILL_WAIT_MS = 20;
 const SPARE_RETRY_MS = 1000;
 

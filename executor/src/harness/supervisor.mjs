@@ -644,7 +644,8 @@ function processRealm(spares, maxCalls) {
       () => {
         clearTimeout(stuck);
         realm.ready = true;
-        pump();
+        // A call waiting for it starts now: its replacement waits, as a taken spare's does.
+        pump(SPARE_REFILL_WAIT_MS);
       },
       giveUp,
     );

@@ -66,18 +66,18 @@ pub struct ToolCall<'a> {
 }
 
 /// What, besides the revision, decides which containers a call can use:
-/// the rest of a container's spec is the same for every tool.
+/// the rest of a container's spec is the same for every tool (`spec`).
 #[derive(PartialEq, Eq)]
 struct ContainerKey {
     image: String,
-    deps: Option<String>,
+    deps: Option<DepsKey>,
 }
 
 impl ContainerKey {
     fn of(tool: &ToolCall<'_>) -> Self {
         Self {
             image: tool.image.to_owned(),
-            deps: tool.deps.map(|(_, key)| key.as_str().to_owned()),
+            deps: tool.deps.map(|(_, key)| key.clone()),
         }
     }
 }
@@ -132,7 +132,8 @@ impl PerTool {
         self.tools.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The container spec of a tool revision's calls.
+    /// The container spec of a tool revision's calls. What in it can differ
+    /// between two calls of one tool must be in `ContainerKey` too.
     fn spec(&self, tool: &ToolCall<'_>) -> ContainerSpec {
         let command = harness::per_tool_command(
             &self.user,
@@ -326,7 +327,6 @@ fn micros(took: Duration) -> u64 {
     u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Two specs serve the same calls when only the revision label differs.
 /// Retires idle per-tool containers, forever (abort the task to stop).
 pub async fn retire_idle(per_tool: Arc<PerTool>) {
     let every = (per_tool.settings.idle_after / 4).clamp(Duration::from_millis(200), SWEEP_EVERY);
