@@ -574,7 +574,7 @@ async fn node_processes(docker: &bollard::Docker, container: &str) -> usize {
 
 #[tokio::test]
 async fn a_long_process_call_does_not_leave_its_container_short_of_spares() {
-    let mut executor = start(&[PROCESSES]).await;
+    let executor = start(&[PROCESSES]).await;
     // The container's first call: nothing ran in it before, nothing ends during it.
     let (stream, started) =
         support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
