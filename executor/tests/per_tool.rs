@@ -258,7 +258,13 @@ async fn the_server_default_can_be_per_tool() {
 #[tokio::test]
 async fn under_load_a_tool_gets_another_container_and_loses_it_when_idle() {
     // Room for two calls each: the second call at once finds the first half busy.
-    let mut executor = start(&[("MCP_SANDBOX_PER_TOOL_MAX_CALLS", "2")]).await;
+    // Idle for 5 s, not 2: on a loaded machine the first container must still
+    // be there when the two calls come (`stop` still sees both go).
+    let settings = [
+        ("MCP_SANDBOX_PER_TOOL_MAX_CALLS", "2"),
+        ("MCP_SANDBOX_PER_TOOL_IDLE_SECONDS", "5"),
+    ];
+    let mut executor = start(&settings).await;
     let first = executor.run_request(per_tool(COUNTER, r#"{"text":"a"}"#, None)).await;
     assert_eq!(first.outcome.status(), RunStatus::Ok, "{:?}", first.outcome);
     let slow = "await new Promise((r) => setTimeout(r, 1500)); return 1;";
