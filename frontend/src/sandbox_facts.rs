@@ -68,10 +68,16 @@ impl SandboxFacts {
     /// Asks once (within [`ASK_WITHIN`]) and keeps the answer; announces on
     /// `catalog` a change of the limits the built-in schemas state.
     pub async fn refresh(&self, executors: &Executors, catalog: &Catalog) {
-        if let Some(facts) = self.ask(executors).await
-            && self.remember(facts)
-        {
-            tracing::info!(limits = ?self.limits(), "the executor's limits changed; announcing the new tool list");
+        let Some(facts) = self.ask(executors).await else {
+            return;
+        };
+        let first = !self.limits().live;
+        if self.remember(facts) {
+            if first {
+                tracing::info!(limits = ?self.limits(), "learned the executor's limits; announcing the tool list that states them");
+            } else {
+                tracing::info!(limits = ?self.limits(), "the executor's limits changed; announcing the new tool list");
+            }
             catalog.announce_list_changed();
         }
     }
