@@ -33,10 +33,17 @@ impl Engine {
         self.docker.get()
     }
 
-    /// Whether the engine answers right now (connecting first if needed).
-    pub async fn answers(&self) -> bool {
+    /// Pings the engine now (connecting first if needed): why it does not
+    /// answer, if it does not.
+    pub async fn ping(&self) -> Result<(), ExecError> {
         let ping = async { self.docker().await?.ping().await.map_err(ExecError::DockerUnreachable) };
-        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
+        match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_elapsed) => Err(ExecError::Internal(format!(
+                "the Docker engine did not answer a ping within {} s",
+                PING_TIMEOUT.as_secs()
+            ))),
+        }
     }
 }
 

@@ -39,9 +39,5 @@ pub async fn watch_docker(engine: Arc<Engine>, reporter: HealthReporter, every: 
 }
 
 async fn ping(engine: &Engine) -> Result<(), String> {
-    if engine.answers().await {
-        Ok(())
-    } else {
-        Err("no answer to a ping".into())
-    }
+    engine.ping().await.map_err(|e| e.to_string())
 }
