@@ -15,8 +15,40 @@ use tokio::net::UnixListener;
 
 /// Unix socket paths are limited to 108 bytes.
 const MAX_SOCKET_PATH: usize = 107;
-/// The longest socket name placed in a directory (`egress/grant.rs`, `per_tool/channel.rs`).
-const LONGEST_SOCKET_NAME: &str = "channel.sock";
+
+/// The socket a directory holds, by who listens on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// A run's egress proxy (`egress/grant.rs`).
+    EgressProxy,
+    /// A per-tool container's channel (`per_tool/channel.rs`).
+    Channel,
+}
+
+impl Socket {
+    const ALL: [Self; 2] = [Self::EgressProxy, Self::Channel];
+
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            Self::EgressProxy => "proxy.sock",
+            Self::Channel => "channel.sock",
+        }
+    }
+}
+
+/// The length of the longest socket name placed in a directory.
+const LONGEST_SOCKET_NAME: usize = {
+    let mut longest = 0;
+    let mut at = 0;
+    while at < Socket::ALL.len() {
+        let length = Socket::ALL[at].file_name().len();
+        if length > longest {
+            longest = length;
+        }
+        at += 1;
+    }
+    longest
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("the socket directory {path} (MCP_SANDBOX_EGRESS_SOCKET_DIR) cannot be used: {reason}")]
@@ -95,11 +127,11 @@ impl SocketDir {
         &self.path
     }
 
-    /// Listens on `name` in it: connectable by the directory's owner user
+    /// Listens on `socket` in it: connectable by the directory's owner user
     /// alone where the executor may give the socket to it, else by anyone
     /// who knows the directory's name.
-    pub fn listen(&self, name: &str) -> std::io::Result<UnixListener> {
-        let socket = self.path.join(name);
+    pub fn listen(&self, socket: Socket) -> std::io::Result<UnixListener> {
+        let socket = self.path.join(socket.file_name());
         let listener = UnixListener::bind(&socket)?;
         let private = match self.owner {
             Some((uid, gid)) => give_away(&socket, uid, gid)?,
@@ -142,7 +174,7 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
         return Err(fail("give an absolute path".into()));
     }
     // The longest socket path: <dir>/<32 hex>/<longest name>.
-    let longest = dir.as_os_str().len() + 1 + 32 + 1 + LONGEST_SOCKET_NAME.len();
+    let longest = dir.as_os_str().len() + 1 + 32 + 1 + LONGEST_SOCKET_NAME;
     if longest > MAX_SOCKET_PATH {
         return Err(fail(format!(
             "socket paths under it would be {longest} bytes long, over the {MAX_SOCKET_PATH} Unix allows; use a shorter path"
@@ -227,7 +259,7 @@ mod tests {
         );
         assert_eq!(shared.owner, None);
         assert_eq!(mode(shared.path()), 0o755);
-        let _listener = shared.listen("proxy.sock").unwrap();
+        let _listener = shared.listen(Socket::EgressProxy).unwrap();
         assert_eq!(mode(&shared.path().join("proxy.sock")), 0o666);
 
         let private = dirs.make(Some((65534, 65534))).unwrap();
@@ -237,7 +269,7 @@ mod tests {
             // The directory stays the executor's: only the socket is given away.
             let dir = std::fs::metadata(private.path()).unwrap();
             assert_eq!((dir.uid(), dir.permissions().mode() & 0o777), (0, 0o711));
-            let _listener = private.listen("channel.sock").unwrap();
+            let _listener = private.listen(Socket::Channel).unwrap();
             let socket = std::fs::metadata(private.path().join("channel.sock")).unwrap();
             assert_eq!(
                 (socket.uid(), socket.gid(), socket.permissions().mode() & 0o777),

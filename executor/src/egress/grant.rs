@@ -21,13 +21,12 @@ use super::proxy::serve_connection;
 use super::rewrite::redact_text;
 use super::run_proxy::RunProxy;
 use crate::harness::Preload;
-use crate::socket_dir::SocketDir;
+use crate::socket_dir::{Socket, SocketDir};
 
 /// Where a run's egress directory is mounted in its container.
 pub const CONTAINER_DIR: &str = "/run/dynamic-mcp-egress";
 /// The shim the harness's child imports before the tool's code.
 pub const SHIM: &str = include_str!("../harness/egress.mjs");
-const SOCKET: &str = "proxy.sock";
 const SHIM_FILE: &str = "egress.mjs";
 const SETTINGS_FILE: &str = "egress.json";
 const CA_FILE: &str = "ca.pem";
@@ -60,9 +59,9 @@ impl Grant {
     ) -> std::io::Result<Self> {
         let path = dir.path();
         let written = (|| {
-            let listener = dir.listen(SOCKET)?;
+            let listener = dir.listen(Socket::EgressProxy)?;
             let settings = ShimSettings {
-                socket: format!("{CONTAINER_DIR}/{SOCKET}"),
+                socket: format!("{CONTAINER_DIR}/{}", Socket::EgressProxy.file_name()),
                 token: &proxy.token,
                 ca: ca_pem.map(|_| format!("{CONTAINER_DIR}/{CA_FILE}")),
                 secrets: proxy

@@ -15,16 +15,14 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::container::hardening::CHANNEL_DIR;
 use crate::error::ExecError;
 use crate::setting_values::SandboxUser;
-use crate::socket_dir::{SocketDir, SocketDirs};
-
-const SOCKET: &str = "channel.sock";
+use crate::socket_dir::{Socket, SocketDir, SocketDirs};
 
 /// How long a started container's supervisor has to connect.
 pub const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 
 /// The socket path the supervisor connects to, inside the container.
 pub fn container_socket() -> String {
-    format!("{CHANNEL_DIR}/{SOCKET}")
+    format!("{CHANNEL_DIR}/{}", Socket::Channel.file_name())
 }
 
 /// A container's channel directory, listening until its supervisor connects.
@@ -39,7 +37,7 @@ impl ChannelListener {
     pub fn open(dirs: &SocketDirs, user: SandboxUser) -> Result<Self, ExecError> {
         let failed = |e: std::io::Error| ExecError::Internal(format!("cannot make a per-tool channel: {e}"));
         let dir = dirs.make(Some((user.uid, user.gid))).map_err(failed)?;
-        let listener = dir.listen(SOCKET).map_err(failed)?;
+        let listener = dir.listen(Socket::Channel).map_err(failed)?;
         Ok(Self { dir, listener, user })
     }
 
@@ -59,7 +57,7 @@ impl ChannelListener {
                 .map_err(|e| ExecError::Internal(format!("a per-tool channel cannot accept: {e}")))?;
             match stream.peer_cred() {
                 Ok(peer) if peer.uid() == self.user.uid && peer.gid() == self.user.gid => {
-                    if let Err(e) = std::fs::remove_file(self.dir.path().join(SOCKET)) {
+                    if let Err(e) = std::fs::remove_file(self.dir.path().join(Socket::Channel.file_name())) {
                         tracing::warn!(error = %e, "cannot remove a per-tool channel's socket");
                     }
                     return Ok((stream, self.dir));
