@@ -63,7 +63,7 @@ async fn serve(config: ExecutorConfig) -> anyhow::Result<()> {
         ContainerCap::new(config.max_containers),
         limits.clone(),
         id.clone(),
-        Some(socket_dirs.clone()),
+        socket_dirs.clone(),
     ));
     let pool = config
         .pool_settings()

@@ -22,6 +22,7 @@ use dynamic_mcp_executor::harness::{self, Call, Preload};
 use dynamic_mcp_executor::outcome::{Ended, Judge};
 use dynamic_mcp_executor::run::container_spec;
 use dynamic_mcp_executor::setting_values::SandboxUser;
+use dynamic_mcp_executor::socket_dir::SocketDirs;
 use dynamic_mcp_executor::streams::{Sink, collect_into, feed};
 use dynamic_mcp_proto::v1::{RunOutcome, RunStatus};
 use serde_json::value::RawValue;
@@ -42,21 +43,27 @@ fn limits() -> SandboxLimits {
 struct Harness {
     source: ColdStart,
     judge: Judge,
+    /// Where the source would make socket directories (these runs need none).
+    _sockets: tempfile::TempDir,
 }
 
 impl Harness {
     async fn new() -> Self {
         support::docker().await;
+        let sockets = tempfile::tempdir().expect("a temp dir");
+        let id = support::unique_id();
+        let socket_dirs = SocketDirs::prepare(sockets.path(), None, &id).expect("a socket directory");
         let source = ColdStart::new(
             Arc::new(Engine::default()),
             ContainerCap::new(4),
             limits(),
-            support::unique_id(),
-            None,
+            id,
+            socket_dirs,
         );
         Self {
             source,
             judge: Judge::new(10_000, &limits()),
+            _sockets: sockets,
         }
     }
 

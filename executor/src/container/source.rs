@@ -32,7 +32,7 @@ pub struct ColdStart {
     limits: SandboxLimits,
     executor_id: String,
     /// Where egress and channel directories are made.
-    socket_dirs: Option<SocketDirs>,
+    socket_dirs: SocketDirs,
 }
 
 impl ColdStart {
@@ -41,7 +41,7 @@ impl ColdStart {
         cap: ContainerCap,
         limits: SandboxLimits,
         executor_id: String,
-        socket_dirs: Option<SocketDirs>,
+        socket_dirs: SocketDirs,
     ) -> Self {
         Self {
             engine,
@@ -53,10 +53,8 @@ impl ColdStart {
     }
 
     /// Where this executor makes its containers' socket directories.
-    pub fn socket_dirs(&self) -> Result<&SocketDirs, ExecError> {
-        self.socket_dirs
-            .as_ref()
-            .ok_or_else(|| ExecError::Internal("this executor has no socket directory".into()))
+    pub fn socket_dirs(&self) -> &SocketDirs {
+        &self.socket_dirs
     }
 
     /// A fresh egress directory for a spec that wants one.
@@ -64,7 +62,7 @@ impl ColdStart {
         if spec.egress != EgressMount::Wanted {
             return Ok(None);
         }
-        self.socket_dirs()?
+        self.socket_dirs
             .make(None)
             .map(Some)
             .map_err(|e| ExecError::Internal(format!("cannot make an egress directory: {e}")))

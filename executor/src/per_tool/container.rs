@@ -74,7 +74,7 @@ impl ToolContainer {
         max_calls: usize,
         user: SandboxUser,
     ) -> Result<Self, ExecError> {
-        let listener = ChannelListener::open(cold.socket_dirs()?, user)?;
+        let listener = ChannelListener::open(cold.socket_dirs(), user)?;
         let mut spec = spec.clone();
         spec.channel = Some(listener.mount_source().to_owned());
         let slot = cold.reserve()?;
