@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynamic_mcp_common::periodic::Ticks;
+use dynamic_mcp_common::periodic::{self, Ticks};
 use dynamic_mcp_proto::v1::DescribeSandboxRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -17,13 +17,11 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 pub async fn keep_watching(members: Vec<Arc<Member>>, stop: CancellationToken) {
-    let ticks = Ticks::new(CHECK_EVERY, stop);
-    loop {
+    let check_all = || async {
         futures::future::join_all(members.iter().map(|member| check(member, &members))).await;
-        if !ticks.next().await {
-            return;
-        }
-    }
+    };
+    check_all().await;
+    periodic::every(Ticks::new(CHECK_EVERY, stop), check_all).await;
 }
 
 async fn check(member: &Arc<Member>, all: &[Arc<Member>]) {
