@@ -25,10 +25,6 @@ from pathlib import Path
 
 CRATES = ["proto", "common", "registry", "executor", "frontend"]
 
-# Cycles someone is already taking apart, as (crate root, modules): reported,
-# but not failing the check. Remove an entry once its cycle is gone.
-KNOWN_CYCLES: set[tuple[str, frozenset[str]]] = set()
-
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
@@ -335,12 +331,17 @@ def crate_roots(crate_dir: Path) -> list[Path]:
     return roots
 
 
-def cycles_in(root_file: Path, crate_names: set[str], strict: bool) -> tuple[list[str], dict]:
-    """Each cycle of one crate root as lines of text, plus its graph."""
+def graph_of(root_file: Path, crate_names: set[str], strict: bool = False) -> tuple[dict, dict]:
+    """The modules of one crate root, and which of them each one depends on."""
     modules: dict[tuple[str, ...], Module] = {}
-    root = Module((), root_file)
-    load_module(root, read_code(root_file), modules)
+    load_module(Module((), root_file), read_code(root_file), modules)
     graph = {path: dependencies(mod, modules, crate_names, strict) for path, mod in modules.items()}
+    return modules, graph
+
+
+def cycles_in(root_file: Path, crate_names: set[str], strict: bool) -> list[str]:
+    """Each cycle of one crate root, as lines of text."""
+    modules, graph = graph_of(root_file, crate_names, strict)
     reports = []
     for comp in strongly_connected(graph):
         members = set(comp)
@@ -348,8 +349,8 @@ def cycles_in(root_file: Path, crate_names: set[str], strict: bool) -> tuple[lis
         for p in comp:
             for q in sorted(graph[p] & members):
                 lines.append(f"    {modules[p].name} -> {modules[q].name}")
-        reports.append((frozenset(modules[p].name for p in members), "\n".join(lines)))
-    return reports, graph
+        reports.append("\n".join(lines))
+    return reports
 
 
 def check(workspace: Path, crates: list[str], strict: bool) -> int:
@@ -357,18 +358,13 @@ def check(workspace: Path, crates: list[str], strict: bool) -> int:
     found = 0
     for crate in crates:
         for root in crate_roots(workspace / crate):
-            reports, _ = cycles_in(root, crate_names, strict)
-            for members, report in reports:
-                shown = str(root.relative_to(workspace))
-                if (shown, members) in KNOWN_CYCLES and not strict:
-                    print(f"{shown}: known, being taken apart: {report}")
-                    continue
+            for report in cycles_in(root, crate_names, strict):
                 found += 1
-                print(f"{shown}: {report}")
+                print(f"{root.relative_to(workspace)}: {report}")
     if found:
         print(f"{found} module cycle(s): move what both sides need into a module of its own")
         return 1
-    print(f"no new module cycles in {', '.join(crates)}")
+    print(f"no module cycles in {', '.join(crates)}")
     return 0
 
 
@@ -435,10 +431,7 @@ def self_test() -> int:
             for rel, text in files.items():
                 (src / rel).parent.mkdir(parents=True, exist_ok=True)
                 (src / rel).write_text(text)
-            modules: dict = {}
-            root = Module((), src / "lib.rs")
-            load_module(root, read_code(src / "lib.rs"), modules)
-            graph = {p: dependencies(m, modules, set()) for p, m in modules.items()}
+            _, graph = graph_of(src / "lib.rs", set())
             got = [{"::".join(p) for p in comp} for comp in strongly_connected(graph)]
             if sorted(map(sorted, got)) != sorted(map(sorted, expected)):
                 failures += 1
