@@ -86,6 +86,14 @@ async fn a_database_restart_is_survived_without_restarting_the_registries() {
     let acked = || progress.lock().unwrap().acked.len();
     let failed = || progress.lock().unwrap().failures.len();
     wait_until("5 creates before the outage", Duration::from_secs(20), || acked() >= 5).await;
+    // Both listeners were connected before the outage, so that B's coming
+    // back is a reconnect (on a busy machine its first connect can be late).
+    wait_until("both change listeners connected", Duration::from_secs(20), || {
+        [&a, &b]
+            .iter()
+            .all(|registry| registry.log().contains("change listener connected"))
+    })
+    .await;
 
     cluster.stop();
     wait_until("2 failed creates during the outage", Duration::from_secs(20), || {
