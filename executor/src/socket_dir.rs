@@ -36,20 +36,6 @@ impl Socket {
     }
 }
 
-/// The length of the longest socket name placed in a directory.
-const LONGEST_SOCKET_NAME: usize = {
-    let mut longest = 0;
-    let mut at = 0;
-    while at < Socket::ALL.len() {
-        let length = Socket::ALL[at].file_name().len();
-        if length > longest {
-            longest = length;
-        }
-        at += 1;
-    }
-    longest
-};
-
 #[derive(Debug, thiserror::Error)]
 #[error("the socket directory {path} (MCP_SANDBOX_EGRESS_SOCKET_DIR) cannot be used: {reason}")]
 pub struct SocketDirError {
@@ -174,7 +160,8 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
         return Err(fail("give an absolute path".into()));
     }
     // The longest socket path: <dir>/<32 hex>/<longest name>.
-    let longest = dir.as_os_str().len() + 1 + 32 + 1 + LONGEST_SOCKET_NAME;
+    let longest_name = Socket::ALL.iter().map(|s| s.file_name().len()).max().unwrap_or(0);
+    let longest = dir.as_os_str().len() + 1 + 32 + 1 + longest_name;
     if longest > MAX_SOCKET_PATH {
         return Err(fail(format!(
             "socket paths under it would be {longest} bytes long, over the {MAX_SOCKET_PATH} Unix allows; use a shorter path"
