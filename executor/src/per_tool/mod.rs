@@ -67,7 +67,6 @@ pub struct ToolCall<'a> {
 
 /// What, besides the revision, decides which containers a call can use:
 /// the rest of a container's spec is the same for every tool (`spec`).
-#[derive(PartialEq, Eq)]
 struct ContainerKey {
     image: String,
     deps: Option<DepsKey>,
@@ -79,6 +78,11 @@ impl ContainerKey {
             image: tool.image.to_owned(),
             deps: tool.deps.map(|(_, key)| key.clone()),
         }
+    }
+
+    /// Whether `tool`'s calls can use these containers (no copy on a call's path).
+    fn fits(&self, tool: &ToolCall<'_>) -> bool {
+        self.image == tool.image && self.deps.as_ref() == tool.deps.map(|(_, key)| key)
     }
 }
 
@@ -155,15 +159,14 @@ impl PerTool {
     /// The tool's current entry, a fresh one if there is none or it is for
     /// an older revision, or another image or dependency set.
     fn entry(&self, tool: &ToolCall<'_>) -> Arc<Entry> {
-        let key = ContainerKey::of(tool);
         let mut tools = self.tools();
         match tools.get(tool.tool_name) {
             // A call of an older revision still in flight runs beside the new ones.
-            Some(entry) if entry.revision >= tool.revision && entry.key == key => Arc::clone(entry),
+            Some(entry) if entry.revision >= tool.revision && entry.key.fits(tool) => Arc::clone(entry),
             _ => {
                 let entry = Arc::new(Entry {
                     revision: tool.revision,
-                    key,
+                    key: ContainerKey::of(tool),
                     spec: self.spec(tool),
                     containers: Mutex::new(Vec::new()),
                     starting: tokio::sync::Mutex::new(()),
