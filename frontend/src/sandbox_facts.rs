@@ -71,13 +71,9 @@ impl SandboxFacts {
         let Some(facts) = self.ask(executors).await else {
             return;
         };
-        let first = !self.limits().live;
+        let learned = if self.limits().live { "changed" } else { "are known" };
         if self.remember(facts) {
-            if first {
-                tracing::info!(limits = ?self.limits(), "learned the executor's limits; announcing the tool list that states them");
-            } else {
-                tracing::info!(limits = ?self.limits(), "the executor's limits changed; announcing the new tool list");
-            }
+            tracing::info!(limits = ?self.limits(), "the executor's limits {learned}; announcing the tool list that states them");
             catalog.announce_list_changed();
         }
     }
