@@ -88,7 +88,18 @@ async fn calls_share_a_container_but_no_state(extra: &[(&str, &str)]) {
         .await;
     assert_eq!(content.outcome.status(), RunStatus::Ok, "{:?}", content.outcome);
     assert_eq!(content.outcome.content.as_ref().map(|c| c.blocks.len()), Some(2));
-    for ran in [&threw, &syntax, &exited, &unsettled, &content] {
+    // Over a pipe's 64 KiB: a spare, waiting since it said it was ready, reads it in several chunks.
+    let large = serde_json::json!({ "text": "abc".repeat(100_000) }).to_string();
+    let large = executor
+        .run_request(per_tool(
+            "return { length: args.text.length, tail: args.text.slice(-4) };",
+            &large,
+            None,
+        ))
+        .await;
+    assert_eq!(large.outcome.status(), RunStatus::Ok, "{:?}", large.outcome);
+    assert_eq!(large.outcome.result_json, r#"{"length":300000,"tail":"cabc"}"#);
+    for ran in [&threw, &syntax, &exited, &unsettled, &content, &large] {
         assert_eq!(
             ran.container_id, containers[0],
             "a failed call does not cost the container"

@@ -5,8 +5,9 @@
 //
 // As a process (started by supervisor.mjs as the sandbox user):
 // fd 3 (from the supervisor): one line {"moduleDir", "problem", "prepared"?,
-//   "announceReady"?} at once, then (when the call comes) the envelope to the
-//   end of the stream:
+//   "announceReady"?} at once, then (when the call comes) the envelope, sized
+//   so that it is read as soon as it is whole, not when the pipe closes:
+//   <bytes>\n and that many bytes of
 //   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
 // fd 4 (to the supervisor): with announceReady, {"kind":"ready"} once this
 //   process waits for its envelope; then report lines, each one JSON object:
@@ -15,9 +16,9 @@
 //   {"kind":"threw","name","message","stack"} | {"kind":"syntax","message"}
 //   | {"kind":"bad_result","message"}
 // As a worker thread (started by threads.mjs): workerData is
-// {moduleDir, problem, prepared?}; the envelope is the first message on the
-// parent port; output and the same report bytes go back as messages on it,
-// in order.
+// {moduleDir, problem, prepared?}; the envelope, sized as above, is the first
+// message on the parent port; output and the same report bytes go back as
+// messages on it, in order.
 // In a per-tool container, `prepared` is {code, nodeModules?}: the tool
 // revision's code (the same for every call of the container), which this
 // realm imports as its module before the call comes; a call with that code
@@ -55,14 +56,35 @@ function processChannel() {
   reports.unref();
   const input = new Socket({ fd: 3, readable: true, writable: false });
   const received = [];
-  const firstLine = new Promise((resolve) => {
-    input.on("data", (chunk) => {
-      received.push(chunk);
-      const all = concat(received);
-      if (all.includes(10)) resolve(all);
-    });
+  let closed = false;
+  // The one read waiting for its bytes: the supervisor's line, then the envelope.
+  let check = null;
+  input.on("data", (chunk) => {
+    received.push(chunk);
+    check?.();
   });
-  const everything = new Promise((resolve) => input.on("end", () => resolve(concat(received))));
+  input.on("end", () => {
+    closed = true;
+    check?.();
+  });
+  // What `take` finds in the bytes so far, as soon as it finds it.
+  const whenReceived = (take) =>
+    new Promise((resolve, reject) => {
+      check = () => {
+        let found;
+        try {
+          found = take(concat(received));
+        } catch (error) {
+          check = null;
+          return reject(error);
+        }
+        if (found === undefined && !closed) return;
+        check = null;
+        if (found === undefined) reject(new Error("the supervisor closed the envelope pipe early"));
+        else resolve(found);
+      };
+      check();
+    });
   return {
     writeStdout: process.stdout.write.bind(process.stdout),
     writeStderr: process.stderr.write.bind(process.stderr),
@@ -70,15 +92,13 @@ function processChannel() {
       reports.write(reportBytes(message, payload));
     },
     // The supervisor's line, at once.
-    async start() {
-      const head = await firstLine;
-      return JSON.parse(head.subarray(0, head.indexOf(10)).toString("utf8"));
-    },
-    // The envelope, when the call comes.
-    async envelope() {
-      const all = await everything;
-      return JSON.parse(all.subarray(all.indexOf(10) + 1).toString("utf8"));
-    },
+    start: () =>
+      whenReceived((bytes) => {
+        const end = bytes.indexOf(10);
+        return end < 0 ? undefined : JSON.parse(bytes.subarray(0, end).toString("utf8"));
+      }),
+    // The envelope, when the call comes: after that line.
+    envelope: () => whenReceived((bytes) => sizedEnvelope(bytes.subarray(bytes.indexOf(10) + 1))),
   };
 }
 
@@ -101,7 +121,9 @@ function workerChannel() {
     parentPort.once("message", (message) => {
       // As in a process: an unsettled promise with nothing pending ends the run (13).
       parentPort.unref();
-      resolve(JSON.parse(fromBytes(message).toString("utf8")));
+      const envelope = sizedEnvelope(fromBytes(message));
+      if (envelope === undefined) throw new Error("the worker host sent part of an envelope");
+      resolve(envelope);
     }),
   );
   return {
@@ -113,6 +135,17 @@ function workerChannel() {
     start: async () => workerData,
     envelope: () => envelope,
   };
+}
+
+// An envelope from `<bytes>\n` and that many bytes of JSON; undefined
+// until they are all in.
+function sizedEnvelope(bytes) {
+  const end = bytes.indexOf(10);
+  if (end < 0) return undefined;
+  const size = Number(bytes.subarray(0, end).toString("latin1"));
+  if (!Number.isSafeInteger(size) || size < 0) throw new Error("the supervisor sent an envelope without its size");
+  if (bytes.length < end + 1 + size) return undefined;
+  return JSON.parse(bytes.subarray(end + 1, end + 1 + size).toString("utf8"));
 }
 
 let settled = false;

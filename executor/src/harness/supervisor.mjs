@@ -468,8 +468,9 @@ function serve(child, moduleDir, io) {
   io.onEnvelope((header, body) => {
     call = header;
     for (const kind of ["stdout", "stderr"]) for (const chunk of early[kind].splice(0)) output(kind, chunk);
-    // After our line with its module directory, the child reads the executor's bytes for it.
-    child.stdio[3].end(body);
+    // After our line with its module directory, the child reads the executor's
+    // bytes for it, sized, so that it need not wait for the pipe to close.
+    child.stdio[3].end(Buffer.concat([Buffer.from(`${body.length}\n`), body]));
     timeout = setTimeout(() => finish({ status: "timed_out" }), call.timeoutMs);
     if (childExited) {
       drain(child.stdio[4], onReports);
