@@ -11,6 +11,7 @@ use bollard::query_parameters::{
 };
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
 
 use super::cap::ContainerSlot;
 use crate::docker::{call_failed, is_not_found};
@@ -38,6 +39,8 @@ pub struct OwnedContainer {
     docker: Docker,
     id: String,
     slot: Option<ContainerSlot>,
+    /// Dropped with this handle, which tells whoever watches it (`on_end`).
+    ended: Option<oneshot::Sender<()>>,
 }
 
 impl OwnedContainer {
@@ -46,7 +49,16 @@ impl OwnedContainer {
             docker,
             id,
             slot: Some(slot),
+            ended: None,
         }
+    }
+
+    /// Fires (as a closed channel) when this handle is dropped or removed:
+    /// whatever used the container is done with it.
+    pub fn on_end(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.ended = Some(tx);
+        rx
     }
 
     pub fn id(&self) -> &str {
