@@ -338,6 +338,13 @@ def main() -> None:
         "per-tool-process": lambda: [
             product_row(
                 args,
+                "per-tool mode, process realm",
+                {"MCP_SANDBOX_PER_TOOL_REALM": "process"},
+                pause,
+                {"isolation": "container-per-tool"},
+            ),
+            product_row(
+                args,
                 "per-tool mode, process realm, back to back",
                 {"MCP_SANDBOX_PER_TOOL_REALM": "process"},
                 None,

@@ -16,9 +16,9 @@
 //   {"kind":"threw","name","message","stack"} | {"kind":"syntax","message"}
 //   | {"kind":"bad_result","message"}
 // As a worker thread (started by threads.mjs): workerData is
-// {moduleDir, problem, prepared?}; the envelope, sized as above, is the first
-// message on the parent port; output and the same report bytes go back as
-// messages on it, in order.
+// {moduleDir, problem, prepared?}; the envelope is the first message on the
+// parent port; output and the same report bytes go back as messages on it,
+// in order.
 // In a per-tool container, `prepared` is {code, nodeModules?}: the tool
 // revision's code (the same for every call of the container), which this
 // realm imports as its module before the call comes; a call with that code
@@ -121,9 +121,7 @@ function workerChannel() {
     parentPort.once("message", (message) => {
       // As in a process: an unsettled promise with nothing pending ends the run (13).
       parentPort.unref();
-      const envelope = sizedEnvelope(fromBytes(message));
-      if (envelope === undefined) throw new Error("the worker host sent part of an envelope");
-      resolve(envelope);
+      resolve(JSON.parse(fromBytes(message).toString("utf8")));
     }),
   );
   return {
@@ -137,8 +135,8 @@ function workerChannel() {
   };
 }
 
-// An envelope from `<bytes>\n` and that many bytes of JSON; undefined
-// until they are all in.
+// A process's envelope from `<bytes>\n` and that many bytes of JSON;
+// undefined until they are all in.
 function sizedEnvelope(bytes) {
   const end = bytes.indexOf(10);
   if (end < 0) return undefined;

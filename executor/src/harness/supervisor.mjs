@@ -191,7 +191,13 @@ function prepareChild(child, prepared = null, announceReady = false) {
 
 // Without uid and gid: as ourselves (after the drop, the code's user).
 function spawnChild(uid, gid) {
-  return spawnCode(["--input-type=module", "-e", childSource], uid, gid);
+  const child = spawnCode(["--input-type=module", "-e", childSource], uid, gid);
+  if (child) {
+    // After our line with its module directory, the child reads the executor's
+    // bytes for it, sized, so that it need not wait for the pipe to close.
+    child.sendEnvelope = (body) => child.stdio[3].end(Buffer.concat([Buffer.from(`${body.length}\n`), body]));
+  }
+  return child;
 }
 
 // The child, or null when it could not be spawned at all: spawn() throws
@@ -246,7 +252,8 @@ function reachable(uid, gid) {
   return null;
 }
 
-// Serves one call by `child` (a process, or a worker thread in the host);
+// Serves one call by `child` (a process, or a worker thread in the host,
+// either with `sendEnvelope` for the call's envelope);
 // `io` says where its envelope comes from and its records go. Returns what
 // ends the call early.
 function serve(child, moduleDir, io) {
@@ -468,9 +475,7 @@ function serve(child, moduleDir, io) {
   io.onEnvelope((header, body) => {
     call = header;
     for (const kind of ["stdout", "stderr"]) for (const chunk of early[kind].splice(0)) output(kind, chunk);
-    // After our line with its module directory, the child reads the executor's
-    // bytes for it, sized, so that it need not wait for the pipe to close.
-    child.stdio[3].end(Buffer.concat([Buffer.from(`${body.length}\n`), body]));
+    child.sendEnvelope(body);
     timeout = setTimeout(() => finish({ status: "timed_out" }), call.timeoutMs);
     if (childExited) {
       drain(child.stdio[4], onReports);
@@ -760,8 +765,8 @@ function workerRealm(host, channel) {
       const child = new EventEmitter();
       child.stdout = new EventEmitter();
       child.stderr = new EventEmitter();
-      const envelopeIn = { write() {}, end: (body) => toHost.write(frameBytes({ op: "call", call: id }, body)) };
-      child.stdio = [null, child.stdout, child.stderr, envelopeIn, new EventEmitter()];
+      child.sendEnvelope = (body) => toHost.write(frameBytes({ op: "call", call: id }, body));
+      child.stdio = [null, child.stdout, child.stderr, null, new EventEmitter()];
       child.kill = () => toHost.write(frameBytes({ op: "stop", call: id }));
       calls.set(id, child);
       onRealm({ child, moduleDir: null });
