@@ -12,6 +12,7 @@ Rows:
   docker-run     the hardened `docker run --rm -i` of the same code (the baseline)
   defaults       our defaults (the warm pool on, sized by demand), with an agent's pause
                  between calls, and back to back
+  defaults-pause the first half of `defaults` alone, for A/B rounds of two builds
   cold           the pool off: a fresh container per call
   pool-4         a fixed pool of 4 (MCP_EXECUTOR_WARM_POOL_SIZE=4)
   per-tool       a tool with isolation "container-per-tool" (a fresh worker thread per call),
@@ -320,6 +321,7 @@ def main() -> None:
     plan = {
         "docker-run": lambda: [docker_run_row(args)],
         "defaults": lambda: [product_row(args, "defaults", {}, pause), product_row(args, "defaults, back to back", {}, None)],
+        "defaults-pause": lambda: [product_row(args, "defaults", {}, pause)],
         "cold": lambda: [product_row(args, "cold start (pool off)", {"MCP_EXECUTOR_WARM_POOL_SIZE": "0"}, None)],
         "pool-4": lambda: [product_row(args, "warm pool of 4, back to back", {"MCP_EXECUTOR_WARM_POOL_SIZE": "4"}, None)],
         "per-tool": lambda: [
