@@ -88,7 +88,8 @@ async fn calls_share_a_container_but_no_state(extra: &[(&str, &str)]) {
         .await;
     assert_eq!(content.outcome.status(), RunStatus::Ok, "{:?}", content.outcome);
     assert_eq!(content.outcome.content.as_ref().map(|c| c.blocks.len()), Some(2));
-    // Over a pipe's 64 KiB: a spare, waiting since it said it was ready, reads it in several chunks.
+    // Over a pipe's 64 KiB: in the process realm a spare, waiting since it said
+    // it was ready, reads it in several chunks.
     let large = serde_json::json!({ "text": "abc".repeat(100_000) }).to_string();
     let large = executor
         .run_request(per_tool(

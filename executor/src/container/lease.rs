@@ -53,9 +53,11 @@ impl OwnedContainer {
         }
     }
 
-    /// Fires (as a closed channel) when this handle is dropped or removed:
-    /// whatever used the container is done with it.
+    /// Fires (as a closed channel) when this handle is dropped, or once
+    /// `remove_and_release` is done: whatever used the container is done
+    /// with it. One watcher per handle.
     pub fn on_end(&mut self) -> oneshot::Receiver<()> {
+        debug_assert!(self.ended.is_none(), "a container's end is watched once");
         let (tx, rx) = oneshot::channel();
         self.ended = Some(tx);
         rx

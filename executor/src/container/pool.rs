@@ -16,7 +16,10 @@
 //!   A container already on its way is always ready sooner than a new one,
 //!   which would also take CPU from it.
 //! - Nor does a run race its replacement: a hand-out's refill starts when
-//!   the run ends (its container is dropped), or after `REFILL_WAIT`.
+//!   the run ends (its container is dropped, and removed beside the
+//!   refill), or after `REFILL_WAIT`. The price: a second call that comes
+//!   during the run, with the key empty, starts its own container rather
+//!   than getting one already on its way.
 //! - Every pooled container holds a container-cap slot, so the cap bounds
 //!   them too; when the cap is full, idle containers of other keys make room.
 //! - Idle containers older than the max age are recycled; `close` removes
@@ -66,7 +69,8 @@ const PARALLEL_STARTS: usize = 2;
 const FIRST_START_ESTIMATE: Duration = Duration::from_millis(250);
 
 /// How long a hand-out's replacement may wait for the run to end. A warm
-/// run takes 10–30 ms here; a start is 150–250 ms of CPU that would slow it.
+/// run takes 10–30 ms on 2 cores, and a start beside it, 150–250 ms of CPU,
+/// slows it down.
 const REFILL_WAIT: Duration = Duration::from_millis(50);
 
 /// How often idle containers are checked, recycled and topped up.

@@ -55,36 +55,63 @@ function processChannel() {
   // (exit code 13), as it would without the harness.
   reports.unref();
   const input = new Socket({ fd: 3, readable: true, writable: false });
-  const received = [];
+  // What came and is not read yet; joined once a read has all it needs.
+  const chunks = [];
+  let buffered = 0;
+  let searched = 0;
   let closed = false;
-  // The one read waiting for its bytes: the supervisor's line, then the envelope.
-  let check = null;
+  let waiting = null;
   input.on("data", (chunk) => {
-    received.push(chunk);
-    check?.();
+    chunks.push(chunk);
+    buffered += chunk.length;
+    waiting?.();
   });
   input.on("end", () => {
     closed = true;
-    check?.();
+    waiting?.();
   });
-  // What `take` finds in the bytes so far, as soon as it finds it.
-  const whenReceived = (take) =>
+  // Where the first newline is, searching only bytes not searched before; -1 if none yet.
+  const newline = () => {
+    let offset = 0;
+    for (const chunk of chunks) {
+      if (offset + chunk.length > searched) {
+        const at = chunk.indexOf(10, Math.max(0, searched - offset));
+        if (at >= 0) return offset + at;
+      }
+      offset += chunk.length;
+    }
+    searched = offset;
+    return -1;
+  };
+  // The next `extent().bytes` bytes, and `skip` more dropped, once they are in.
+  const read = (extent) =>
     new Promise((resolve, reject) => {
-      check = () => {
-        let found;
-        try {
-          found = take(concat(received));
-        } catch (error) {
-          check = null;
-          return reject(error);
+      waiting = () => {
+        const found = extent();
+        if (!found) {
+          if (closed) {
+            waiting = null;
+            reject(new Error("the supervisor closed its pipe early"));
+          }
+          return;
         }
-        if (found === undefined && !closed) return;
-        check = null;
-        if (found === undefined) reject(new Error("the supervisor closed the envelope pipe early"));
-        else resolve(found);
+        waiting = null;
+        const all = concat(chunks);
+        const rest = all.subarray(found.bytes + found.skip);
+        chunks.length = 0;
+        if (rest.length > 0) chunks.push(rest);
+        buffered = rest.length;
+        searched = 0;
+        resolve(all.subarray(0, found.bytes));
       };
-      check();
+      waiting();
     });
+  const readLine = () =>
+    read(() => {
+      const at = newline();
+      return at < 0 ? null : { bytes: at, skip: 1 };
+    });
+  const readBytes = (count) => read(() => (buffered >= count ? { bytes: count, skip: 0 } : null));
   return {
     writeStdout: process.stdout.write.bind(process.stdout),
     writeStderr: process.stderr.write.bind(process.stderr),
@@ -92,13 +119,13 @@ function processChannel() {
       reports.write(reportBytes(message, payload));
     },
     // The supervisor's line, at once.
-    start: () =>
-      whenReceived((bytes) => {
-        const end = bytes.indexOf(10);
-        return end < 0 ? undefined : JSON.parse(bytes.subarray(0, end).toString("utf8"));
-      }),
-    // The envelope, when the call comes: after that line.
-    envelope: () => whenReceived((bytes) => sizedEnvelope(bytes.subarray(bytes.indexOf(10) + 1))),
+    start: async () => JSON.parse((await readLine()).toString("utf8")),
+    // The envelope, when the call comes: its size line, then that many bytes.
+    async envelope() {
+      const size = Number((await readLine()).toString("latin1"));
+      if (!Number.isSafeInteger(size) || size < 0) throw new Error("the supervisor sent an envelope without its size");
+      return JSON.parse((await readBytes(size)).toString("utf8"));
+    },
   };
 }
 
@@ -133,17 +160,6 @@ function workerChannel() {
     start: async () => workerData,
     envelope: () => envelope,
   };
-}
-
-// A process's envelope from `<bytes>\n` and that many bytes of JSON;
-// undefined until they are all in.
-function sizedEnvelope(bytes) {
-  const end = bytes.indexOf(10);
-  if (end < 0) return undefined;
-  const size = Number(bytes.subarray(0, end).toString("latin1"));
-  if (!Number.isSafeInteger(size) || size < 0) throw new Error("the supervisor sent an envelope without its size");
-  if (bytes.length < end + 1 + size) return undefined;
-  return JSON.parse(bytes.subarray(end + 1, end + 1 + size).toString("utf8"));
 }
 
 let settled = false;

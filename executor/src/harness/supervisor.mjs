@@ -23,7 +23,8 @@
 //
 // The executor then writes ONE envelope on stdin: a header line
 //   {"marker","timeoutMs","outputCap","resultCap","progress","bytes"}
-// and `bytes` bytes for the child (code, args...), which we pass on unread.
+// and `bytes` bytes for the child (code, args...), which we pass on unread
+// (to a process after a line with their size, see child.mjs).
 // The child cannot write to our stdout: its stdout, stderr and report
 // channel are pipes to us. Everything we write on stdout is a record:
 //   <marker><header JSON>\n<header.bytes bytes of payload, if any>
@@ -252,8 +253,8 @@ function reachable(uid, gid) {
   return null;
 }
 
-// Serves one call by `child` (a process, or a worker thread in the host,
-// either with `sendEnvelope` for the call's envelope);
+// Serves one call by `child` (a process, or a worker thread in the host;
+// both have `sendEnvelope`, which hands over the call's envelope);
 // `io` says where its envelope comes from and its records go. Returns what
 // ends the call early.
 function serve(child, moduleDir, io) {
