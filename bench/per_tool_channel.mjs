@@ -38,7 +38,7 @@ const CODE = "return { upper: String(args.text).toUpperCase() };";
 
 const source = (file) => readFileSync(join(options.harness, file), "utf8");
 const supervisor = source("shared.mjs") + source("supervisor.mjs");
-const child = source("child.mjs");
+const child = source("shared.mjs") + source("child.mjs");
 const threads = source("shared.mjs") + source("threads.mjs");
 
 const dir = mkdtempSync(join(tmpdir(), "per-tool-channel-"));

@@ -4,10 +4,9 @@
 // code arrives it runs only this file.
 //
 // As a process (started by supervisor.mjs as the sandbox user):
-// fd 3 (from the supervisor): one line {"moduleDir", "problem", "prepared"?,
-//   "announceReady"?} at once, then (when the call comes) the envelope, sized
-//   so that it is read as soon as it is whole, not when the pipe closes:
-//   <bytes>\n and that many bytes of
+// fd 3 (from the supervisor), two frames (shared.mjs), each read as soon as
+//   it is whole: {"moduleDir", "problem", "prepared"?, "announceReady"?} at
+//   once, then (when the call comes) the envelope
 //   {code, args, progress, nodeModules?, preload?: [{name, source, options?}]}
 // fd 4 (to the supervisor): with announceReady, {"kind":"ready"} once this
 //   process waits for its envelope; then report lines, each one JSON object:
@@ -55,77 +54,55 @@ function processChannel() {
   // (exit code 13), as it would without the harness.
   reports.unref();
   const input = new Socket({ fd: 3, readable: true, writable: false });
-  // What came and is not read yet; joined once a read has all it needs.
-  const chunks = [];
-  let buffered = 0;
-  let searched = 0;
+  const frames = [];
+  let unreadable = null;
   let closed = false;
   let waiting = null;
-  input.on("data", (chunk) => {
-    chunks.push(chunk);
-    buffered += chunk.length;
-    waiting?.();
-  });
+  input.on(
+    "data",
+    frameReader(
+      (_header, payload) => {
+        frames.push(payload);
+        waiting?.();
+      },
+      (message) => {
+        unreadable = message;
+        waiting?.();
+      },
+    ),
+  );
   input.on("end", () => {
     closed = true;
     waiting?.();
   });
-  // Where the first newline is, searching only bytes not searched before; -1 if none yet.
-  const newline = () => {
-    let offset = 0;
-    for (const chunk of chunks) {
-      if (offset + chunk.length > searched) {
-        const at = chunk.indexOf(10, Math.max(0, searched - offset));
-        if (at >= 0) return offset + at;
-      }
-      offset += chunk.length;
-    }
-    searched = offset;
-    return -1;
-  };
-  // The next `extent().bytes` bytes, and `skip` more dropped, once they are in.
-  const read = (extent) =>
+  // The next frame's JSON, once it is whole.
+  const nextFrame = () =>
     new Promise((resolve, reject) => {
       waiting = () => {
-        const found = extent();
-        if (!found) {
-          if (closed) {
-            waiting = null;
-            reject(new Error("the supervisor closed its pipe early"));
+        if (frames.length > 0) {
+          waiting = null;
+          try {
+            resolve(JSON.parse(frames.shift().toString("utf8")));
+          } catch (error) {
+            reject(error);
           }
-          return;
+        } else if (unreadable || closed) {
+          waiting = null;
+          reject(new Error(`the supervisor's pipe: ${unreadable ?? "closed early"}`));
         }
-        waiting = null;
-        const all = concat(chunks);
-        const rest = all.subarray(found.bytes + found.skip);
-        chunks.length = 0;
-        if (rest.length > 0) chunks.push(rest);
-        buffered = rest.length;
-        searched = 0;
-        resolve(all.subarray(0, found.bytes));
       };
       waiting();
     });
-  const readLine = () =>
-    read(() => {
-      const at = newline();
-      return at < 0 ? null : { bytes: at, skip: 1 };
-    });
-  const readBytes = (count) => read(() => (buffered >= count ? { bytes: count, skip: 0 } : null));
   return {
     writeStdout: process.stdout.write.bind(process.stdout),
     writeStderr: process.stderr.write.bind(process.stderr),
     report(message, payload) {
       reports.write(reportBytes(message, payload));
     },
-    // The supervisor's line, at once.
-    start: async () => JSON.parse((await readLine()).toString("utf8")),
-    // The envelope, when the call comes: its size line, then that many bytes.
-    async envelope() {
-      const size = Number((await readLine()).toString("latin1"));
-      if (!Number.isSafeInteger(size) || size < 0) throw new Error("the supervisor sent an envelope without its size");
-      return JSON.parse((await readBytes(size)).toString("utf8"));
-    },
+    // The supervisor's first frame, at once.
+    start: nextFrame,
+    // The envelope, when the call comes.
+    envelope: nextFrame,
   };
 }
 

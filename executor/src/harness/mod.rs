@@ -30,10 +30,10 @@ use serde_json::value::RawValue;
 
 use crate::setting_values::SandboxUser;
 
-/// The harness sources (they hold no user data). What two of them share
-/// comes first in each.
+/// The harness sources (they hold no user data). What they share comes
+/// first in each.
 const SUPERVISOR: &str = concat!(include_str!("shared.mjs"), include_str!("supervisor.mjs"));
-const CHILD: &str = include_str!("child.mjs");
+const CHILD: &str = concat!(include_str!("shared.mjs"), include_str!("child.mjs"));
 const THREADS: &str = concat!(include_str!("shared.mjs"), include_str!("threads.mjs"));
 
 /// Where a per-tool container runs each call's code.

@@ -1,10 +1,11 @@
-// What supervisor.mjs and threads.mjs share, prepended to each (import
-// declarations may stand anywhere at a module's top level).
+// What supervisor.mjs, threads.mjs and child.mjs share, prepended to each
+// (import declarations may stand anywhere at a module's top level).
 //
 // Frames: a JSON header line, then `header.bytes` bytes (none without
-// `bytes`). The framing of the single-call envelope, and of every channel
-// of a per-tool container: the executor's stdin and stdout, and the pipes
-// between the supervisor and threads.mjs.
+// `bytes`). The framing of the single-call envelope, of the supervisor's
+// pipe to the code's process, and of every channel of a per-tool
+// container: the executor's stdin and stdout, and the pipes between the
+// supervisor and threads.mjs.
 import { mkdtempSync as makeTempDir, rmSync as removeTree } from "node:fs";
 import { tmpdir as tempRoot } from "node:os";
 import { join as joinPath } from "node:path";
@@ -13,37 +14,62 @@ const FRAME_HEADER_BYTES = 1 << 16;
 
 // Calls onFrame(header, payload) for each whole frame pushed in; onBad(message)
 // once, for a header that is too long or not JSON, after which nothing is read.
+// Chunks are joined once a header or payload is whole, never per chunk.
 function frameReader(onFrame, onBad) {
-  let buffered = Buffer.alloc(0);
+  const chunks = [];
+  let length = 0;
+  // Bytes of `chunks` already searched for the header's newline, in vain.
+  let searched = 0;
   let header = null;
   let broken = false;
+  const newlineAt = () => {
+    let offset = 0;
+    for (const chunk of chunks) {
+      if (offset + chunk.length > searched) {
+        const at = chunk.indexOf(10, Math.max(0, searched - offset));
+        if (at >= 0) return offset + at;
+      }
+      offset += chunk.length;
+    }
+    searched = length;
+    return -1;
+  };
+  // The first `count` bytes, with `skip` more dropped after them.
+  const take = (count, skip) => {
+    const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    const rest = all.subarray(count + skip);
+    chunks.length = 0;
+    if (rest.length > 0) chunks.push(rest);
+    length = rest.length;
+    searched = 0;
+    return all.subarray(0, count);
+  };
   return (chunk) => {
     if (broken) return;
-    buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+    chunks.push(chunk);
+    length += chunk.length;
     for (;;) {
       if (!header) {
-        const end = buffered.indexOf(10);
+        const end = newlineAt();
         if (end < 0) {
-          if (buffered.length > FRAME_HEADER_BYTES) {
+          if (length > FRAME_HEADER_BYTES) {
             broken = true;
             onBad("a frame header is too long");
           }
           return;
         }
         try {
-          header = JSON.parse(buffered.subarray(0, end).toString("utf8"));
+          header = JSON.parse(take(end, 1).toString("utf8"));
           if (header === null || typeof header !== "object") throw new Error("not an object");
         } catch (error) {
           broken = true;
           onBad(`unreadable frame header: ${error.message}`);
           return;
         }
-        buffered = buffered.subarray(end + 1);
       }
       const bytes = Number.isSafeInteger(header.bytes) && header.bytes > 0 ? header.bytes : 0;
-      if (buffered.length < bytes) return;
-      const payload = buffered.subarray(0, bytes);
-      buffered = buffered.subarray(bytes);
+      if (length < bytes) return;
+      const payload = take(bytes, 0);
       const whole = header;
       header = null;
       if (onFrame(whole, payload) === false) {

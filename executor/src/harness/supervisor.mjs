@@ -24,7 +24,7 @@
 // The executor then writes ONE envelope on stdin: a header line
 //   {"marker","timeoutMs","outputCap","resultCap","progress","bytes"}
 // and `bytes` bytes for the child (code, args...), which we pass on unread
-// (to a process after a line with their size, see child.mjs).
+// (to a process as a frame, see child.mjs).
 // The child cannot write to our stdout: its stdout, stderr and report
 // channel are pipes to us. Everything we write on stdout is a record:
 //   <marker><header JSON>\n<header.bytes bytes of payload, if any>
@@ -186,7 +186,8 @@ function dropTo(uid, gid, child) {
 // `announceReady`: the child reports {"kind":"ready"} once it waits for its envelope.
 function prepareChild(child, prepared = null, announceReady = false) {
   const { moduleDir, problem } = runDirectory();
-  child.stdio[3].write(JSON.stringify({ moduleDir, problem, prepared, announceReady }) + "\n");
+  const start = Buffer.from(JSON.stringify({ moduleDir, problem, prepared, announceReady }), "utf8");
+  child.stdio[3].write(frameBytes({}, start));
   return moduleDir;
 }
 
@@ -194,9 +195,9 @@ function prepareChild(child, prepared = null, announceReady = false) {
 function spawnChild(uid, gid) {
   const child = spawnCode(["--input-type=module", "-e", childSource], uid, gid);
   if (child) {
-    // After our line with its module directory, the child reads the executor's
-    // bytes for it, sized, so that it need not wait for the pipe to close.
-    child.sendEnvelope = (body) => child.stdio[3].end(Buffer.concat([Buffer.from(`${body.length}\n`), body]));
+    // A frame after the one with its module directory: the child reads the
+    // executor's bytes for it once they are whole, not when the pipe closes.
+    child.sendEnvelope = (body) => child.stdio[3].end(frameBytes({}, body));
   }
   return child;
 }
