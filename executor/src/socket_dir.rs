@@ -7,7 +7,7 @@
 //! start and unlistable; each directory in it has an unguessable name and
 //! is removed when its handle is dropped.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -167,29 +167,24 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
             "socket paths under it would be {longest} bytes long, over the {MAX_SOCKET_PATH} Unix allows; use a shorter path"
         )));
     }
-    match std::fs::symlink_metadata(parent) {
-        Ok(meta) if meta.file_type().is_symlink() => return Err(fail("it is a symbolic link".into())),
-        Ok(meta) if !meta.is_dir() => return Err(fail("it is not a directory".into())),
-        Ok(meta) if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 => {
-            return Err(fail(format!("it belongs to uid {}, neither us nor root", meta.uid())));
+    if !usable_parent(parent, &fail)? {
+        if let Some(ancestors) = parent.parent() {
+            std::fs::create_dir_all(ancestors).map_err(|e| fail(e.to_string()))?;
         }
-        Ok(meta) if meta.mode() & 0o022 != 0 => {
-            return Err(fail(
-                "others may write to it; give a directory only its owner can write".into(),
-            ));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(ancestors) = parent.parent() {
-                std::fs::create_dir_all(ancestors).map_err(|e| fail(e.to_string()))?;
+        // Not create_dir_all: a link planted meanwhile fails it instead of
+        // being followed. Made 0o711 at once, so an executor that finds it
+        // before the mode is set never sees it writable by others.
+        match std::fs::DirBuilder::new().mode(0o711).create(parent) {
+            Ok(()) => std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| fail(e.to_string()))?,
+            // Another executor on this host made it first: check theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !usable_parent(parent, &fail)? {
+                    return Err(fail("it was removed while being made".into()));
+                }
             }
-            // create_dir, not create_dir_all: a link planted meanwhile fails it
-            // instead of being followed.
-            std::fs::create_dir(parent).map_err(|e| fail(e.to_string()))?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
-                .map_err(|e| fail(e.to_string()))?;
+            Err(e) => return Err(fail(e.to_string())),
         }
-        Err(e) => return Err(fail(e.to_string())),
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => tracing::info!(dir = %dir.display(), "removed socket directories left over from an earlier run"),
@@ -198,6 +193,24 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
     }
     std::fs::create_dir(dir).map_err(|e| fail(e.to_string()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| fail(e.to_string()))
+}
+
+/// Whether `parent` is there and fit to hold socket directories; an error
+/// says why it is not fit, `false` that it is missing.
+fn usable_parent(parent: &Path, fail: &impl Fn(String) -> SocketDirError) -> Result<bool, SocketDirError> {
+    match std::fs::symlink_metadata(parent) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(fail("it is a symbolic link".into())),
+        Ok(meta) if !meta.is_dir() => Err(fail("it is not a directory".into())),
+        Ok(meta) if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 => {
+            Err(fail(format!("it belongs to uid {}, neither us nor root", meta.uid())))
+        }
+        Ok(meta) if meta.mode() & 0o022 != 0 => Err(fail(
+            "others may write to it; give a directory only its owner can write".into(),
+        )),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(fail(e.to_string())),
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +242,26 @@ mod tests {
         assert!(refused.contains("symbolic link"), "{refused}");
         std::fs::remove_file(&link).unwrap();
         std::fs::remove_dir(&open).unwrap();
+    }
+
+    #[test]
+    fn executors_starting_together_share_a_parent_that_none_had_made() {
+        for _ in 0..20 {
+            let parent = parent();
+            let prepared: Vec<_> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..8)
+                    .map(|n| {
+                        let parent = &parent;
+                        scope.spawn(move || SocketDirs::prepare(parent, None, &format!("exec-{n}")))
+                    })
+                    .collect();
+                starts.into_iter().map(|start| start.join().unwrap()).collect()
+            });
+            for dirs in &prepared {
+                assert!(dirs.as_ref().is_ok_and(|d| d.dir.is_dir()), "{dirs:?}");
+            }
+            std::fs::remove_dir_all(&parent).unwrap();
+        }
     }
 
     #[tokio::test]
