@@ -6,10 +6,11 @@
 //! the registry restarted), so clients get one `list_changed` per change.
 //!
 //! Calls, `tools/list`, `dynamic.tool.get` and `dynamic.tool.list` are served
-//! from here. What a call needs beyond the listed record — the tool's code
-//! and its `tools/list` entry — is kept with that record, so it is fetched or
-//! built once per revision, and a call looks up one name under a shared read
-//! lock: no exclusive lock, nothing proportional to the number of tools.
+//! from here. What a call needs beyond the listed record — the tool's code,
+//! its compiled schemas and its `tools/list` entry — is kept with that
+//! record, so it is fetched or built once per revision, and a call looks up
+//! one name under a shared read lock: no exclusive lock, nothing
+//! proportional to the number of tools.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,8 +28,10 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::error::ToolError;
 use crate::links::Service;
 use crate::metrics;
+use crate::tools::typed::Contract;
 
 /// How long a writer waits for its own write to show up in the catalog.
 const WAIT_FOR_WRITE: Duration = Duration::from_secs(2);
@@ -57,6 +60,8 @@ struct Listed {
     with_code: OnceLock<Arc<ToolRecord>>,
     /// Its `tools/list` entry, once built.
     definition: OnceLock<Tool>,
+    /// Its compiled schemas, once a call needed them.
+    contract: OnceLock<Arc<Contract>>,
 }
 
 impl Listed {
@@ -65,6 +70,7 @@ impl Listed {
             record: Arc::new(without_code(tool)),
             with_code: OnceLock::new(),
             definition: OnceLock::new(),
+            contract: OnceLock::new(),
         })
     }
 
@@ -357,6 +363,26 @@ impl Catalog {
         }
         Ok(fetched)
     }
+
+    /// The compiled schemas of `tool`: compiled on its revision's first
+    /// call and kept with the listed record until the tool changes. A
+    /// version the catalog does not hold is compiled for this call alone.
+    pub fn contract(&self, tool: &ToolRecord) -> Result<Arc<Contract>, ToolError> {
+        let entry = self.read(|c| {
+            c.tools
+                .get(&tool.name)
+                .filter(|entry| same_version(&entry.record, tool))
+                .cloned()
+        });
+        let Some(entry) = entry else {
+            return Ok(Arc::new(Contract::of(tool)?));
+        };
+        if let Some(hit) = entry.contract.get() {
+            return Ok(Arc::clone(hit));
+        }
+        let compiled = Arc::new(Contract::of(&entry.record)?);
+        Ok(Arc::clone(entry.contract.get_or_init(|| compiled)))
+    }
 }
 
 /// Whether two records are the same version of the same tool. The revision
@@ -370,6 +396,7 @@ mod tests {
     use dynamic_mcp_common::addr::ServiceUrl;
     use dynamic_mcp_common::internal_auth::InternalAuth;
     use dynamic_mcp_proto::v1::{CatalogSnapshot, ToolChange};
+    use serde_json::json;
 
     use super::*;
 
@@ -537,6 +564,30 @@ mod tests {
         catalog.wait_for_version(2).await;
         assert!(catalog.wait_until_synced(Duration::from_millis(1)).await);
         assert_eq!(catalog.read(|s| s.enabled_tool("a.tool").map(|t| t.revision)), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_revision_is_compiled_once_and_a_new_one_again() {
+        let catalog = unconnected();
+        let typed = |revision: u64, field: &str| ToolRecord {
+            input_schema_json: Some(json!({"type": "object", "required": [field]}).to_string()),
+            ..tool("a.tool", revision, true)
+        };
+        catalog.apply(snapshot(1, vec![typed(1, "first")]));
+        let first = catalog.contract(&typed(1, "first")).unwrap();
+        assert!(Arc::ptr_eq(&first, &catalog.contract(&typed(1, "first")).unwrap()));
+        assert!(first.input.as_ref().unwrap().accepts(&json!({"first": 1})));
+
+        catalog.apply(change(2, ChangeKind::Updated, typed(2, "second")));
+        let second = catalog.contract(&typed(2, "second")).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(!second.input.as_ref().unwrap().accepts(&json!({"first": 1})));
+        assert!(Arc::ptr_eq(&second, &catalog.contract(&typed(2, "second")).unwrap()));
+
+        // A version the feed has not shown is compiled, and not kept.
+        let unlisted = catalog.contract(&typed(3, "third")).unwrap();
+        assert!(unlisted.input.as_ref().unwrap().accepts(&json!({"third": 1})));
+        assert!(!Arc::ptr_eq(&unlisted, &catalog.contract(&typed(3, "third")).unwrap()));
     }
 
     /// What the registry does with one attempt to open its feed.

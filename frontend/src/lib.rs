@@ -98,7 +98,6 @@ pub async fn run(config: FrontendConfig) -> anyhow::Result<()> {
         access,
         audit: audit.clone(),
         started: Instant::now(),
-        contracts: Default::default(),
         sandbox,
     });
 

@@ -9,7 +9,7 @@
 //! Neither tools/list nor the prompt waits for the executor once it has
 //! answered: they read what is known.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use dynamic_mcp_common::limits;
@@ -27,14 +27,16 @@ const ASK_WITHIN: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct SandboxFacts {
     /// The last description an executor gave.
-    known: Arc<Mutex<Option<Arc<SandboxDescription>>>>,
+    /// Read on every HTTP call (rmcp checks its headers against the
+    /// tool's schema), written only when the executor answers.
+    known: Arc<RwLock<Option<Arc<SandboxDescription>>>>,
 }
 
 impl SandboxFacts {
     /// The executor's last description; before any, one asked for now, or
     /// the defaults when none can be asked.
     pub async fn get(&self, executors: &Executors) -> Arc<SandboxDescription> {
-        if let Some(facts) = self.lock().clone() {
+        if let Some(facts) = self.read().clone() {
             return facts;
         }
         self.ask(executors).await.unwrap_or_else(|| Arc::new(defaults()))
@@ -43,7 +45,7 @@ impl SandboxFacts {
     /// The limits the built-in schemas state: the executor's last answer,
     /// or common's ceilings while it has given none.
     pub fn limits(&self) -> ToolLimits {
-        self.lock().as_deref().map_or(ToolLimits::CEILINGS, ToolLimits::of)
+        self.read().as_deref().map_or(ToolLimits::CEILINGS, ToolLimits::of)
     }
 
     /// Asks every [`ASK_EVERY`] until `stop`.
@@ -81,7 +83,7 @@ impl SandboxFacts {
     /// Keeps `facts`; whether the limits the built-in schemas state changed.
     fn remember(&self, facts: Arc<SandboxDescription>) -> bool {
         let before = self.limits();
-        *self.lock() = Some(facts);
+        *self.known.write().unwrap_or_else(PoisonError::into_inner) = Some(facts);
         self.limits() != before
     }
 
@@ -98,8 +100,8 @@ impl SandboxFacts {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<SandboxDescription>>> {
-        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, Option<Arc<SandboxDescription>>> {
+        self.known.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -1,6 +1,6 @@
 //! What every request handler shares, one of each per process: the links
 //! to the registry and executor, the catalog, the guard, the access rules,
-//! the audit log and the caches built from them.
+//! the audit log and what the executor said of its sandbox.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +12,6 @@ use crate::clients::Services;
 use crate::guard::Guard;
 use crate::notify::LegacyPeers;
 use crate::sandbox_facts::SandboxFacts;
-use crate::tools::typed::Contracts;
 
 /// What every request handler shares: one of each per process.
 pub struct ServerState {
@@ -23,8 +22,6 @@ pub struct ServerState {
     pub access: AccessPolicy,
     pub audit: AuditLog,
     pub started: Instant,
-    /// Compiled schemas of dynamic tools, by revision.
-    pub contracts: Contracts,
     /// The executor's live policy and limits.
     pub sandbox: SandboxFacts,
 }

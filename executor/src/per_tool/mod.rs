@@ -20,7 +20,7 @@ pub mod container;
 pub mod frames;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use dynamic_mcp_proto::v1::RunOutcome;
@@ -118,7 +118,8 @@ pub struct PerTool {
     judge: Judge,
     user: SandboxUser,
     settings: PerToolSettings,
-    tools: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Read by every call, written only when a tool revision first runs.
+    tools: RwLock<HashMap<String, Arc<Entry>>>,
 }
 
 impl PerTool {
@@ -128,12 +129,8 @@ impl PerTool {
             judge,
             user,
             settings,
-            tools: Mutex::new(HashMap::new()),
+            tools: RwLock::default(),
         }
-    }
-
-    fn tools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
-        self.tools.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The container spec of a tool revision's calls. What in it can differ
@@ -157,30 +154,36 @@ impl PerTool {
     }
 
     /// The tool's current entry, a fresh one if there is none or it is for
-    /// an older revision, or another image or dependency set.
+    /// an older revision, or another image or dependency set. Calls share a
+    /// read lock; only a revision's first call takes the write lock.
     fn entry(&self, tool: &ToolCall<'_>) -> Arc<Entry> {
-        let mut tools = self.tools();
-        match tools.get(tool.tool_name) {
-            // A call of an older revision still in flight runs beside the new ones.
-            Some(entry) if entry.revision >= tool.revision && entry.key.fits(tool) => Arc::clone(entry),
-            _ => {
-                let entry = Arc::new(Entry {
-                    revision: tool.revision,
-                    key: ContainerKey::of(tool),
-                    spec: self.spec(tool),
-                    containers: Mutex::new(Vec::new()),
-                    starting: tokio::sync::Mutex::new(()),
-                });
-                if let Some(old) = tools.insert(tool.tool_name.to_owned(), Arc::clone(&entry)) {
-                    tracing::info!(
-                        tool = tool.tool_name,
-                        revision = old.revision,
-                        "per-tool containers retired"
-                    );
-                }
-                entry
-            }
+        // A call of an older revision still in flight runs beside the new ones.
+        let current = |entry: &Arc<Entry>| entry.revision >= tool.revision && entry.key.fits(tool);
+        let tools = self.tools.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = tools.get(tool.tool_name).filter(|entry| current(entry)) {
+            return Arc::clone(entry);
         }
+        drop(tools);
+        let mut tools = self.tools.write().unwrap_or_else(PoisonError::into_inner);
+        // Another call may have made it meanwhile.
+        if let Some(entry) = tools.get(tool.tool_name).filter(|entry| current(entry)) {
+            return Arc::clone(entry);
+        }
+        let entry = Arc::new(Entry {
+            revision: tool.revision,
+            key: ContainerKey::of(tool),
+            spec: self.spec(tool),
+            containers: Mutex::new(Vec::new()),
+            starting: tokio::sync::Mutex::new(()),
+        });
+        if let Some(old) = tools.insert(tool.tool_name.to_owned(), Arc::clone(&entry)) {
+            tracing::info!(
+                tool = tool.tool_name,
+                revision = old.revision,
+                "per-tool containers retired"
+            );
+        }
+        entry
     }
 
     /// The container for this call: the oldest with room, else a new one
@@ -301,7 +304,8 @@ impl PerTool {
     pub fn retire_idle(&self) -> usize {
         let idle = self.settings.idle_after;
         let mut retired = 0;
-        self.tools().retain(|tool, entry| {
+        let mut tools = self.tools.write().unwrap_or_else(PoisonError::into_inner);
+        tools.retain(|tool, entry| {
             let mut containers = entry.containers();
             let before = containers.len();
             containers.retain(|c| !(c.is_closed() || c.idle_for(idle)));
@@ -318,7 +322,10 @@ impl PerTool {
 
     /// Removes every per-tool container now (at shutdown).
     pub async fn close(&self) {
-        let entries: Vec<_> = self.tools().drain().map(|(_, entry)| entry).collect();
+        let entries: Vec<_> = {
+            let mut tools = self.tools.write().unwrap_or_else(PoisonError::into_inner);
+            tools.drain().map(|(_, entry)| entry).collect()
+        };
         let containers: Vec<_> = entries.iter().flat_map(|entry| entry.containers().clone()).collect();
         for container in containers {
             container.container().remove_now().await;

@@ -18,7 +18,7 @@ mod calls;
 mod sweeper;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use dynamic_mcp_common::session_id;
@@ -75,7 +75,8 @@ pub struct Sessions {
     judge: Judge,
     /// One permit per session, taken before its container starts.
     slots: Arc<Semaphore>,
-    open: Mutex<HashMap<String, Arc<Session>>>,
+    /// Read by every call, written when a session starts or ends.
+    open: RwLock<HashMap<String, Arc<Session>>>,
 }
 
 /// One open session.
@@ -131,7 +132,7 @@ impl Sessions {
             source,
             deps,
             judge,
-            open: Mutex::default(),
+            open: RwLock::default(),
         }
     }
 
@@ -206,7 +207,7 @@ impl Sessions {
             _slot: slot,
         });
         let info = session.info(self.settings.idle_timeout);
-        self.table().insert(id, session);
+        self.table_mut().insert(id, session);
         tracing::info!(session = %info.session_id, image = %info.image, "session started");
         Ok(info)
     }
@@ -224,7 +225,7 @@ impl Sessions {
     pub async fn stop(&self, owner: &str, id: &str) -> Result<(), ExecError> {
         check_owner(owner)?;
         let session = {
-            let mut open = self.table();
+            let mut open = self.table_mut();
             match open.get(id) {
                 Some(session) if session.owner == owner => open.remove(id),
                 _ => None,
@@ -236,7 +237,7 @@ impl Sessions {
 
     /// Removes every session (at shutdown).
     pub async fn stop_all(&self) {
-        let all: Vec<Arc<Session>> = self.table().drain().map(|(_, s)| s).collect();
+        let all: Vec<Arc<Session>> = self.table_mut().drain().map(|(_, s)| s).collect();
         futures::future::join_all(all.iter().map(|s| self.remove(s, "the executor is stopping"))).await;
     }
 
@@ -254,7 +255,7 @@ impl Sessions {
 
     /// Forgets a session whose container died under a call.
     fn forget_ended(&self, session: &Session) -> ExecError {
-        let mut open = self.table();
+        let mut open = self.table_mut();
         if open.get(&session.id).is_some_and(|s| std::ptr::eq(s.as_ref(), session)) {
             open.remove(&session.id);
         }
@@ -295,8 +296,12 @@ impl Sessions {
         Ok(())
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    fn table(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<Session>>> {
+        self.open.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn table_mut(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Session>>> {
+        self.open.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The egress events of the owner's session `id` since the last call

@@ -29,9 +29,10 @@ pub async fn expire_idle(sessions: Arc<Sessions>) {
 }
 
 impl Sessions {
-    /// Takes the sessions idle since before `now - idle_timeout` out of the table.
+    /// Takes the sessions idle since before `now - idle_timeout` out of the
+    /// table. The write lock keeps a call from starting on one meanwhile.
     fn take_idle(&self, now: SystemTime, idle_timeout: Duration) -> Vec<Arc<Session>> {
-        let mut open = self.table();
+        let mut open = self.table_mut();
         let idle: Vec<String> = open
             .values()
             .filter(|s| {

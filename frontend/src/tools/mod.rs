@@ -16,7 +16,7 @@ pub mod system;
 pub mod tool_test;
 pub mod typed;
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use dynamic_mcp_common::tool_names::BUILTIN_TOOL_NAMES;
 use dynamic_mcp_proto::v1::ToolRecord;
@@ -30,11 +30,11 @@ use crate::live_limits::ToolLimits;
 use crate::state::ServerState;
 
 /// Every built-in tool this server offers, sorted by name, with `limits`
-/// in the schemas of those that run code. Built once per set of limits.
+/// in the schemas of those that run code. Built once per set of limits;
+/// every HTTP call reads it (rmcp checks its headers against the schema).
 pub fn builtin_definitions(limits: ToolLimits) -> Arc<[Tool]> {
-    static LISTED: Mutex<Option<(ToolLimits, Arc<[Tool]>)>> = Mutex::new(None);
-    let mut listed = LISTED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((built_for, tools)) = listed.as_ref()
+    static LISTED: RwLock<Option<(ToolLimits, Arc<[Tool]>)>> = RwLock::new(None);
+    if let Some((built_for, tools)) = LISTED.read().unwrap_or_else(PoisonError::into_inner).as_ref()
         && *built_for == limits
     {
         return Arc::clone(tools);
@@ -47,7 +47,7 @@ pub fn builtin_definitions(limits: ToolLimits) -> Arc<[Tool]> {
             tool
         })
         .collect();
-    *listed = Some((limits, Arc::clone(&tools)));
+    *LISTED.write().unwrap_or_else(PoisonError::into_inner) = Some((limits, Arc::clone(&tools)));
     tools
 }
 

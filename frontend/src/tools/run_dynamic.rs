@@ -70,7 +70,7 @@ pub async fn run(
 ) -> Result<CallToolResult, ToolError> {
     facts.revision = Some(listed.revision);
     // Checked before anything else is asked for: a bad call starts nothing.
-    let contract = state.contracts.of(listed)?;
+    let contract = state.catalog.contract(listed)?;
     let args = match typed::call_args(&listed.name, &contract, arguments) {
         Ok(args) => args,
         Err(Refusal::Error(error)) => return Err(error),
@@ -84,7 +84,7 @@ pub async fn run(
     let contract = if tool.revision == listed.revision {
         contract
     } else {
-        let contract = state.contracts.of(&tool)?;
+        let contract = state.catalog.contract(&tool)?;
         if let Err(refusal) = typed::call_args(&tool.name, &contract, Some(as_arguments(&contract, &args))) {
             return match refusal {
                 Refusal::Error(error) => Err(error),

@@ -4,8 +4,7 @@
 //! examples), how a call's arguments are checked before anything runs, and
 //! the one place a run's result is checked against the output schema.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dynamic_mcp_common::limits::MAX_ARGS_BYTES;
 use dynamic_mcp_common::tool_schema::{Dialect, Mismatch, ToolSchema, rebase_refs};
@@ -15,8 +14,6 @@ use serde_json::{Value, json};
 
 use crate::error::ToolError;
 
-/// Compiled contracts kept; beyond this, an arbitrary entry makes room.
-const CONTRACTS_KEPT: usize = 256;
 /// Examples shown in a listed description.
 const LISTED_EXAMPLES: usize = 3;
 const LISTED_EXAMPLE_CHARS: usize = 300;
@@ -48,36 +45,6 @@ impl Contract {
             flat: tool.arguments() == ArgumentsMode::Flat,
         })
     }
-}
-
-/// Compiled contracts by tool version, so a call does not compile schemas.
-#[derive(Default)]
-pub struct Contracts {
-    compiled: Mutex<HashMap<String, (String, Arc<Contract>)>>,
-}
-
-impl Contracts {
-    pub fn of(&self, tool: &ToolRecord) -> Result<Arc<Contract>, ToolError> {
-        let version = format!("{}|{}|{}", tool.revision, tool.created_at, tool.updated_at);
-        if let Some((cached, contract)) = lock(&self.compiled).get(&tool.name)
-            && *cached == version
-        {
-            return Ok(Arc::clone(contract));
-        }
-        let contract = Arc::new(Contract::of(tool)?);
-        let mut compiled = lock(&self.compiled);
-        if compiled.len() >= CONTRACTS_KEPT
-            && let Some(evicted) = compiled.keys().next().cloned()
-        {
-            compiled.remove(&evicted);
-        }
-        compiled.insert(tool.name.clone(), (version, Arc::clone(&contract)));
-        Ok(contract)
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn parsed(text: &Option<String>) -> Option<Value> {

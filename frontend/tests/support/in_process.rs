@@ -66,7 +66,6 @@ pub fn router(flags: &[&str], admin_token: Option<&str>) -> Router {
         },
         audit: AuditLog::disabled(),
         started: Instant::now(),
-        contracts: Default::default(),
         sandbox: Default::default(),
     });
     dynamic_mcp::http::router(&config, frontend, services, None, CancellationToken::new())
