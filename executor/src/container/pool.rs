@@ -20,14 +20,17 @@
 //!   refill), or after `REFILL_WAIT`. The price: a second call that comes
 //!   during the run, with the key empty, starts its own container rather
 //!   than getting one already on its way.
+//! - Each key has its own lock; the map of keys is read-locked by hand-outs
+//!   and write-locked only to add or forget a key, so runs of different
+//!   keys never wait for each other.
 //! - Every pooled container holds a container-cap slot, so the cap bounds
 //!   them too; when the cap is full, idle containers of other keys make room.
 //! - Idle containers older than the max age are recycled; `close` removes
 //!   the rest at shutdown, and the reaper catches anything left.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -88,9 +91,9 @@ pub struct WarmPool {
 struct Shared {
     cold: Arc<ColdStart>,
     settings: PoolSettings,
-    keys: Mutex<HashMap<PoolKey, KeyState>>,
-    /// The measured time of one container start, smoothed.
-    start_time: Mutex<Duration>,
+    keys: RwLock<HashMap<PoolKey, Arc<Mutex<KeyState>>>>,
+    /// The measured time of one container start in µs, smoothed.
+    start_time_us: AtomicU64,
     starts: Semaphore,
     tasks: TaskTracker,
     closed: AtomicBool,
@@ -189,8 +192,8 @@ impl WarmPool {
             shared: Arc::new(Shared {
                 cold,
                 settings,
-                keys: Mutex::default(),
-                start_time: Mutex::new(FIRST_START_ESTIMATE),
+                keys: RwLock::default(),
+                start_time_us: AtomicU64::new(micros(FIRST_START_ESTIMATE)),
                 starts: Semaphore::new(PARALLEL_STARTS),
                 tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
@@ -201,7 +204,7 @@ impl WarmPool {
     /// Keeps `spec`'s key warm from now on, whether or not it is used.
     pub fn pin(&self, spec: &ContainerSpec) {
         let key = PoolKey::of(spec);
-        self.shared.lock().entry(key.clone()).or_default().pinned = true;
+        lock(&self.shared.key_state(&key)).pinned = true;
         top_up(&self.shared, &key);
     }
 
@@ -229,9 +232,15 @@ impl WarmPool {
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
         let idle: Vec<Warm> = {
-            let mut keys = self.shared.lock();
+            let mut keys = self.shared.keys.write().unwrap_or_else(PoisonError::into_inner);
             // Waiters hear "closed" when their sender goes.
-            keys.drain().flat_map(|(_, state)| state.ready).collect()
+            keys.drain()
+                .flat_map(|(_, state)| {
+                    let mut state = lock(&state);
+                    state.waiters.clear();
+                    std::mem::take(&mut state.ready)
+                })
+                .collect()
         };
         // Removed before returning, not in the background: the process may exit next.
         futures::future::join_all(idle.into_iter().map(|warm| warm.lease.container.remove_and_release())).await;
@@ -253,8 +262,8 @@ impl ContainerSource for WarmPool {
         }
         let key = PoolKey::of(spec);
         let next = {
-            let mut keys = self.shared.lock();
-            let state = keys.entry(key.clone()).or_default();
+            let state = self.shared.key_state(&key);
+            let mut state = lock(&state);
             state.demand.record(Instant::now());
             match state.take_pristine(self.shared.settings.max_age) {
                 Some(lease) => Ok(lease),
@@ -333,18 +342,34 @@ impl KeyState {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, KeyState>> {
-        // The map stays consistent even if a holder panicked: take it anyway.
-        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// `key`'s state, if the pool has the key.
+    fn known(&self, key: &PoolKey) -> Option<Arc<Mutex<KeyState>>> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// `key`'s state, added if the pool does not have the key yet.
+    fn key_state(&self, key: &PoolKey) -> Arc<Mutex<KeyState>> {
+        if let Some(state) = self.known(key) {
+            return state;
+        }
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(keys.entry(key.clone()).or_default())
     }
 
     fn start_time(&self) -> Duration {
-        *self.start_time.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Duration::from_micros(self.start_time_us.load(Ordering::Relaxed))
     }
 
     fn measured_start(&self, took: Duration) {
-        let mut estimate = self.start_time.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *estimate = estimate.mul_f64(0.7) + took.mul_f64(0.3);
+        let blend = |estimate: u64| Some(micros(Duration::from_micros(estimate).mul_f64(0.7) + took.mul_f64(0.3)));
+        // The closure never refuses, so the update cannot fail.
+        let _ = self
+            .start_time_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, blend);
     }
 
     fn target_of(&self, state: &KeyState, now: Instant) -> usize {
@@ -357,9 +382,9 @@ impl Shared {
         let now = Instant::now();
         let max_age = self.settings.max_age;
         let start_time = self.start_time();
-        let mut keys = self.lock();
         let mut surplus = Vec::new();
-        for state in keys.values_mut() {
+        for state in self.keys.read().unwrap_or_else(PoisonError::into_inner).values() {
+            let mut state = lock(state);
             state.demand.forget_before(now);
             let (stale, mut fresh): (VecDeque<Warm>, VecDeque<Warm>) = state
                 .ready
@@ -373,8 +398,12 @@ impl Shared {
             }
             state.ready = fresh;
         }
-        keys.retain(|_, state| {
-            state.pinned || state.demand.in_use(now, self.settings.idle_after) || state.starting > 0
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        keys.retain(|_, shared_state| {
+            // Held elsewhere: a hand-out is about to use the key.
+            let held = Arc::strong_count(shared_state) > 1;
+            let state = lock(shared_state);
+            held || state.pinned || state.demand.in_use(now, self.settings.idle_after) || state.starting > 0
         });
         (surplus, keys.keys().cloned().collect())
     }
@@ -383,14 +412,14 @@ impl Shared {
     /// that its cap slot is free when this returns. `false` if none is idle.
     async fn evict_idle(&self, except: Option<&PoolKey>) -> bool {
         let oldest = {
-            let mut keys = self.lock();
+            let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
             let candidate = keys
                 .iter()
                 .filter(|(key, _)| Some(*key) != except)
-                .filter_map(|(key, state)| state.ready.front().map(|w| (w.started, key.clone())))
+                .filter_map(|(_, state)| lock(state).ready.front().map(|w| (w.started, Arc::clone(state))))
                 .min_by_key(|(started, _)| *started)
-                .map(|(_, key)| key);
-            candidate.and_then(|key| keys.get_mut(&key).and_then(|state| state.ready.pop_front()))
+                .map(|(_, state)| state);
+            candidate.and_then(|state| lock(&state).ready.pop_front())
         };
         let Some(warm) = oldest else { return false };
         tracing::debug!(container = %warm.lease.container.id(), "removing an idle warm container to make room under the container cap");
@@ -418,9 +447,8 @@ impl Shared {
 
     /// Whether a caller waits for `key`'s next container.
     fn awaited(&self, key: &PoolKey) -> bool {
-        self.lock()
-            .get_mut(key)
-            .is_some_and(|state| state.waiters.iter().any(|waiter| !waiter.is_closed()))
+        self.known(key)
+            .is_some_and(|state| lock(&state).waiters.iter().any(|waiter| !waiter.is_closed()))
     }
 
     /// A cold start, making room under the cap if it must.
@@ -433,9 +461,9 @@ impl Shared {
     /// unless the pool was closed meanwhile; then it is returned, to be
     /// removed.
     fn settle(&self, key: &PoolKey, started: Result<Lease, ExecError>) -> Option<Lease> {
-        let mut keys = self.lock();
-        let state = keys.get_mut(key).filter(|_| !self.closed.load(Ordering::Acquire));
+        let state = self.known(key).filter(|_| !self.closed.load(Ordering::Acquire));
         let Some(state) = state else { return started.ok() };
+        let mut state = lock(&state);
         state.starting = state.starting.saturating_sub(1);
         match started {
             Ok(lease) => state.deliver(lease),
@@ -477,9 +505,9 @@ fn top_up(shared: &Arc<Shared>, key: &PoolKey) {
     }
     let missing = {
         let now = Instant::now();
-        let mut keys = shared.lock();
-        let Some(state) = keys.get_mut(key) else { return };
-        let target = shared.target_of(state, now);
+        let Some(state) = shared.known(key) else { return };
+        let mut state = lock(&state);
+        let target = shared.target_of(&state, now);
         let missing = state.missing(target);
         state.starting += missing;
         missing
@@ -510,6 +538,15 @@ async fn start_warm(shared: &Shared, key: &PoolKey) -> Result<Lease, ExecError> 
     let started = shared.cold.start(&key.0, slot).await?;
     shared.measured_start(began.elapsed());
     Ok(started)
+}
+
+/// A key's state stays consistent even if a holder panicked: take it anyway.
+fn lock(state: &Mutex<KeyState>) -> MutexGuard<'_, KeyState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn micros(took: Duration) -> u64 {
+    u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
