@@ -314,3 +314,30 @@ async fn a_supervisor_that_cannot_drop_root_refuses_to_serve() {
         String::from_utf8_lossy(&raw)
     );
 }
+
+#[tokio::test]
+async fn a_run_containers_supervisor_waits_after_done_to_be_removed() {
+    let harness = Harness::new().await;
+    let Lease {
+        container,
+        stdin,
+        output,
+        ..
+    } = harness
+        .source
+        .acquire(&container_spec(support::IMAGE, None, &USER))
+        .await
+        .unwrap();
+    let marker = harness::new_marker();
+    let args = no_args();
+    let mut sink = harness.judge.output(&marker, None);
+    let (_, complete) = tokio::join!(
+        feed(stdin, harness::envelope(&call("return 1;", &args), &marker)),
+        collect_into(output, &mut sink)
+    );
+    assert!(complete, "the supervisor wrote its done record");
+    // Its exit would start Docker's teardown beside the outcome's way back.
+    let exited = tokio::time::timeout(Duration::from_secs(1), container.wait_exit()).await;
+    container.remove_and_release().await;
+    assert!(exited.is_err(), "PID 1 exited at done: {exited:?}");
+}

@@ -3,6 +3,7 @@
 //! future is simply dropped (a cancelled gRPC stream).
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -61,6 +62,18 @@ impl OwnedContainer {
         let (tx, rx) = oneshot::channel();
         self.ended = Some(tx);
         rx
+    }
+
+    /// Lets go of the container in two steps, in the background: `on_end`
+    /// fires `ended_after` from now, and the container is removed
+    /// `removed_after` from now.
+    pub fn retire_later(mut self, ended_after: Duration, removed_after: Duration) {
+        tokio::spawn(async move {
+            tokio::time::sleep(ended_after).await;
+            self.ended.take();
+            tokio::time::sleep(removed_after.saturating_sub(ended_after)).await;
+            drop(self);
+        });
     }
 
     pub fn id(&self) -> &str {

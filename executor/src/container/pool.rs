@@ -16,8 +16,9 @@
 //!   A container already on its way is always ready sooner than a new one,
 //!   which would also take CPU from it.
 //! - Nor does a run race its replacement: a hand-out's refill starts when
-//!   the run ends (its container is dropped, and removed beside the
-//!   refill), or after `REFILL_WAIT`. The price: a second call that comes
+//!   the run is over (`on_end`: its container is dropped, or retired once
+//!   the outcome is on its way, see run.rs), or after `REFILL_WAIT`. The
+//!   price: a second call that comes
 //!   during the run, with the key empty, starts its own container rather
 //!   than getting one already on its way.
 //! - Each key has its own lock; the map of keys is read-locked by hand-outs

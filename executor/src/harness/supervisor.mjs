@@ -33,7 +33,9 @@
 //                                          checked, increasing, rate-limited
 //   {"kind":"done","status",...}           the outcome; nothing follows it
 // The marker is fresh per call and never reaches the child. We stop the
-// child at its timeout; the executor enforces it too.
+// child at its timeout; the executor enforces it too. After `done`, as PID 1
+// of a run container, we wait to be removed instead of exiting: our exit
+// would start Docker's teardown while the outcome is on its way back.
 //
 // In a per-tool container (a third argument, the options JSON, and a
 // fourth, the source of threads.mjs) we serve many calls, concurrently, over
@@ -74,6 +76,11 @@ const PROGRESS_MESSAGE_CHARS = 1000;
 // The child's report lines (progress, errors) are small; results come as
 // a payload of their own, capped by the envelope's resultCap.
 const REPORT_LINE_BYTES = 1 << 20;
+
+// How long a run container's supervisor waits after `done` for the
+// executor to remove it (it does within milliseconds) before it exits on
+// its own, as it would with the executor gone.
+const REMOVAL_WAIT_MS = 10000;
 
 // A spare that has not said it is ready this long after its spawn is
 // killed: a Node start-up that could create only some of its threads (the
@@ -145,14 +152,18 @@ function perToolOptions(text) {
 }
 
 function start(uid, gid) {
+  const exit = () => process.exit(0);
+  // PID 1 of a run container, not a command in a session.
+  const afterRecords = process.pid === 1 ? () => setTimeout(exit, REMOVAL_WAIT_MS) : exit;
   const child = spawnChild(uid, gid);
   if (!child) return fail("cannot spawn the code's process");
   if (!dropTo(uid, gid, child)) return;
   const io = {
     onEnvelope: readEnvelope,
     write: (bytes) => process.stdout.write(bytes),
-    // Exit only once the records are flushed.
-    ended: () => process.stdout.write("", () => process.exit(0)),
+    // Exit only once the records are flushed, and as a container's PID 1
+    // only when the executor has not removed the container in time.
+    ended: () => process.stdout.write("", afterRecords),
     broken: fail,
   };
   serve(child, prepareChild(child), io);
