@@ -316,7 +316,7 @@ async fn a_supervisor_that_cannot_drop_root_refuses_to_serve() {
 }
 
 #[tokio::test]
-async fn a_run_containers_supervisor_waits_after_done_to_be_removed() {
+async fn a_run_containers_supervisor_waits_after_done_to_be_removed_and_leaves_nothing_running() {
     let harness = Harness::new().await;
     let Lease {
         container,
@@ -330,14 +330,29 @@ async fn a_run_containers_supervisor_waits_after_done_to_be_removed() {
         .unwrap();
     let marker = harness::new_marker();
     let args = no_args();
+    let code = r#"
+        const { spawn } = await import("node:child_process");
+        spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { detached: true, stdio: "ignore" }).unref();
+        return 1;
+    "#;
     let mut sink = harness.judge.output(&marker, None);
     let (_, complete) = tokio::join!(
-        feed(stdin, harness::envelope(&call("return 1;", &args), &marker)),
+        feed(stdin, harness::envelope(&call(code, &args), &marker)),
         collect_into(output, &mut sink)
     );
     assert!(complete, "the supervisor wrote its done record");
     // Its exit would start Docker's teardown beside the outcome's way back.
     let exited = tokio::time::timeout(Duration::from_secs(1), container.wait_exit()).await;
+    // What the code left running is gone at done all the same: only the
+    // supervisor is left (zombies aside).
+    let script = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = node ] \
+        && ! grep -q '^State:.*Z' $p/status 2>/dev/null && echo; done | wc -l";
+    let docker = container.docker().clone();
+    let alone = support::wait_for(Duration::from_secs(3), || async {
+        support::exec_output(&docker, container.id(), script).await.trim() == "1"
+    })
+    .await;
     container.remove_and_release().await;
     assert!(exited.is_err(), "PID 1 exited at done: {exited:?}");
+    assert!(alone, "a process the code started outlived its run's done");
 }

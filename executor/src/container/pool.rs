@@ -280,6 +280,11 @@ impl ContainerSource for WarmPool {
                 refill_after(&self.shared, key, lease.container.on_end());
                 Ok(lease)
             }
+            // Closed since the check above: `close` may have drained the
+            // keys before this one was added, so nobody would answer.
+            Err(_) if self.shared.closed.load(Ordering::Acquire) => {
+                Err(ExecError::Internal("the executor is shutting down".into()))
+            }
             Err(next) => {
                 top_up(&self.shared, &key);
                 next.await
@@ -412,7 +417,7 @@ impl Shared {
     /// Removes the oldest idle container of a key other than `except`, so
     /// that its cap slot is free when this returns. `false` if none is idle.
     async fn evict_idle(&self, except: Option<&PoolKey>) -> bool {
-        let oldest = {
+        let warm = loop {
             let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
             let candidate = keys
                 .iter()
@@ -420,9 +425,12 @@ impl Shared {
                 .filter_map(|(_, state)| lock(state).ready.front().map(|w| (w.started, Arc::clone(state))))
                 .min_by_key(|(started, _)| *started)
                 .map(|(_, state)| state);
-            candidate.and_then(|state| lock(&state).ready.pop_front())
+            let Some(state) = candidate else { return false };
+            // Another caller may have taken it meanwhile: look again.
+            if let Some(warm) = lock(&state).ready.pop_front() {
+                break warm;
+            }
         };
-        let Some(warm) = oldest else { return false };
         tracing::debug!(container = %warm.lease.container.id(), "removing an idle warm container to make room under the container cap");
         warm.lease.container.remove_and_release().await;
         true

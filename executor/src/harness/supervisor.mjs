@@ -79,8 +79,9 @@ const REPORT_LINE_BYTES = 1 << 20;
 
 // How long a run container's supervisor waits after `done` for the
 // executor to remove it (it does within milliseconds) before it exits on
-// its own, as it would with the executor gone.
-const REMOVAL_WAIT_MS = 10000;
+// its own: with the executor gone, or a record stream that broke (the
+// executor then waits for our exit).
+const REMOVAL_WAIT_MS = 5000;
 
 // A spare that has not said it is ready this long after its spawn is
 // killed: a Node start-up that could create only some of its threads (the
@@ -153,8 +154,17 @@ function perToolOptions(text) {
 
 function start(uid, gid) {
   const exit = () => process.exit(0);
-  // PID 1 of a run container, not a command in a session.
-  const afterRecords = process.pid === 1 ? () => setTimeout(exit, REMOVAL_WAIT_MS) : exit;
+  // PID 1 of a run container, not a command in a session: what the code
+  // left running dies now, as it would with our exit (kill(-1) spares PID 1).
+  const waitForRemoval = () => {
+    try {
+      process.kill(-1, "SIGKILL");
+    } catch {
+      // Nothing was left running.
+    }
+    setTimeout(exit, REMOVAL_WAIT_MS);
+  };
+  const afterRecords = process.pid === 1 ? waitForRemoval : exit;
   const child = spawnChild(uid, gid);
   if (!child) return fail("cannot spawn the code's process");
   if (!dropTo(uid, gid, child)) return;
