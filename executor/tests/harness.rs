@@ -345,11 +345,9 @@ async fn a_run_containers_supervisor_waits_after_done_to_be_removed_and_leaves_n
     let exited = tokio::time::timeout(Duration::from_secs(1), container.wait_exit()).await;
     // What the code left running is gone at done all the same: only the
     // supervisor is left (zombies aside).
-    let script = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = node ] \
-        && ! grep -q '^State:.*Z' $p/status 2>/dev/null && echo; done | wc -l";
     let docker = container.docker().clone();
     let alone = support::wait_for(Duration::from_secs(3), || async {
-        support::exec_output(&docker, container.id(), script).await.trim() == "1"
+        support::node_processes(&docker, container.id()).await == 1
     })
     .await;
     container.remove_and_release().await;

@@ -578,18 +578,6 @@ async fn each_container_has_a_channel_of_its_own_that_code_cannot_open_and_that_
     executor.stop().await;
 }
 
-/// Node processes in `container`, zombies aside: in a process realm, the
-/// supervisor, each call's process and the spares.
-async fn node_processes(docker: &bollard::Docker, container: &str) -> usize {
-    let script = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = node ] \
-        && ! grep -q '^State:.*Z' $p/status 2>/dev/null && echo; done | wc -l";
-    let output = support::exec_output(docker, container, script).await;
-    output
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a count: {output:?}"))
-}
-
 #[tokio::test]
 async fn a_long_process_call_does_not_leave_its_container_short_of_spares() {
     let executor = start(&[PROCESSES]).await;
@@ -598,7 +586,7 @@ async fn a_long_process_call_does_not_leave_its_container_short_of_spares() {
         support::start_run(&executor.client, per_tool(support::SLEEP_A_MINUTE, "{}", Some(30_000))).await;
     // The supervisor, the call's process and, replaced while it sleeps, every spare.
     let wanted = 2 + PER_TOOL_SPARES as usize;
-    let count = || node_processes(&executor.docker, &started.container_id);
+    let count = || support::node_processes(&executor.docker, &started.container_id);
     let refilled = support::wait_for(Duration::from_secs(15), || async { count().await == wanted }).await;
     assert!(
         refilled,

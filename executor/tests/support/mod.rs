@@ -624,6 +624,18 @@ pub async fn removed_within(docker: &Docker, id: &str, within: Duration) -> bool
     .await
 }
 
+/// Node processes in `container`, zombies aside: the supervisor and the
+/// code's processes (in a process realm, each call's and the spares).
+pub async fn node_processes(docker: &Docker, container: &str) -> usize {
+    let script = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = node ] \
+        && ! grep -q '^State:.*Z' $p/status 2>/dev/null && echo; done | wc -l";
+    let output = exec_output(docker, container, script).await;
+    output
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {output:?}"))
+}
+
 /// What `sh -c command` prints (stdout and stderr) in a running container,
 /// as the container's own user.
 pub async fn exec_output(docker: &Docker, container: &str, command: &str) -> String {
