@@ -17,6 +17,7 @@ pub mod container;
 mod content;
 pub mod deps;
 pub mod docker;
+mod durations;
 pub mod egress;
 pub mod error;
 pub mod harness;

@@ -21,6 +21,7 @@ use crate::container::lease::Lease;
 use crate::container::source::ContainerSource;
 use crate::container::{ContainerSpec, EgressMount, Role, labels};
 use crate::deps::{DepsCache, DepsKey};
+use crate::durations::millis;
 use crate::egress::{Egress, EgressPlan, EventSink, Grant, Subject};
 use crate::error::ExecError;
 use crate::harness;
@@ -295,8 +296,4 @@ pub fn parse_args(args_json: String) -> Result<Box<RawValue>, ExecError> {
         args_json
     };
     RawValue::from_string(args_json).map_err(ExecError::BadArgs)
-}
-
-pub fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -18,9 +18,8 @@
 //! - Nor does a run race its replacement: a hand-out's refill starts when
 //!   the run is over (`on_end`: its container is dropped, or retired once
 //!   the outcome is on its way, see run.rs), or after `REFILL_WAIT`. The
-//!   price: a second call that comes
-//!   during the run, with the key empty, starts its own container rather
-//!   than getting one already on its way.
+//!   price: a second call that comes during the run, with the key empty,
+//!   starts its own container rather than getting one already on its way.
 //! - Each key has its own lock; the map of keys is read-locked by hand-outs
 //!   and write-locked only to add or forget a key, so runs of different
 //!   keys never wait for each other.
@@ -43,6 +42,7 @@ use super::cap::ContainerSlot;
 use super::lease::Lease;
 use super::source::{ColdStart, ContainerSource};
 use super::{ContainerSpec, Role, labels};
+use crate::durations::micros;
 use crate::error::ExecError;
 
 /// How many containers to keep ready per key, and for how long.
@@ -370,12 +370,11 @@ impl Shared {
         Duration::from_micros(self.start_time_us.load(Ordering::Relaxed))
     }
 
+    /// Blends in one measured start. Two at once may lose one of them,
+    /// which an estimate can afford.
     fn measured_start(&self, took: Duration) {
-        let blend = |estimate: u64| Some(micros(Duration::from_micros(estimate).mul_f64(0.7) + took.mul_f64(0.3)));
-        // The closure never refuses, so the update cannot fail.
-        let _ = self
-            .start_time_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, blend);
+        let blended = self.start_time().mul_f64(0.7) + took.mul_f64(0.3);
+        self.start_time_us.store(micros(blended), Ordering::Relaxed);
     }
 
     fn target_of(&self, state: &KeyState, now: Instant) -> usize {
@@ -552,10 +551,6 @@ async fn start_warm(shared: &Shared, key: &PoolKey) -> Result<Lease, ExecError> 
 /// A key's state stays consistent even if a holder panicked: take it anyway.
 fn lock(state: &Mutex<KeyState>) -> MutexGuard<'_, KeyState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn micros(took: Duration) -> u64 {
-    u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

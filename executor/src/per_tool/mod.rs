@@ -28,6 +28,7 @@ use dynamic_mcp_proto::v1::RunOutcome;
 use crate::container::source::ColdStart;
 use crate::container::{ContainerSpec, Role, labels};
 use crate::deps::DepsKey;
+use crate::durations::micros;
 use crate::error::ExecError;
 use crate::harness::{self, Call, PerToolHarness};
 use crate::outcome::{Ended, Judge};
@@ -331,10 +332,6 @@ impl PerTool {
             container.container().remove_now().await;
         }
     }
-}
-
-fn micros(took: Duration) -> u64 {
-    u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Retires idle per-tool containers, forever (abort the task to stop).

@@ -13,13 +13,14 @@ use tokio::time::{Duration, Instant};
 use super::{Call, Session, Sessions};
 use crate::container::exec::{self, ExecSpec, ExecTag, RunningExec};
 use crate::container::hardening::WORKDIR;
+use crate::durations::millis;
 use crate::egress::Grant;
 use crate::error::ExecError;
 use crate::harness;
 use crate::outcome::Ended;
 use crate::output::CappedBuffer;
 use crate::progress::ProgressSender;
-use crate::run::{millis, parse_args};
+use crate::run::parse_args;
 use crate::streams::{collect, collect_into, feed};
 
 /// Who a run_js exec starts as: root, for the supervisor to drop from.
