@@ -342,12 +342,7 @@ impl Catalog {
         if !listed.code.is_empty() {
             return Ok(Arc::new(listed.clone()));
         }
-        let entry = self.read(|c| {
-            c.tools
-                .get(&listed.name)
-                .filter(|entry| same_version(&entry.record, listed))
-                .cloned()
-        });
+        let entry = self.listed_version(listed);
         if let Some(hit) = entry.as_ref().and_then(|entry| entry.with_code.get()) {
             return Ok(Arc::clone(hit));
         }
@@ -364,17 +359,21 @@ impl Catalog {
         Ok(fetched)
     }
 
-    /// The compiled schemas of `tool`: compiled on its revision's first
-    /// call and kept with the listed record until the tool changes. A
-    /// version the catalog does not hold is compiled for this call alone.
-    pub fn contract(&self, tool: &ToolRecord) -> Result<Arc<Contract>, ToolError> {
-        let entry = self.read(|c| {
+    /// The catalog's entry for this version of `tool`, if it holds it.
+    fn listed_version(&self, tool: &ToolRecord) -> Option<Arc<Listed>> {
+        self.read(|c| {
             c.tools
                 .get(&tool.name)
                 .filter(|entry| same_version(&entry.record, tool))
                 .cloned()
-        });
-        let Some(entry) = entry else {
+        })
+    }
+
+    /// The compiled schemas of `tool`: compiled on its revision's first
+    /// call and kept with the listed record until the tool changes. A
+    /// version the catalog does not hold is compiled for this call alone.
+    pub fn contract(&self, tool: &ToolRecord) -> Result<Arc<Contract>, ToolError> {
+        let Some(entry) = self.listed_version(tool) else {
             return Ok(Arc::new(Contract::of(tool)?));
         };
         if let Some(hit) = entry.contract.get() {
