@@ -173,7 +173,8 @@ fn prepare_dir(parent: &Path, dir: &Path) -> Result<(), SocketDirError> {
         }
         // Not create_dir_all: a link planted meanwhile fails it instead of
         // being followed. Made 0o711 at once, so an executor that finds it
-        // before the mode is set never sees it writable by others.
+        // meanwhile never sees it writable by others; set again because the
+        // umask may have taken bits others need to reach their directories.
         match std::fs::DirBuilder::new().mode(0o711).create(parent) {
             Ok(()) => std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| fail(e.to_string()))?,
