@@ -96,6 +96,12 @@ impl HarnessOutput {
         self.done.is_none() && !RESOURCE_LIMIT_EXIT_CODES.contains(&exit_code)
     }
 
+    /// Whether the call ended for want of a realm: none could start in its
+    /// per-tool container (its limits are full).
+    pub fn realm_refused(&self) -> bool {
+        self.done.as_ref().is_some_and(|done| done.realm_refused)
+    }
+
     /// The stdout kept so far, where Docker's own words land when an exec
     /// never started.
     pub fn user_stdout(&self) -> &[u8] {

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use dynamic_mcp_executor::config::PER_TOOL_SPARES;
-use dynamic_mcp_proto::v1::{Isolation, PrepareToolRequest, RunStatus, RunToolRequest, run_event};
+use dynamic_mcp_proto::v1::{Isolation, PrepareToolRequest, RunStatus, RunToolRequest};
 use support::{Ran, TestExecutor, removed_within, request, role_of};
 use tonic::Code;
 
@@ -407,65 +407,82 @@ async fn a_call_that_finds_no_free_place_fails_at_its_timeout_and_says_why() {
     executor.stop().await;
 }
 
-/// Fills the container's pids limit with sleeping processes, reports
-/// progress once it is full, and frees them again after a while.
-const FILL_THE_PIDS_LIMIT: &str = r#"
+/// Returns, leaving up to 20 processes running: calls of it fill their
+/// container's pids limit for good.
+const LEAVE_SLEEPERS: &str = r#"
 const { spawn } = await import("node:child_process");
-const sleepers = [];
-for (let i = 0; i < 400; i++) {
-  const child = spawn("sleep", ["60"], { stdio: "ignore" });
+let left = 0;
+for (let i = 0; i < 20; i++) {
+  const child = spawn("sleep", ["600"], { stdio: "ignore", detached: true });
   const started = await new Promise((r) => { child.once("spawn", () => r(true)); child.once("error", () => r(false)); });
   if (!started) break;
-  sleepers.push(child);
+  child.unref();
+  left += 1;
 }
-await progress(1);
-await new Promise((r) => setTimeout(r, 4000));
-const gone = sleepers.map((c) => new Promise((r) => c.once("exit", r)));
-sleepers.forEach((c) => c.kill("SIGKILL"));
-await Promise.all(gone);
-return sleepers.length;"#;
+return left;"#;
 
+/// Calls that leave processes behind fill their container's pids limit
+/// until no process can start for a call. The call that gets none fails
+/// alone (a resource limit, or, when Node started only partly, an error
+/// that says the limit was full) and retires the container: the next calls
+/// get a fresh one, and the full one goes.
 #[tokio::test]
-async fn a_process_realm_at_its_pids_limit_fails_single_calls_and_keeps_serving() {
+async fn a_process_realm_at_its_pids_limit_retires_its_container() {
+    const MOST_CALLS: usize = 40;
     let mut executor = start(&[PROCESSES]).await;
-    let mut client = executor.client.clone();
-    let filler = RunToolRequest {
-        report_progress: true,
-        ..per_tool(FILL_THE_PIDS_LIMIT, "{}", Some(60_000))
-    };
-    let mut filling = client.run_tool(filler).await.unwrap().into_inner();
-    let mut container = None;
-    loop {
-        match filling.message().await.unwrap().and_then(|e| e.event) {
-            Some(run_event::Event::Started(started)) => container = Some(started.container_id),
-            Some(run_event::Event::Progress(_)) => break,
-            other => panic!("the filler ended before the limit was full: {other:?}"),
+    let mut full = None;
+    let mut refused = None;
+    let mut after = Vec::new();
+    for call in 0..MOST_CALLS {
+        let ran = executor.run_request(per_tool(LEAVE_SLEEPERS, "{}", Some(20_000))).await;
+        let first = full.get_or_insert_with(|| ran.container_id.clone());
+        match (ran.outcome.status(), refused) {
+            (RunStatus::Ok, None) => assert_eq!(&ran.container_id, first, "call {call}"),
+            (RunStatus::ResourceLimit, None) | (RunStatus::BadResult, None)
+                if ran.outcome.status() == RunStatus::ResourceLimit
+                    || ran.outcome.error_message.contains("process limit was full") =>
+            {
+                assert_eq!(&ran.container_id, first, "call {call}");
+                refused = Some(call);
+            }
+            (RunStatus::Ok, Some(_)) => {
+                assert_ne!(&ran.container_id, first, "a fresh container serves call {call}");
+                after.push(ran.container_id);
+                if after.len() == 2 {
+                    break;
+                }
+            }
+            (_, _) => panic!("call {call} (refused at {refused:?}): {:?}", ran.outcome),
         }
     }
-    // While nothing can start: the spares serve, then calls fail alone, at once.
-    for text in ["a", "b", "c", "d"] {
-        let ran = executor
-            .run_request(per_tool(COUNTER, &format!(r#"{{"text":"{text}"}}"#), Some(10_000)))
-            .await;
-        assert!(
-            matches!(ran.outcome.status(), RunStatus::Ok | RunStatus::ResourceLimit),
-            "{text}: {:?}",
-            ran.outcome
-        );
-        assert_eq!(
-            Some(&ran.container_id),
-            container.as_ref(),
-            "the container kept serving"
-        );
+    assert!(refused.is_some(), "no call of {MOST_CALLS} found the pids limit full");
+    assert_eq!(after.len(), 2, "two calls ran after the refusal: {after:?}");
+    assert_eq!(after[0], after[1], "the fresh container serves on");
+    let full = full.unwrap();
+    assert!(
+        removed_within(&executor.docker, &full, Duration::from_secs(30)).await,
+        "the retired container goes"
+    );
+    executor.stop().await;
+}
+
+/// A worker needs one of the pids its call's end frees, so calls that leave
+/// processes behind fill the limit without starving the realm: the
+/// container serves on, and is not retired.
+#[tokio::test]
+async fn a_worker_realm_serves_on_with_its_pids_limit_full() {
+    let mut executor = start(&[]).await;
+    let mut left = Vec::new();
+    let mut containers = Vec::new();
+    for _ in 0..12 {
+        let ran = executor.run_request(per_tool(LEAVE_SLEEPERS, "{}", Some(20_000))).await;
+        assert_eq!(ran.outcome.status(), RunStatus::Ok, "{:?}", ran.outcome);
+        left.push(ran.outcome.result_json.parse::<u32>().unwrap());
+        containers.push(ran.container_id);
     }
-    let filled = support::follow(filling).await.outcome;
-    assert_eq!(filled.status(), RunStatus::Ok, "{filled:?}");
-    assert!(filled.result_json.parse::<u32>().unwrap() > 0, "{filled:?}");
-    let after = executor
-        .run_request(per_tool(COUNTER, r#"{"text":"e"}"#, Some(20_000)))
-        .await;
-    assert_eq!(after.outcome.status(), RunStatus::Ok, "{:?}", after.outcome);
-    assert_eq!(Some(&after.container_id), container.as_ref());
+    assert!(left.iter().any(|&n| n < 20), "the pids limit got full: {left:?}");
+    containers.dedup();
+    assert_eq!(containers.len(), 1, "one container served every call");
     executor.stop().await;
 }
 

@@ -37,6 +37,8 @@ pub struct Done {
     /// Output the supervisor counted past the output cap and did not send.
     pub stdout_dropped: u64,
     pub stderr_dropped: u64,
+    /// The call got no realm: none could start (the container's limits).
+    pub realm_refused: bool,
 }
 
 /// How the code's process ended, as the supervisor saw it.
@@ -103,6 +105,8 @@ struct DoneHeader {
     stdout_dropped: u64,
     #[serde(default)]
     stderr_dropped: u64,
+    #[serde(default)]
+    realm_refused: bool,
 }
 
 enum State {
@@ -298,6 +302,7 @@ fn finish(done: DoneHeader, payload: Option<Vec<u8>>) -> Done {
         exit_code,
         stdout_dropped,
         stderr_dropped,
+        realm_refused,
         ..
     } = done;
     let ending = match status.as_str() {
@@ -320,6 +325,7 @@ fn finish(done: DoneHeader, payload: Option<Vec<u8>>) -> Done {
         ending,
         stdout_dropped,
         stderr_dropped,
+        realm_refused,
     }
 }
 
@@ -391,6 +397,7 @@ mod tests {
                 },
                 stdout_dropped: 5,
                 stderr_dropped: 0,
+                realm_refused: false,
             }),
         };
         for a in (0..=whole.len()).step_by(3) {
@@ -435,6 +442,15 @@ mod tests {
             assert_eq!(got.stray, b"node: warning\nnot json\x1e0123", "cut at {cut}");
             assert_eq!(got.done.as_ref().unwrap().ending, Ending::Exited { code: 137 });
         }
+    }
+
+    #[test]
+    fn a_call_that_got_no_realm_says_so() {
+        let done = |header: &str| read(&[&record(header, b"")], 10).done.unwrap();
+        let refused = done(r#"{"kind":"done","status":"exited","exitCode":137,"realmRefused":true}"#);
+        assert!(refused.realm_refused);
+        assert_eq!(refused.ending, Ending::Exited { code: 137 });
+        assert!(!done(r#"{"kind":"done","status":"exited","exitCode":137}"#).realm_refused);
     }
 
     #[test]

@@ -88,17 +88,21 @@ const REMOVAL_WAIT_MS = 5000;
 // container's pids limit) can hang instead of exiting.
 const SPARE_START_MS = 10000;
 
+// A call that got no realm says so in its `done` record: the executor then
+// retires its per-tool container, whose limits may stay full for good.
+const refused = (outcome) => ({ ...outcome, realmRefused: true });
+
 // Why a call got no process (processRealm): none could be spawned, as if
 // the container's limits had killed it; or one was spawned but never said
 // it was ready.
-const NO_PROCESS = { outcome: exited(null, "SIGKILL") };
+const NO_PROCESS = { outcome: refused(exited(null, "SIGKILL")) };
 const NOT_STARTED = {
-  outcome: {
+  outcome: refused({
     status: "bad_result",
     message:
       `the code's process did not get ready within ${SPARE_START_MS} ms: the container's process limit ` +
       "was full, or the tool's code does work outside its function body (move it inside)",
-  },
+  }),
 };
 
 // The executor's channel socket exists before we start; these retries only
@@ -464,10 +468,12 @@ function serve(child, moduleDir, io) {
   }
 
   // How the child's exit ends the call. A process that could not start its
-  // threads (Node then exits with 1) was stopped by the pids limit.
+  // threads (Node then exits with 1), or a worker that could not start at
+  // all, was stopped by the pids limit.
   function ending(code, signal) {
     drain(child.stderr, (chunk) => output("stderr", chunk));
-    return threadRefused && code !== 0 ? exited(null, "SIGKILL") : exited(code, signal);
+    if (child.refused) return refused(exited(null, "SIGKILL"));
+    return threadRefused && code !== 0 ? refused(exited(null, "SIGKILL")) : exited(code, signal);
   }
 
   child.stdout.on("data", (chunk) => output("stdout", chunk));
@@ -479,7 +485,7 @@ function serve(child, moduleDir, io) {
     } else if (child.pid === undefined && !finished) {
       // It never started (EAGAIN: the container's process limit): it ends
       // as if that limit had killed it.
-      finish(exited(null, "SIGKILL"));
+      finish(refused(exited(null, "SIGKILL")));
     }
   });
   child.on("exit", (code, signal) => {
@@ -761,6 +767,7 @@ function workerRealm(host, channel) {
         if (!child) return true;
         if (header.exit !== undefined) {
           calls.delete(header.call);
+          child.refused = header.refused === true;
           child.emit("exit", Number.isSafeInteger(header.exit) ? header.exit : 1, null);
         } else if (header.stream === "stdout" || header.stream === "stderr") {
           child[header.stream].emit("data", payload);

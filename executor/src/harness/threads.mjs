@@ -19,6 +19,7 @@
 // fd 4 (to the supervisor), frames:
 //   {"call":id,"stream":"stdout"|"stderr"|"report"} + bytes
 //   {"call":id,"exit":code}                           the call's worker has ended
+//   {"call":id,"exit":137,"refused":true}             no worker could start for it
 // Written for any stock Node >= 18.
 import { Socket } from "node:net";
 import { Worker } from "node:worker_threads";
@@ -112,7 +113,7 @@ function onFrame(header, payload) {
     const slot = spares.shift() ?? startWorker();
     if (!slot) {
       // No thread could start for it: it ends as that limit's, as a process would.
-      send({ call, exit: PIDS_LIMIT_EXIT_CODE });
+      send({ call, exit: PIDS_LIMIT_EXIT_CODE, refused: true });
       return;
     }
     slot.call = call;

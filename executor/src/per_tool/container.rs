@@ -60,6 +60,8 @@ pub struct ToolContainer {
     places: Arc<Semaphore>,
     max_calls: usize,
     last_used: Mutex<Instant>,
+    /// Takes no new calls; those in flight finish.
+    retired: AtomicBool,
     tasks: [JoinHandle<()>; 3],
     /// Removed with the container.
     _channel_dir: SocketDir,
@@ -119,6 +121,7 @@ impl ToolContainer {
             places: Arc::new(Semaphore::new(max_calls)),
             max_calls,
             last_used: Mutex::new(Instant::now()),
+            retired: AtomicBool::new(false),
             tasks: [writer, reader, diagnostics],
             _channel_dir: channel_dir,
         })
@@ -133,8 +136,18 @@ impl ToolContainer {
     }
 
     /// Whether the container's channel has ended (it exited or was removed).
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.calls.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes no new calls from now on: it cannot start their realms.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether new calls may go to it: open and not retired.
+    pub fn takes_calls(&self) -> bool {
+        !self.is_closed() && !self.retired.load(Ordering::Acquire)
     }
 
     /// Whether no call has run for `idle` and none is running.

@@ -11,9 +11,10 @@
 //! another starts (up to MCP_SANDBOX_PER_TOOL_MAX_CONTAINERS); calls go to
 //! the oldest container with room, so the extra ones fall idle first when
 //! the load drops. Containers are retired when a call brings a newer
-//! revision or another image or dependency set, and when idle (which also
-//! covers a disabled or deleted tool). Calls of a retired container finish
-//! in it; it is removed when the last one ends.
+//! revision or another image or dependency set, when idle (which also
+//! covers a disabled or deleted tool), and when one could not start a
+//! call's realm (its limits are full, perhaps for good). Calls of a retired
+//! container finish in it; it is removed when the last one ends.
 
 pub mod channel;
 pub mod container;
@@ -103,10 +104,11 @@ impl Entry {
     }
 
     /// The oldest open container with fewer than `busy` calls, or, with
-    /// `None`, the least busy one; dead ones are dropped on the way.
+    /// `None`, the least busy one; dead and retired ones are dropped on the
+    /// way (their calls in flight hold them until they end).
     fn pick(&self, busy: Option<usize>) -> Option<Arc<ToolContainer>> {
         let mut containers = self.containers();
-        containers.retain(|c| !c.is_closed());
+        containers.retain(|c| c.takes_calls());
         match busy {
             Some(below) => containers.iter().find(|c| c.busy() < below).cloned(),
             None => containers.iter().min_by_key(|c| c.busy()).cloned(),
@@ -297,11 +299,21 @@ impl PerTool {
             }
         };
         drop(open);
+        if captured.realm_refused() {
+            // Full for good, as likely as for now (processes a call left
+            // running hold its pids): the next calls get a fresh container.
+            container.retire();
+            tracing::warn!(
+                tool = tool.tool_name,
+                container = container.id(),
+                "a per-tool container could not start a call's realm (its limits are full); retired"
+            );
+        }
         self.judge.outcome(captured, ended, call.timeout_ms, began.elapsed())
     }
 
     /// Removes the containers without a call for the idle time, and dead
-    /// ones; returns how many.
+    /// or retired ones; returns how many.
     pub fn retire_idle(&self) -> usize {
         let idle = self.settings.idle_after;
         let mut retired = 0;
@@ -309,10 +321,10 @@ impl PerTool {
         tools.retain(|tool, entry| {
             let mut containers = entry.containers();
             let before = containers.len();
-            containers.retain(|c| !(c.is_closed() || c.idle_for(idle)));
+            containers.retain(|c| c.takes_calls() && !c.idle_for(idle));
             if containers.len() < before {
                 tracing::info!(tool = %tool, revision = entry.revision, removed = before - containers.len(),
-                    "idle per-tool containers removed");
+                    "idle, dead or retired per-tool containers removed");
             }
             retired += before - containers.len();
             // An entry whose first container is still starting has none yet.
