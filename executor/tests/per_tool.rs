@@ -436,12 +436,12 @@ async fn a_process_realm_at_its_pids_limit_retires_its_container() {
     for call in 0..MOST_CALLS {
         let ran = executor.run_request(per_tool(LEAVE_SLEEPERS, "{}", Some(20_000))).await;
         let first = full.get_or_insert_with(|| ran.container_id.clone());
-        match (ran.outcome.status(), refused) {
+        let status = ran.outcome.status();
+        let got_no_process = status == RunStatus::ResourceLimit
+            || (status == RunStatus::BadResult && ran.outcome.error_message.contains("process limit was full"));
+        match (status, refused) {
             (RunStatus::Ok, None) => assert_eq!(&ran.container_id, first, "call {call}"),
-            (RunStatus::ResourceLimit, None) | (RunStatus::BadResult, None)
-                if ran.outcome.status() == RunStatus::ResourceLimit
-                    || ran.outcome.error_message.contains("process limit was full") =>
-            {
+            (_, None) if got_no_process => {
                 assert_eq!(&ran.container_id, first, "call {call}");
                 refused = Some(call);
             }

@@ -472,8 +472,8 @@ function serve(child, moduleDir, io) {
   // all, was stopped by the pids limit.
   function ending(code, signal) {
     drain(child.stderr, (chunk) => output("stderr", chunk));
-    if (child.refused) return refused(exited(null, "SIGKILL"));
-    return threadRefused && code !== 0 ? refused(exited(null, "SIGKILL")) : exited(code, signal);
+    const noRealm = child.refused || (threadRefused && code !== 0);
+    return noRealm ? refused(exited(null, "SIGKILL")) : exited(code, signal);
   }
 
   child.stdout.on("data", (chunk) => output("stdout", chunk));
