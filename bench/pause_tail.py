@@ -25,10 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mcp_http import REPO, Product  # noqa: E402
-from speed import ARGS, create_tool, percentiles  # noqa: E402
+from speed import create_tool, dated_calls, percentiles  # noqa: E402
 
 EVENTS = ("create", "start", "kill", "destroy")
-WARM_UP_CALLS = 3
 
 
 class DockerEvents:
@@ -59,25 +58,6 @@ class DockerEvents:
         self.process.wait(timeout=10)
 
 
-def paused_calls(product: Product, calls: int, pause_s: float) -> list[tuple[float, float]]:
-    """(wall-clock start, ms) of each call after the warm-up ones."""
-    client = product.client()
-    tool = f"bench.upper{product.port}"
-    create_tool(client, tool)
-    timed = []
-    for i in range(calls + WARM_UP_CALLS):
-        time.sleep(pause_s)
-        began_at, began = time.time(), time.perf_counter()
-        result = client.call_ok(tool, ARGS)
-        took = (time.perf_counter() - began) * 1000
-        if result.get("structuredContent", {}).get("result") != {"upper": "HELLO"}:
-            raise RuntimeError(f"unexpected answer: {json.dumps(result)[:300]}")
-        if i >= WARM_UP_CALLS:
-            timed.append((began_at, took))
-    client.close()
-    return timed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=str(REPO / "target/release/dynamic-mcp"))
@@ -94,7 +74,11 @@ def main() -> None:
     events = DockerEvents(product.executor_id)
     try:
         time.sleep(2)  # the pool fills, as in speed.py
-        calls = paused_calls(product, args.calls, args.pause_ms / 1000)
+        client = product.client()
+        tool = f"bench.upper{product.port}"
+        create_tool(client, tool)
+        calls = dated_calls(client, tool, args.calls, args.pause_ms / 1000)
+        client.close()
         time.sleep(0.5)  # the last call's events arrive
     finally:
         events.stop()
@@ -105,7 +89,7 @@ def main() -> None:
     for began_at, took in sorted(calls, key=lambda call: -call[1])[: args.slowest]:
         print(f"\na call of {took:.1f} ms; the second before it (s from its start):")
         window = [(t, f"call of {ms:.1f} ms") for t, ms in calls if began_at - 1 <= t < began_at]
-        window += [(t, f"{action} {id}") for t, action, id in events.seen if began_at - 1 <= t <= began_at + took / 1000]
+        window += [(t, f"{action} {short_id}") for t, action, short_id in events.seen if began_at - 1 <= t <= began_at + took / 1000]
         for t, what in sorted(window):
             print(f"  {t - began_at:+.3f} {what}")
 

@@ -113,16 +113,21 @@ def limit_of(host_cpu: float, client_cpu: float, containers_per_s: float, rate: 
 
 
 def timed_calls(client: StatelessClient, tool: str, calls: int, pause_s: float) -> list[float]:
+    return [took for _, took in dated_calls(client, tool, calls, pause_s)]
+
+
+def dated_calls(client: StatelessClient, tool: str, calls: int, pause_s: float) -> list[tuple[float, float]]:
+    """(wall-clock start, ms) of each call, one at a time with `pause_s` before each."""
     samples = []
     for i in range(calls + 3):
         time.sleep(pause_s)
-        began = time.perf_counter()
+        began_at, began = time.time(), time.perf_counter()
         result = client.call_ok(tool, ARGS)
         took = (time.perf_counter() - began) * 1000
         if result.get("structuredContent", {}).get("result") != {"upper": "HELLO"}:
             raise RuntimeError(f"unexpected answer: {json.dumps(result)[:300]}")
         if i >= 3:  # the first calls warm connections, caches and the pool's demand estimate
-            samples.append(took)
+            samples.append((began_at, took))
     return samples
 
 
